@@ -1,0 +1,1 @@
+//! xdplb director: filled by its own issue; nothing here works yet.

@@ -1,0 +1,1 @@
+//! xdplb redirector: filled by its own issue; nothing here works yet.
