@@ -174,10 +174,18 @@ mod tests {
             sport: 1000,
             dport: 80,
         };
-        let b = Flow { sport: 2000, dport: 443, dst: "10.100.0.2".parse().unwrap(), ..a };
+        let b = Flow {
+            sport: 2000,
+            dport: 443,
+            dst: "10.100.0.2".parse().unwrap(),
+            ..a
+        };
         let src_only = HashFields(HashFields::SRC_IP);
         assert_eq!(flow_hash(&key, src_only, &a), flow_hash(&key, src_only, &b));
-        assert_ne!(flow_hash(&key, HashFields::ALL, &a), flow_hash(&key, HashFields::ALL, &b));
+        assert_ne!(
+            flow_hash(&key, HashFields::ALL, &a),
+            flow_hash(&key, HashFields::ALL, &b)
+        );
     }
 
     #[test]

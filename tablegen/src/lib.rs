@@ -2,5 +2,22 @@
 //!
 //! Pure: config text in, tables out. No file or network I/O, no clock (the CLI in
 //! `src/bin/tablegen.rs` and the daemons do the I/O).
+//!
+//! - [`config`]: parse and validate `backends.yaml` into typed services (errors with positions).
+//! - [`table`]: rendezvous tables per service; [`table::Planner`] for one-backend changes.
+//! - [`score`]: the per-row backend scores the tables rank by.
+//! - [`hash`]: the keyed flow hash the director's XDP program mirrors.
+//! - [`format`](mod@format): the binary table file.
+//! - [`report`]: `show` / `lookup` / `diff` results (stable JSON).
+//! - [`edit`]: in-place edits of a backend's state or weight.
+//! - [`cli`]: the clap definition of the `tablegen` command.
 
+pub mod cli;
+pub mod config;
+pub mod edit;
+pub mod format;
 pub mod hash;
+pub mod report;
+pub mod score;
+pub mod table;
+pub mod yaml;

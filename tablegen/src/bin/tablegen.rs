@@ -1,1 +1,272 @@
-fn main() {}
+//! `tablegen`: the operator CLI. Thin: parse arguments, read files, call the library, print,
+//! and write files atomically. Exit status 0 = success, 1 = refused or invalid, 2 = usage.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use tablegen::cli::{Cli, Command, Target};
+use tablegen::config::{Backend, Config, State};
+use tablegen::edit::{self, Change};
+use tablegen::format;
+use tablegen::report::{self, hex64, FlowSpec, NamedTable};
+use tablegen::table::{self, Table};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tablegen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Read and validate the config; on errors the message is every `file:line:col: ...` line.
+fn load(path: &Path) -> Result<Config> {
+    let text = read_text(path)?;
+    let config = Config::parse(path, &text)
+        .map_err(|e| anyhow::anyhow!("{} error(s):\n{e}", e.errors.len()))?;
+    for w in config.warnings() {
+        eprintln!("tablegen: warning: {}: {w}", path.display());
+    }
+    Ok(config)
+}
+
+/// Write `bytes` to `path` so that readers see the old file or the new one, never a mix: a
+/// temp file in the same directory (same filesystem), fsync, rename over, fsync the directory.
+/// Keeps the old file's mode and owner, and follows a symlink to its target.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .context("output path has no file name")?
+        .to_string_lossy();
+    let tmp: PathBuf = dir.join(format!(".{name}.tablegen-{}.tmp", std::process::id()));
+    let old = fs::metadata(&target).ok();
+    let result = (|| -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        if let Some(m) = &old {
+            f.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))
+                .with_context(|| format!("setting permissions of {}", tmp.display()))?;
+            // Only root can give a file away; elsewhere the owner is already ours.
+            let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+        }
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        fs::rename(&tmp, &target)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A table set to diff: from a binary table file (by magic) or built from a config.
+struct Loaded {
+    items: Vec<(String, Vec<Backend>, Table)>,
+}
+
+fn load_tables(path: &Path) -> Result<Loaded> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(format::MAGIC) {
+        let services = format::read(&bytes)
+            .with_context(|| format!("reading tables from {}", path.display()))?;
+        return Ok(Loaded {
+            items: services
+                .into_iter()
+                .map(|s| (s.name, s.backends, s.table))
+                .collect(),
+        });
+    }
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("{} is neither a table file nor UTF-8 text", path.display()))?;
+    let config = Config::parse(path, &text)
+        .map_err(|e| anyhow::anyhow!("{} error(s):\n{e}", e.errors.len()))?;
+    let tables = table::build_all(&config);
+    Ok(Loaded {
+        items: config
+            .services
+            .into_iter()
+            .zip(tables)
+            .map(|(s, t)| (s.name, s.backends, t))
+            .collect(),
+    })
+}
+
+fn named(l: &Loaded) -> Vec<NamedTable<'_>> {
+    l.items
+        .iter()
+        .map(|(n, b, t)| NamedTable {
+            service: n,
+            backends: b,
+            table: t,
+        })
+        .collect()
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn edit_cmd(config: &Path, t: &Target, change: Change) -> Result<()> {
+    let text = read_text(config)?;
+    let e = edit::apply(config, &text, t.service.as_deref(), &t.name, change)?;
+    let what = match change {
+        Change::State(s) => format!("state {s}"),
+        Change::Weight(w) => format!("weight {w}"),
+    };
+    if !e.changed {
+        println!(
+            "{}: backend {} of service {} already has {what}; nothing to do",
+            config.display(),
+            e.backend,
+            e.service
+        );
+        return Ok(());
+    }
+    write_atomic(config, e.text.as_bytes())?;
+    println!(
+        "{}:{}: backend {} of service {}: {what}",
+        config.display(),
+        e.line,
+        e.backend,
+        e.service
+    );
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = cli.config.as_path();
+    match &cli.command {
+        Command::Check => {
+            let c = load(config)?;
+            let backends: usize = c.services.iter().map(|s| s.backends.len()).sum();
+            println!(
+                "{}: ok ({} services, {backends} backends)",
+                config.display(),
+                c.services.len()
+            );
+        }
+        Command::Build { out } => {
+            let c = load(config)?;
+            let tables = table::build_all(&c);
+            write_atomic(out, &format::write(&c.services, &tables))?;
+            for t in &tables {
+                println!(
+                    "{}: {} rows x {}, version {}, checksum {}",
+                    t.service,
+                    t.rows,
+                    t.width,
+                    hex64(t.version),
+                    hex64(t.checksum)
+                );
+            }
+        }
+        Command::Show { json } => {
+            let c = load(config)?;
+            let tables = table::build_all(&c);
+            let show = report::show(&c, &tables);
+            if *json {
+                return print_json(&show);
+            }
+            for s in &show.services {
+                println!(
+                    "service {}: {} rows, hops {} (width {}), version {}, checksum {}",
+                    s.name, s.rows, s.hops, s.width, s.version, s.checksum
+                );
+                println!(
+                    "  {:<20} {:<40} {:<9} {:>6} {:>8} {:>9}",
+                    "NAME", "ADDRESS", "STATE", "WEIGHT", "PRIMARY", "ALTERNATE"
+                );
+                for b in &s.backends {
+                    println!(
+                        "  {:<20} {:<40} {:<9} {:>6} {:>8} {:>9}",
+                        b.name, b.address, b.state, b.weight, b.primary_rows, b.alternate_rows
+                    );
+                }
+            }
+        }
+        Command::Lookup { flow, json } => {
+            let spec: FlowSpec = flow.parse()?;
+            let c = load(config)?;
+            let tables = table::build_all(&c);
+            let l = report::lookup(&c, &tables, &spec)?;
+            if *json {
+                return print_json(&l);
+            }
+            let hops: Vec<String> = l
+                .hops
+                .iter()
+                .zip(&l.names)
+                .map(|(a, n)| format!("{a} ({n})"))
+                .collect();
+            println!(
+                "service {}, hash {}, row {}, hops: {}",
+                l.service,
+                l.hash,
+                l.row,
+                hops.join(", ")
+            );
+        }
+        Command::Diff { old, new, json } => {
+            let (o, n) = (load_tables(old)?, load_tables(new)?);
+            let d = report::diff(&named(&o), &named(&n));
+            if *json {
+                return print_json(&d);
+            }
+            for s in &d.services {
+                println!(
+                    "service {}: {} rows; primary changed in {} rows ({} keep the old primary as an alternate); hop list changed in {} rows",
+                    s.name, s.rows, s.primary_changed, s.primary_changed_keeps_old, s.hop_list_changed
+                );
+            }
+            for s in &d.added {
+                println!("service {s}: only in {}", new.display());
+            }
+            for s in &d.removed {
+                println!("service {s}: only in {}", old.display());
+            }
+        }
+        Command::Drain(t) => edit_cmd(config, t, Change::State(State::Draining))?,
+        Command::Fill(t) => edit_cmd(config, t, Change::State(State::Filling))?,
+        Command::Activate(t) => edit_cmd(config, t, Change::State(State::Active))?,
+        Command::Deactivate(t) => edit_cmd(config, t, Change::State(State::Inactive))?,
+        Command::Weight { target, weight } => {
+            if *weight == 0 {
+                bail!(
+                    "weight must be at least 1; to take a backend out use `tablegen deactivate {}`",
+                    target.name
+                );
+            }
+            edit_cmd(config, target, Change::Weight(*weight))?
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1151 @@
+//! `backends.yaml`: parse, validate, and turn into the typed [`Config`].
+//!
+//! Two steps, as the house style asks: the YAML text becomes a marked tree (`yaml`), and this
+//! module checks every field of it once, collecting *all* errors with their file, line and
+//! column before giving up, so an operator fixes a file in one round. Code that receives a
+//! [`Config`] never re-validates: every invariant listed on [`Service`] holds.
+//!
+//! The schema is documented for operators in docs/setup/backends.md; keep the two in step.
+//!
+//! Must not do: I/O (the caller reads the file and passes its path only for messages).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::hash::HashFields;
+use crate::yaml::{self, Node, Pos};
+
+/// Smallest and largest `table_bits`: 256 rows is the least that still spreads a pool of a
+/// few backends evenly; 2^20 rows (4 MiB of entries per hop) is the most a director map is
+/// sized for.
+pub const TABLE_BITS_MIN: u8 = 8;
+pub const TABLE_BITS_MAX: u8 = 20;
+pub const TABLE_BITS_DEFAULT: u8 = 16;
+/// Hops per row: 2 is GLB's primary + secondary; 4 bounds the GUE header at 16 bytes of hops.
+pub const HOPS_MIN: u8 = 2;
+pub const HOPS_MAX: u8 = 4;
+pub const HOPS_DEFAULT: u8 = 2;
+/// Weights are relative; the cap keeps `weight` far from float precision limits in the score.
+pub const WEIGHT_MAX: u32 = 1_000_000;
+
+/// A validated config: every service's fields are in range and consistent (see [`Service`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub services: Vec<Service>,
+}
+
+/// One service: binds (where traffic arrives) and a pool of backends (where it goes).
+///
+/// Invariants after validation: `name` non-empty and unique in the config;
+/// `table_bits` in `TABLE_BITS_MIN..=TABLE_BITS_MAX`; `hops` in `HOPS_MIN..=HOPS_MAX`;
+/// backend names and addresses unique in the service; all backend addresses of one family;
+/// at most `hops - 1` backends filling or draining; no bind overlaps another bind anywhere in
+/// the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    /// The flow-hash key (secret: knowing it lets an attacker aim flows at one backend).
+    pub hash_key: [u8; 16],
+    /// Seeds the table's rendezvous scores; changing it reshuffles every row.
+    pub seed: [u8; 16],
+    pub table_bits: u8,
+    pub hops: u8,
+    pub hash_fields: HashFields,
+    pub binds: Vec<Bind>,
+    pub backends: Vec<Backend>,
+}
+
+impl Service {
+    /// Number of rows, `2^table_bits`.
+    pub fn rows(&self) -> u32 {
+        1u32 << self.table_bits
+    }
+
+    /// The index of the backend called `name`.
+    pub fn backend_index(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.name == name)
+    }
+
+    /// The bind that matches a packet, if any.
+    pub fn matches(&self, proto: Proto, vip: IpAddr, port: u16) -> bool {
+        self.binds.iter().any(|b| {
+            b.proto == proto && b.vip == vip && (b.port_first..=b.port_last).contains(&port)
+        })
+    }
+}
+
+/// Where a service receives traffic: a VIP, a protocol and a port range (inclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bind {
+    pub vip: IpAddr,
+    pub proto: Proto,
+    pub port_first: u16,
+    pub port_last: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A real server. Its identity for hashing is its `name`: renaming a backend moves its rows,
+/// changing its address does not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub name: String,
+    pub address: IpAddr,
+    pub weight: u32,
+    pub state: State,
+}
+
+/// A backend's state (design §4). The discriminants are part of the table file format and of
+/// the version hash: never renumber them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    /// Takes new flows.
+    Active = 0,
+    /// Takes new flows like `Active`, but counts as "in transition" (being added).
+    Filling = 1,
+    /// Keeps its established flows through second chance, takes no new ones.
+    Draining = 2,
+    /// Left out of the table.
+    Inactive = 3,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Filling => "filling",
+            State::Draining => "draining",
+            State::Inactive => "inactive",
+        }
+    }
+
+    /// Whether the backend appears in the table at all.
+    pub fn eligible(self) -> bool {
+        self != State::Inactive
+    }
+
+    /// Filling and draining count against the `hops - 1` transition limit.
+    pub fn in_transition(self) -> bool {
+        matches!(self, State::Filling | State::Draining)
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "active" => State::Active,
+            "filling" => State::Filling,
+            "draining" => State::Draining,
+            "inactive" => State::Inactive,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem in a config file, at a position.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {kind}", path.display())]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub kind: ErrorKind,
+}
+
+/// What is wrong; each message also says how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("YAML syntax error: {0}")]
+    Syntax(String),
+    #[error("the config is empty; write at least `services: []`")]
+    Empty,
+    #[error("unknown field `{field}` in {context}; expected one of: {expected}{hint}")]
+    UnknownField {
+        field: String,
+        context: &'static str,
+        expected: String,
+        hint: String,
+    },
+    #[error("field `{field}` appears twice in this {context}; keep one")]
+    DuplicateField {
+        field: String,
+        context: &'static str,
+    },
+    #[error("missing field `{field}` in {context}; add it")]
+    MissingField {
+        field: &'static str,
+        context: &'static str,
+    },
+    #[error("{what} must be a mapping (`key: value` fields), found {found}")]
+    NotAMapping {
+        what: &'static str,
+        found: &'static str,
+    },
+    #[error("`{field}` must be {expected}, found {found}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error(
+        "service name `{name}` is already used at line {first_line}; service names must be unique"
+    )]
+    DuplicateService { name: String, first_line: usize },
+    #[error("name must not be empty")]
+    EmptyName,
+    #[error("backend name `{name}` is already used in this service at line {first_line}; backend names must be unique within a service (the name is the backend's identity in the table)")]
+    DuplicateBackendName { name: String, first_line: usize },
+    #[error("address {address} is already used by backend `{other}` at line {first_line}; each backend of a service needs its own address")]
+    DuplicateBackendAddress {
+        address: IpAddr,
+        other: String,
+        first_line: usize,
+    },
+    #[error("`{text}` is not an IP address; write an IPv4 address like 10.0.0.21 or an IPv6 address like fd00::21")]
+    BadAddress { text: String },
+    #[error("backend `{name}` is {family} but backend `{first}` at line {first_line} is {first_family}; all backends of a service must use one address family")]
+    MixedFamilies {
+        name: String,
+        family: &'static str,
+        first: String,
+        first_family: &'static str,
+        first_line: usize,
+    },
+    #[error("bad port `{text}`: {why}; use a number from 1 to 65535, or `ports: FIRST-LAST` / `ports: all` for a range")]
+    BadPort { text: String, why: &'static str },
+    #[error("bad port range `{text}`: {why}; write FIRST-LAST with 0 <= FIRST <= LAST <= 65535 (e.g. 8000-8100), or `all`")]
+    BadPortRange { text: String, why: &'static str },
+    #[error(
+        "bind needs exactly one of `port` (one port) or `ports` (a range FIRST-LAST, or `all`)"
+    )]
+    PortChoice,
+    #[error("bind {bind} overlaps bind {other} of service `{other_service}` at line {other_line}; a packet must match exactly one bind")]
+    OverlappingBind {
+        bind: String,
+        other: String,
+        other_service: String,
+        other_line: usize,
+    },
+    #[error("`{text}` is not a protocol; use `tcp` or `udp`")]
+    BadProto { text: String },
+    #[error("table_bits {value} is out of range; use {min}..={max} (the table has 2^table_bits rows; 16 is the default)", min = TABLE_BITS_MIN, max = TABLE_BITS_MAX)]
+    TableBitsRange { value: String },
+    #[error("hops {value} is out of range; use {min}..={max} (2 = primary + secondary, as GLB)", min = HOPS_MIN, max = HOPS_MAX)]
+    HopsRange { value: String },
+    #[error("`{field}` must be 32 hex digits (128 bits), found {found}; generate one with `od -An -tx1 -N16 /dev/urandom | tr -d ' \\n'`")]
+    BadKey { field: &'static str, found: String },
+    #[error("weight must be a whole number from 1 to {max}, found `{text}`; to take a backend out, set `state: inactive` instead of weight 0", max = WEIGHT_MAX)]
+    BadWeight { text: String },
+    #[error("`{text}` is not a state; use active, filling, draining or inactive")]
+    BadState { text: String },
+    #[error("`{text}` is not a hash field; use src_ip, src_port, dst_ip or dst_port")]
+    BadHashField { text: String },
+    #[error("hash field `{text}` is listed twice; remove one")]
+    DuplicateHashField { text: String },
+    #[error("`hash` must list at least one field (the default is all four)")]
+    EmptyHash,
+    #[error("backend `{name}` is {state}, but {already} already in transition; with hops: {hops} at most {limit} backend(s) may be filling or draining at once: finish that transition first (set it to active or inactive), or raise hops")]
+    TooManyInTransition {
+        name: String,
+        state: State,
+        already: String,
+        hops: u8,
+        limit: u8,
+    },
+}
+
+/// Every error found in a config. Displays one `file:line:col: message` per line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A non-fatal finding: the config is valid but probably not what was meant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub service: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "service `{}`: {}", self.service, self.message)
+    }
+}
+
+impl Config {
+    /// Parse and validate `text`, which was read from `path` (used in messages only).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let mut v = Validator {
+            path,
+            errors: Vec::new(),
+        };
+        let root = match yaml::parse(text) {
+            Ok(Some(root)) => root,
+            Ok(None) => {
+                v.err(
+                    Pos {
+                        line: 1,
+                        column: 1,
+                        offset: 0,
+                    },
+                    ErrorKind::Empty,
+                );
+                return Err(v.finish());
+            }
+            Err(e) => {
+                v.err(e.pos, ErrorKind::Syntax(e.message));
+                return Err(v.finish());
+            }
+        };
+        let services = v.config(&root);
+        if v.errors.is_empty() {
+            Ok(Config { services })
+        } else {
+            Err(v.finish())
+        }
+    }
+
+    /// Valid but suspicious: a service with no eligible backend (its table is empty and the
+    /// director drops its traffic) or with no bind (it receives nothing).
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        for s in &self.services {
+            if !s.backends.iter().any(|b| b.state.eligible()) {
+                out.push(Warning {
+                    service: s.name.clone(),
+                    message: "no active, filling or draining backend: the table is empty and traffic to this service is dropped".into(),
+                });
+            }
+            if s.binds.is_empty() {
+                out.push(Warning {
+                    service: s.name.clone(),
+                    message: "no binds: this service receives no traffic".into(),
+                });
+            }
+        }
+        out
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+const SERVICE_FIELDS: &[&str] = &[
+    "name",
+    "hash_key",
+    "seed",
+    "table_bits",
+    "hops",
+    "hash",
+    "binds",
+    "backends",
+];
+const BIND_FIELDS: &[&str] = &["vip", "proto", "port", "ports"];
+const BACKEND_FIELDS: &[&str] = &["name", "address", "weight", "state"];
+
+struct Validator<'a> {
+    path: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+/// Fields of one mapping, looked up by name after unknown and duplicate keys were reported.
+struct Fields<'n> {
+    map: &'n Node,
+    found: HashMap<&'n str, &'n Node>,
+    context: &'static str,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, name: &str) -> Option<&'n Node> {
+        self.found.get(name).copied().filter(|n| !n.is_null())
+    }
+}
+
+/// Distance for "did you mean" hints on unknown fields.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn family(a: &IpAddr) -> &'static str {
+    if a.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+fn parse_key(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn parse_port(s: &str) -> Result<u16, &'static str> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return Err("not a whole number");
+    }
+    s.parse::<u32>()
+        .ok()
+        .filter(|p| *p <= 65535)
+        .map(|p| p as u16)
+        .ok_or("larger than 65535")
+}
+
+fn bind_text(b: &Bind) -> String {
+    let vip = match b.vip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    if b.port_first == b.port_last {
+        format!("{} {vip}:{}", b.proto, b.port_first)
+    } else {
+        format!("{} {vip}:{}-{}", b.proto, b.port_first, b.port_last)
+    }
+}
+
+impl<'a> Validator<'a> {
+    fn err(&mut self, pos: Pos, kind: ErrorKind) {
+        self.errors.push(ConfigError {
+            path: self.path.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+            kind,
+        });
+    }
+
+    fn finish(mut self) -> ConfigErrors {
+        // File order reads best; errors found by cross-checks come last otherwise.
+        self.errors.sort_by_key(|e| (e.line, e.column));
+        ConfigErrors {
+            errors: self.errors,
+        }
+    }
+
+    /// Check that `node` is a mapping with only `allowed` keys, each once; report the rest.
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        allowed: &[&str],
+        context: &'static str,
+        what: &'static str,
+    ) -> Option<Fields<'n>> {
+        let Some(pairs) = node.as_map() else {
+            self.err(
+                node.start,
+                ErrorKind::NotAMapping {
+                    what,
+                    found: node.describe(),
+                },
+            );
+            return None;
+        };
+        let mut found = HashMap::new();
+        for (k, val) in pairs {
+            let Some(key) = k.as_scalar() else {
+                self.err(
+                    k.start,
+                    ErrorKind::WrongType {
+                        field: "key",
+                        expected: "a field name",
+                        found: k.describe(),
+                    },
+                );
+                continue;
+            };
+            if !allowed.contains(&key) {
+                let best = allowed
+                    .iter()
+                    .map(|a| (edit_distance(key, a), *a))
+                    .min()
+                    .filter(|(d, _)| *d <= 2);
+                let hint = best
+                    .map(|(_, a)| format!(" (did you mean `{a}`?)"))
+                    .unwrap_or_default();
+                self.err(
+                    k.start,
+                    ErrorKind::UnknownField {
+                        field: key.to_string(),
+                        context,
+                        expected: allowed.join(", "),
+                        hint,
+                    },
+                );
+                continue;
+            }
+            // The first occurrence wins; the repeat is reported where it is.
+            if found.contains_key(key) {
+                self.err(
+                    k.start,
+                    ErrorKind::DuplicateField {
+                        field: key.to_string(),
+                        context,
+                    },
+                );
+            } else {
+                found.insert(key, val);
+            }
+        }
+        Some(Fields {
+            map: node,
+            found,
+            context,
+        })
+    }
+
+    fn required<'n>(&mut self, f: &Fields<'n>, name: &'static str) -> Option<&'n Node> {
+        let n = f.get(name);
+        if n.is_none() {
+            let pos = f.found.get(name).map(|n| n.start).unwrap_or(f.map.start);
+            self.err(
+                pos,
+                ErrorKind::MissingField {
+                    field: name,
+                    context: f.context,
+                },
+            );
+        }
+        n
+    }
+
+    fn scalar<'n>(
+        &mut self,
+        n: &'n Node,
+        field: &'static str,
+        expected: &'static str,
+    ) -> Option<&'n str> {
+        let s = n.as_scalar();
+        if s.is_none() {
+            self.err(
+                n.start,
+                ErrorKind::WrongType {
+                    field,
+                    expected,
+                    found: n.describe(),
+                },
+            );
+        }
+        s
+    }
+
+    fn seq<'n>(&mut self, n: &'n Node, field: &'static str) -> Option<&'n [Node]> {
+        let s = n.as_seq();
+        if s.is_none() {
+            self.err(
+                n.start,
+                ErrorKind::WrongType {
+                    field,
+                    expected: "a list",
+                    found: n.describe(),
+                },
+            );
+        }
+        s
+    }
+
+    fn config(&mut self, root: &Node) -> Vec<Service> {
+        let Some(top) = self.fields(
+            root,
+            &["services"],
+            "the top level",
+            "the top level of the config",
+        ) else {
+            return Vec::new();
+        };
+        let Some(list) = self.required(&top, "services") else {
+            return Vec::new();
+        };
+        let Some(items) = self.seq(list, "services") else {
+            return Vec::new();
+        };
+
+        let mut services = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        // Every bind seen so far, with its service and line, for the overlap check.
+        let mut all_binds: Vec<(Bind, String, Pos)> = Vec::new();
+        for item in items {
+            let Some(f) = self.fields(item, SERVICE_FIELDS, "service", "a service") else {
+                continue;
+            };
+            let mut ok = true;
+            let name = self.name(&f);
+            if let Some((name, pos)) = &name {
+                if let Some(first) = names.get(name) {
+                    self.err(
+                        *pos,
+                        ErrorKind::DuplicateService {
+                            name: name.clone(),
+                            first_line: *first,
+                        },
+                    );
+                } else {
+                    names.insert(name.clone(), pos.line);
+                }
+            }
+            let hash_key = self.key(&f, "hash_key");
+            let seed = self.key(&f, "seed");
+            let table_bits = match f.get("table_bits") {
+                None => Some(TABLE_BITS_DEFAULT),
+                Some(n) => self.scalar(n, "table_bits", "a number").and_then(|s| {
+                    let v = s
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|v| (TABLE_BITS_MIN..=TABLE_BITS_MAX).contains(v));
+                    if v.is_none() {
+                        self.err(
+                            n.start,
+                            ErrorKind::TableBitsRange {
+                                value: s.to_string(),
+                            },
+                        );
+                    }
+                    v
+                }),
+            };
+            let hops = match f.get("hops") {
+                None => Some(HOPS_DEFAULT),
+                Some(n) => self.scalar(n, "hops", "a number").and_then(|s| {
+                    let v = s
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|v| (HOPS_MIN..=HOPS_MAX).contains(v));
+                    if v.is_none() {
+                        self.err(
+                            n.start,
+                            ErrorKind::HopsRange {
+                                value: s.to_string(),
+                            },
+                        );
+                    }
+                    v
+                }),
+            };
+            let hash_fields = match f.get("hash") {
+                None => Some(HashFields::ALL),
+                Some(n) => self.hash_fields(n),
+            };
+            let svc_name = name.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
+            let binds = match self.required(&f, "binds") {
+                None => None,
+                Some(n) => self.binds(n, &svc_name, &mut all_binds),
+            };
+            let backends = match self.required(&f, "backends") {
+                None => None,
+                Some(n) => self.backends(n, hops.unwrap_or(HOPS_DEFAULT)),
+            };
+            ok &= name.is_some()
+                && hash_key.is_some()
+                && seed.is_some()
+                && table_bits.is_some()
+                && hops.is_some()
+                && hash_fields.is_some()
+                && binds.is_some()
+                && backends.is_some();
+            if ok {
+                services.push(Service {
+                    name: svc_name,
+                    hash_key: hash_key.unwrap(),
+                    seed: seed.unwrap(),
+                    table_bits: table_bits.unwrap(),
+                    hops: hops.unwrap(),
+                    hash_fields: hash_fields.unwrap(),
+                    binds: binds.unwrap(),
+                    backends: backends.unwrap(),
+                });
+            }
+        }
+        services
+    }
+
+    fn name(&mut self, f: &Fields<'_>) -> Option<(String, Pos)> {
+        let n = self.required(f, "name")?;
+        let s = self.scalar(n, "name", "a string")?;
+        if s.trim().is_empty() {
+            self.err(n.start, ErrorKind::EmptyName);
+            return None;
+        }
+        Some((s.to_string(), n.start))
+    }
+
+    fn key(&mut self, f: &Fields<'_>, field: &'static str) -> Option<[u8; 16]> {
+        let n = self.required(f, field)?;
+        let s = self.scalar(n, field, "32 hex digits")?;
+        let k = parse_key(s);
+        if k.is_none() {
+            let found = if s.len() != 32 {
+                format!("{} characters", s.chars().count())
+            } else {
+                "a character that is not a hex digit".to_string()
+            };
+            self.err(n.start, ErrorKind::BadKey { field, found });
+        }
+        k
+    }
+
+    fn hash_fields(&mut self, n: &Node) -> Option<HashFields> {
+        let items = self.seq(n, "hash")?;
+        if items.is_empty() {
+            self.err(n.start, ErrorKind::EmptyHash);
+            return None;
+        }
+        let mut bits = 0u8;
+        let mut ok = true;
+        for it in items {
+            let Some(s) = self.scalar(it, "hash", "a field name") else {
+                ok = false;
+                continue;
+            };
+            let bit = match s {
+                "src_ip" => HashFields::SRC_IP,
+                "src_port" => HashFields::SRC_PORT,
+                "dst_ip" => HashFields::DST_IP,
+                "dst_port" => HashFields::DST_PORT,
+                _ => {
+                    self.err(
+                        it.start,
+                        ErrorKind::BadHashField {
+                            text: s.to_string(),
+                        },
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            if bits & bit != 0 {
+                self.err(
+                    it.start,
+                    ErrorKind::DuplicateHashField {
+                        text: s.to_string(),
+                    },
+                );
+                ok = false;
+            }
+            bits |= bit;
+        }
+        ok.then_some(HashFields(bits))
+    }
+
+    fn address(&mut self, n: &Node, field: &'static str) -> Option<IpAddr> {
+        let s = self.scalar(n, field, "an IP address")?;
+        let a = s.trim().parse::<IpAddr>().ok();
+        if a.is_none() {
+            self.err(
+                n.start,
+                ErrorKind::BadAddress {
+                    text: s.to_string(),
+                },
+            );
+        }
+        a
+    }
+
+    fn binds(
+        &mut self,
+        n: &Node,
+        service: &str,
+        all: &mut Vec<(Bind, String, Pos)>,
+    ) -> Option<Vec<Bind>> {
+        let items = self.seq(n, "binds")?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for it in items {
+            match self.bind(it) {
+                Some(b) => {
+                    let clash = all.iter().find(|(o, _, _)| {
+                        o.vip == b.vip
+                            && o.proto == b.proto
+                            && o.port_first <= b.port_last
+                            && b.port_first <= o.port_last
+                    });
+                    if let Some((o, osvc, opos)) = clash {
+                        self.err(
+                            it.start,
+                            ErrorKind::OverlappingBind {
+                                bind: bind_text(&b),
+                                other: bind_text(o),
+                                other_service: osvc.clone(),
+                                other_line: opos.line,
+                            },
+                        );
+                        ok = false;
+                    } else {
+                        all.push((b, service.to_string(), it.start));
+                    }
+                    out.push(b);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn bind(&mut self, n: &Node) -> Option<Bind> {
+        let f = self.fields(n, BIND_FIELDS, "bind", "a bind")?;
+        let vip = self
+            .required(&f, "vip")
+            .and_then(|v| self.address(v, "vip"));
+        let proto = self.required(&f, "proto").and_then(|p| {
+            let s = self.scalar(p, "proto", "tcp or udp")?;
+            let v = match s {
+                "tcp" => Some(Proto::Tcp),
+                "udp" => Some(Proto::Udp),
+                _ => None,
+            };
+            if v.is_none() {
+                self.err(
+                    p.start,
+                    ErrorKind::BadProto {
+                        text: s.to_string(),
+                    },
+                );
+            }
+            v
+        });
+        let ports = match (f.get("port"), f.get("ports")) {
+            (Some(p), None) => {
+                self.scalar(p, "port", "a port number")
+                    .and_then(|s| match parse_port(s) {
+                        Ok(0) => {
+                            self.err(
+                                p.start,
+                                ErrorKind::BadPort {
+                                    text: s.into(),
+                                    why: "port 0 is not a port",
+                                },
+                            );
+                            None
+                        }
+                        Ok(v) => Some((v, v)),
+                        Err(why) => {
+                            self.err(
+                                p.start,
+                                ErrorKind::BadPort {
+                                    text: s.into(),
+                                    why,
+                                },
+                            );
+                            None
+                        }
+                    })
+            }
+            (None, Some(p)) => self.scalar(p, "ports", "a port range").and_then(|s| {
+                let r = if s.trim() == "all" {
+                    Ok((0, 65535))
+                } else if let Some((a, b)) = s.split_once('-') {
+                    match (parse_port(a), parse_port(b)) {
+                        (Ok(a), Ok(b)) if a <= b => Ok((a, b)),
+                        (Ok(_), Ok(_)) => Err("FIRST is larger than LAST"),
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    }
+                } else {
+                    Err("no `-` between FIRST and LAST")
+                };
+                match r {
+                    Ok(v) => Some(v),
+                    Err(why) => {
+                        self.err(
+                            p.start,
+                            ErrorKind::BadPortRange {
+                                text: s.into(),
+                                why,
+                            },
+                        );
+                        None
+                    }
+                }
+            }),
+            _ => {
+                let pos = f.found.get("ports").map(|p| p.start).unwrap_or(n.start);
+                self.err(pos, ErrorKind::PortChoice);
+                None
+            }
+        };
+        let (port_first, port_last) = ports?;
+        Some(Bind {
+            vip: vip?,
+            proto: proto?,
+            port_first,
+            port_last,
+        })
+    }
+
+    fn backends(&mut self, n: &Node, hops: u8) -> Option<Vec<Backend>> {
+        let items = self.seq(n, "backends")?;
+        let mut out: Vec<(Backend, Pos)> = Vec::new();
+        let mut ok = true;
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut addrs: HashMap<IpAddr, (String, usize)> = HashMap::new();
+        let mut first_family: Option<(IpAddr, String, usize)> = None;
+        let mut in_transition: Vec<String> = Vec::new();
+        let limit = hops.saturating_sub(1);
+        for it in items {
+            let Some(f) = self.fields(it, BACKEND_FIELDS, "backend", "a backend") else {
+                ok = false;
+                continue;
+            };
+            let name = self.name(&f);
+            let addr_node = self.required(&f, "address");
+            let address = addr_node.and_then(|a| self.address(a, "address"));
+            let weight = match f.get("weight") {
+                None => Some(1),
+                Some(w) => self.scalar(w, "weight", "a whole number").and_then(|s| {
+                    let v = s
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|v| (1..=u64::from(WEIGHT_MAX)).contains(v))
+                        .map(|v| v as u32);
+                    if v.is_none() {
+                        self.err(
+                            w.start,
+                            ErrorKind::BadWeight {
+                                text: s.to_string(),
+                            },
+                        );
+                    }
+                    v
+                }),
+            };
+            let state_node = f.get("state");
+            let state = match state_node {
+                None => Some(State::Active),
+                Some(sn) => self.scalar(sn, "state", "a state").and_then(|s| {
+                    let v = State::parse(s);
+                    if v.is_none() {
+                        self.err(
+                            sn.start,
+                            ErrorKind::BadState {
+                                text: s.to_string(),
+                            },
+                        );
+                    }
+                    v
+                }),
+            };
+            if let Some((name, pos)) = &name {
+                if let Some(first) = names.get(name) {
+                    self.err(
+                        *pos,
+                        ErrorKind::DuplicateBackendName {
+                            name: name.clone(),
+                            first_line: *first,
+                        },
+                    );
+                    ok = false;
+                } else {
+                    names.insert(name.clone(), pos.line);
+                }
+            }
+            let bname = name.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
+            if let (Some(a), Some(an)) = (address, addr_node) {
+                if let Some((other, line)) = addrs.get(&a) {
+                    self.err(
+                        an.start,
+                        ErrorKind::DuplicateBackendAddress {
+                            address: a,
+                            other: other.clone(),
+                            first_line: *line,
+                        },
+                    );
+                    ok = false;
+                } else {
+                    addrs.insert(a, (bname.clone(), an.start.line));
+                }
+                match &first_family {
+                    None => first_family = Some((a, bname.clone(), an.start.line)),
+                    Some((fa, fname, fline)) if fa.is_ipv4() != a.is_ipv4() => {
+                        self.err(
+                            an.start,
+                            ErrorKind::MixedFamilies {
+                                name: bname.clone(),
+                                family: family(&a),
+                                first: fname.clone(),
+                                first_family: family(fa),
+                                first_line: *fline,
+                            },
+                        );
+                        ok = false;
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let (Some(st), Some(sn)) = (state, state_node) {
+                if st.in_transition() {
+                    if in_transition.len() >= usize::from(limit) {
+                        let already = in_transition
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let already = if in_transition.len() == 1 {
+                            format!("{already} is")
+                        } else {
+                            format!("{already} are")
+                        };
+                        self.err(
+                            sn.start,
+                            ErrorKind::TooManyInTransition {
+                                name: bname.clone(),
+                                state: st,
+                                already,
+                                hops,
+                                limit,
+                            },
+                        );
+                        ok = false;
+                    }
+                    in_transition.push(bname.clone());
+                }
+            }
+            match (name, address, weight, state) {
+                (Some((name, pos)), Some(address), Some(weight), Some(state)) => out.push((
+                    Backend {
+                        name,
+                        address,
+                        weight,
+                        state,
+                    },
+                    pos,
+                )),
+                _ => ok = false,
+            }
+        }
+        ok.then(|| out.into_iter().map(|(b, _)| b).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+services:
+  - name: web
+    hash_key: 6c8d0f1e2a3b4c5d6e7f8091a2b3c4d5
+    seed: 0f1e2d3c4b5a69788796a5b4c3d2e1f0
+    binds:
+      - { vip: 10.100.0.1, proto: tcp, port: 80 }
+      - { vip: \"fd00:100::1\", proto: tcp, ports: 8000-8100 }
+    backends:
+      - { name: backend-1, address: 10.0.0.21 }
+      - { name: backend-2, address: 10.0.0.22, weight: 2 }
+      - { name: backend-3, address: 10.0.0.23, state: draining }
+";
+
+    #[test]
+    fn parses_the_design_example_with_defaults() {
+        let c = Config::parse(Path::new("b.yaml"), GOOD).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.table_bits, 16);
+        assert_eq!(s.hops, 2);
+        assert_eq!(s.hash_fields, HashFields::ALL);
+        assert_eq!(s.binds[1].port_first, 8000);
+        assert_eq!(s.binds[1].port_last, 8100);
+        assert_eq!(s.backends[1].weight, 2);
+        assert_eq!(s.backends[2].state, State::Draining);
+        assert_eq!(s.hash_key[0], 0x6c);
+        assert!(c.warnings().is_empty());
+    }
+
+    #[test]
+    fn unquoted_ipv6_and_block_style_are_accepted() {
+        let text = GOOD
+            .replace("\"fd00:100::1\"", "fd00:100::1")
+            .replace("10.0.0.21", "fd00::21")
+            .replace("10.0.0.22", "fd00::22")
+            .replace("10.0.0.23", "fd00::23");
+        let c = Config::parse(Path::new("b.yaml"), &text).unwrap();
+        assert_eq!(
+            c.services[0].binds[1].vip,
+            "fd00:100::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            c.services[0].backends[0].address,
+            "fd00::21".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn all_ports_and_quoted_numbers() {
+        let text = GOOD
+            .replace("port: 80 }", "ports: all }")
+            .replace("weight: 2", "weight: \"2\"");
+        let c = Config::parse(Path::new("b.yaml"), &text).unwrap();
+        assert_eq!(
+            (
+                c.services[0].binds[0].port_first,
+                c.services[0].binds[0].port_last
+            ),
+            (0, 65535)
+        );
+        assert_eq!(c.services[0].backends[1].weight, 2);
+    }
+
+    #[test]
+    fn empty_service_list_is_valid() {
+        let c = Config::parse(Path::new("b.yaml"), "services: []\n").unwrap();
+        assert!(c.services.is_empty());
+    }
+}
