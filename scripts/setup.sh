@@ -24,6 +24,47 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# consul (cluster/ tests start a real `consul agent`). Debian 12 has no consul package;
+# Debian 11 (bullseye) ships consul 1.8.7. We fetch only that .deb through a throw-away apt
+# state dir pointed at the system's own Debian mirror (no host name in this repo, and the
+# system's sources and package state stay untouched), then copy the binary to /usr/local/bin.
+# Installing the package itself would also pull a systemd unit and a daemon user we don't want.
+install_consul() {
+  local uri="" arch tmp opts
+  if [[ -r /etc/apt/sources.list.d/debian.sources ]]; then
+    uri=$(awk '/^URIs:/ && !/security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  fi
+  if [[ -z $uri && -r /etc/apt/sources.list ]]; then
+    uri=$(awk '$1 == "deb" && !/security/ {for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i !~ /\]$/ && $i !~ /=/) {print $i; exit}}' /etc/apt/sources.list)
+  fi
+  if [[ -z $uri ]]; then
+    echo "setup: consul: no Debian mirror found in the apt sources; install consul >= 1.8 by hand" >&2
+    return 1
+  fi
+  arch=$(dpkg --print-architecture)
+  tmp=$(mktemp -d)
+  # shellcheck disable=SC2064
+  trap "rm -rf '$tmp'; trap - RETURN" RETURN
+  mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial"
+  echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri bullseye main" >"$tmp/sources.list"
+  opts=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache" -o APT::Sandbox::User=root
+    -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false -o APT::Get::List-Cleanup=0)
+  echo "setup: installing consul (binary from Debian bullseye's consul package) into /usr/local/bin"
+  apt-get "${opts[@]}" -qq update
+  (cd "$tmp" && apt-get "${opts[@]}" -qq download consul)
+  dpkg-deb -x "$tmp"/consul_*.deb "$tmp/root"
+  install -m 0755 "$tmp/root/usr/bin/consul" /usr/local/bin/consul
+  consul version >/dev/null
+}
+if ! command -v consul >/dev/null 2>&1; then
+  if [[ $EUID -ne 0 ]]; then
+    echo "setup: consul missing; run as root to install it" >&2
+    exit 1
+  fi
+  install_consul
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   [[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 fi
