@@ -1,0 +1,197 @@
+//! The `run`, `detach` and `status` commands.
+//!
+//! `run` attaches and then serves events until told to stop; stopping leaves the program
+//! attached and pinned, so a restart (or upgrade) never interrupts traffic: the next `run`
+//! reuses the pinned maps and swaps its program into the same tc filter slot atomically.
+
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::mpsc::Receiver;
+
+use serde::Serialize;
+use tracing::{info, info_span, warn};
+
+use crate::config::Config;
+use crate::{counters, datapath, notify, setup, Error};
+
+/// What the daemon is told while it runs (signals in the binary, channel sends in tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Re-read the config file: allowed ranges, self addresses, VIPs.
+    Reload,
+    /// Stop serving; the program stays attached and pinned.
+    Stop,
+}
+
+/// Load, attach, pin, report ready, then apply reloads until [`Event::Stop`] (or the sender is
+/// dropped).
+pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
+    let mut config = Config::load(config_path)?;
+    let _span = info_span!("run", config = %config_path.display()).entered();
+    if config.setup_on_run {
+        setup::apply(&config)?;
+    }
+    let pin_dir = config.pin_dir();
+    datapath::ensure_pin_dir(&pin_dir)?;
+
+    let mut object = MaybeUninit::uninit();
+    let mut skel = datapath::load(&mut object, config.gue_port, Some(&pin_dir))?;
+    // Tables first, then the program goes live: it never runs with an empty allow list.
+    // Pinned before attaching, so whatever gets attached can be found by status and detach
+    // even if attaching to a later interface fails.
+    apply_maps(&skel.maps, &config)?;
+    datapath::pin(&mut skel, &pin_dir)?;
+    for ifc in &config.interfaces {
+        datapath::attach(skel.progs.redirector.as_fd(), ifc)?;
+        info!(interface = %ifc, "attached to tc ingress");
+    }
+    notify::notify("READY=1")?;
+    info!(pin_dir = %pin_dir.display(), "ready");
+
+    for event in events {
+        match event {
+            Event::Stop => break,
+            Event::Reload => {
+                notify::notify("RELOADING=1")?;
+                match Config::load(config_path) {
+                    Ok(new) => {
+                        if new.gue_port != config.gue_port || new.interfaces != config.interfaces {
+                            warn!("gue_port and interfaces change only on restart; keeping the old ones");
+                        }
+                        let result = apply_maps(&skel.maps, &new).and_then(|()| {
+                            if new.setup_on_run {
+                                setup::apply(&new).map(|_| ())
+                            } else {
+                                Ok(())
+                            }
+                        });
+                        match result {
+                            Ok(()) => {
+                                info!(
+                                    allowed_sources = new.allowed_sources.len(),
+                                    vips = new.vips.len(),
+                                    "config reloaded"
+                                );
+                                config = new;
+                            }
+                            Err(e) => warn!(error = %e, "config reload failed part way"),
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "config rejected, keeping the last good one"),
+                }
+                notify::notify("READY=1")?;
+            }
+        }
+    }
+    notify::notify("STOPPING=1")?;
+    info!("stopping; the program stays attached (run `xdplb-redirector detach` to remove it)");
+    Ok(())
+}
+
+fn apply_maps(maps: &crate::skel::RedirectorMaps<'_>, config: &Config) -> Result<(), Error> {
+    datapath::set_allowed_sources(&maps.allowed_v4, &maps.allowed_v6, &config.allowed_sources)?;
+    datapath::set_self_addrs(&maps.self_addrs, &maps.settings, &config.self_addresses)
+}
+
+/// Remove our tc filter from every interface, the pins in `pin_dir`, and what `setup` recorded
+/// in `state_dir`. Works without a valid config (package removal must not depend on one).
+pub fn detach(pin_dir: &Path, state_dir: &Path) -> Result<Vec<String>, Error> {
+    let interfaces = datapath::detach_all()?;
+    for ifc in &interfaces {
+        info!(interface = %ifc, "detached");
+    }
+    datapath::unpin(pin_dir);
+    setup::undo(state_dir)?;
+    Ok(interfaces)
+}
+
+/// Attachment and counters, as `status` prints them.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub pin_dir: String,
+    /// The id of the pinned program, when pinned.
+    pub program_id: Option<u32>,
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Packets per reason, summed over CPUs (empty when not pinned).
+    pub counters: Vec<Counter>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// The id of the program in our tc filter, if any.
+    pub attached_program_id: Option<u32>,
+    /// Whether that is the pinned (current) program.
+    pub current: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Counter {
+    pub reason: &'static str,
+    pub verdict: &'static str,
+    pub packets: u64,
+}
+
+/// Read attachment and counters.
+pub fn status(config: &Config) -> Result<Status, Error> {
+    let pin_dir = config.pin_dir();
+    let program_id = libbpf_rs::Program::fd_from_pinned_path(pin_dir.join(datapath::PINNED_PROG))
+        .ok()
+        .and_then(|fd| datapath::prog_id(fd.as_fd()));
+    let mut interfaces = Vec::new();
+    for ifc in &config.interfaces {
+        let attached = match datapath::attached_prog_id(ifc) {
+            Ok(id) => id,
+            Err(Error::NoInterface { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        interfaces.push(InterfaceStatus {
+            name: ifc.clone(),
+            attached_program_id: attached,
+            current: attached.is_some() && attached == program_id,
+        });
+    }
+    let counters = match datapath::PinnedMaps::open(&pin_dir) {
+        Ok(maps) => datapath::read_counters(&maps.counters)?
+            .into_iter()
+            .zip(counters::NAMES)
+            .map(|(packets, (_, reason, verdict))| Counter {
+                reason,
+                verdict,
+                packets,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    Ok(Status {
+        pin_dir: pin_dir.display().to_string(),
+        program_id,
+        interfaces,
+        counters,
+    })
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.program_id {
+            Some(id) => writeln!(f, "program: id {id}, pinned in {}", self.pin_dir)?,
+            None => writeln!(f, "program: not pinned in {}", self.pin_dir)?,
+        }
+        for i in &self.interfaces {
+            let state = match (i.attached_program_id, i.current) {
+                (None, _) => "not attached".to_string(),
+                (Some(id), true) => format!("attached (id {id})"),
+                (Some(id), false) => format!("attached (id {id}, NOT the pinned program)"),
+            };
+            writeln!(f, "interface {}: {state}", i.name)?;
+        }
+        if !self.counters.is_empty() {
+            writeln!(f, "counters:")?;
+            for c in &self.counters {
+                writeln!(f, "  {:<8} {:<20} {}", c.verdict, c.reason, c.packets)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,392 @@
+//! The only module that touches the kernel's BPF objects: loads the redirector program, pins it
+//! and its maps under `<bpffs_dir>/redirector`, attaches it to tc ingress, fills its maps and
+//! reads its counters. Everything else in the crate works on plain Rust values.
+//!
+//! State in bpffs (survives a daemon restart, so restarts are hitless):
+//! `prog` (the attached program), `allowed_v4`, `allowed_v6`, `self_addrs`, `settings`,
+//! `counters`.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject, TcHookBuilder, TC_INGRESS};
+
+use crate::config::Cidr;
+use crate::skel::types::{redir_addr, redir_lpm_v4, redir_lpm_v6, redir_settings};
+use crate::skel::{RedirectorSkel, RedirectorSkelBuilder};
+use crate::Error;
+
+pub use crate::skel::types::redir_reason;
+
+/// tc filter handle and priority of our filter: fixed, so a restart replaces its own filter in
+/// place (atomically) and `detach` finds it without any state.
+pub const TC_HANDLE: u32 = 0x584c; // "XL"
+pub const TC_PRIORITY: u32 = 0x100;
+
+/// Names of the pinned maps (as in `bpf/redirector.bpf.c`).
+const PINNED_MAPS: [&str; 5] = [
+    "allowed_v4",
+    "allowed_v6",
+    "self_addrs",
+    "settings",
+    "counters",
+];
+/// Name of the pinned program.
+pub const PINNED_PROG: &str = "prog";
+
+/// The ABI types are plain data: no padding, no pointers. Sizes pinned against abi.h.
+const _: () = assert!(size_of::<redir_lpm_v4>() == 8);
+const _: () = assert!(size_of::<redir_lpm_v6>() == 20);
+const _: () = assert!(size_of::<redir_addr>() == 16);
+const _: () = assert!(size_of::<redir_settings>() == 8);
+
+fn bytes_of_v4(k: &redir_lpm_v4) -> [u8; 8] {
+    let mut b = [0; 8];
+    b[..4].copy_from_slice(&k.prefixlen.to_ne_bytes());
+    b[4..].copy_from_slice(&k.addr);
+    b
+}
+
+fn bytes_of_v6(k: &redir_lpm_v6) -> [u8; 20] {
+    let mut b = [0; 20];
+    b[..4].copy_from_slice(&k.prefixlen.to_ne_bytes());
+    b[4..].copy_from_slice(&k.addr);
+    b
+}
+
+impl From<IpAddr> for redir_addr {
+    /// IPv4 becomes `::ffff:a.b.c.d`, as abi.h says.
+    fn from(a: IpAddr) -> Self {
+        let addr = match a {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        redir_addr { addr }
+    }
+}
+
+/// Open the skeleton, set the load-time knobs, reuse maps pinned in `pin_dir` (if given and
+/// present: counters and tables survive restarts) and load it into the kernel.
+pub fn load<'o>(
+    object: &'o mut MaybeUninit<OpenObject>,
+    gue_port: u16,
+    pin_dir: Option<&Path>,
+) -> Result<RedirectorSkel<'o>, Error> {
+    let mut open = RedirectorSkelBuilder::default()
+        .open(object)
+        .map_err(Error::Open)?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .expect("the object has .rodata");
+    rodata.gue_port = gue_port;
+    if let Some(dir) = pin_dir {
+        for map in [
+            &mut open.maps.allowed_v4,
+            &mut open.maps.allowed_v6,
+            &mut open.maps.self_addrs,
+            &mut open.maps.settings,
+            &mut open.maps.counters,
+        ] {
+            let path = dir.join(map.name());
+            if path.exists() {
+                map.reuse_pinned_map(&path)
+                    .map_err(|source| Error::ReusePin { path, source })?;
+            }
+        }
+    }
+    open.load().map_err(Error::Load)
+}
+
+/// Create `dir` and make sure it is on a bpffs: when it is not (a custom bpffs_dir outside
+/// /sys/fs/bpf), mount one at `dir` itself.
+pub fn ensure_pin_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let st = nix::sys::statfs::statfs(dir).map_err(|e| Error::PinDir {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
+    if st.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
+        nix::mount::mount(
+            Some("bpffs"),
+            dir,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|source| Error::MountBpffs {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Pin the program (replacing an older pin) and every map not pinned yet.
+pub fn pin(skel: &mut RedirectorSkel<'_>, dir: &Path) -> Result<(), Error> {
+    ensure_pin_dir(dir)?;
+    for map in [
+        &mut skel.maps.allowed_v4,
+        &mut skel.maps.allowed_v6,
+        &mut skel.maps.self_addrs,
+        &mut skel.maps.settings,
+        &mut skel.maps.counters,
+    ] {
+        let path = dir.join(map.name());
+        if !path.exists() {
+            map.pin(&path)
+                .map_err(|source| Error::Pin { path, source })?;
+        }
+    }
+    let path = dir.join(PINNED_PROG);
+    // A pin is a name, not a reference the datapath depends on (the tc filter holds the
+    // program): replacing it never interrupts traffic.
+    let _ = std::fs::remove_file(&path);
+    skel.progs
+        .redirector
+        .pin(&path)
+        .map_err(|source| Error::Pin { path, source })
+}
+
+/// Remove every pin of ours under `dir` (and `dir` if it ends up empty).
+pub fn unpin(dir: &Path) {
+    for name in PINNED_MAPS.iter().chain([&PINNED_PROG]) {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// The ifindex of `name`.
+pub fn ifindex(name: &str) -> Result<i32, Error> {
+    let c = CString::new(name).map_err(|_| Error::NoInterface { name: name.into() })?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let idx = unsafe { nix::libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(Error::NoInterface { name: name.into() });
+    }
+    Ok(idx as i32)
+}
+
+/// Attach `prog` to the tc ingress of `interface`, replacing our previous filter atomically
+/// (creates the clsact qdisc when missing).
+pub fn attach(prog: BorrowedFd<'_>, interface: &str) -> Result<(), Error> {
+    let idx = ifindex(interface)?;
+    let err = |source| Error::Attach {
+        interface: interface.into(),
+        source,
+    };
+    let mut hook = TcHookBuilder::new(prog)
+        .ifindex(idx)
+        .replace(true)
+        .handle(TC_HANDLE)
+        .priority(TC_PRIORITY)
+        .hook(TC_INGRESS);
+    hook.create().map_err(err)?;
+    hook.attach().map_err(err)?;
+    Ok(())
+}
+
+/// Remove our filter from the tc ingress of `interface`. Other filters and the clsact qdisc stay:
+/// they may belong to someone else. Returns false when there was nothing to remove.
+pub fn detach(interface: &str) -> Result<bool, Error> {
+    if attached_prog_id(interface)?.is_none() {
+        return Ok(false);
+    }
+    let idx = ifindex(interface)?;
+    // The hook API wants a program fd, which detaching does not use.
+    let devnull = std::fs::File::open("/dev/null").map_err(|e| Error::Detach {
+        interface: interface.into(),
+        source: e.into(),
+    })?;
+    let mut hook = TcHookBuilder::new(devnull.as_fd())
+        .ifindex(idx)
+        .handle(TC_HANDLE)
+        .priority(TC_PRIORITY)
+        .hook(TC_INGRESS);
+    hook.detach().map_err(|source| Error::Detach {
+        interface: interface.into(),
+        source,
+    })?;
+    Ok(true)
+}
+
+/// Remove our filter from every interface of this network namespace: our handle and priority
+/// identify it, so this needs no config and no record (the config may be gone or broken when
+/// the package is removed). Returns the interfaces it was removed from.
+pub fn detach_all() -> Result<Vec<String>, Error> {
+    let mut done = Vec::new();
+    let names: Vec<String> = nix::net::if_::if_nameindex()
+        .map(|list| {
+            list.iter()
+                .map(|i| i.name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in names {
+        match detach(&name) {
+            Ok(true) => done.push(name),
+            Ok(false) | Err(Error::NoInterface { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The id of the program our filter runs on `interface`, if it is attached.
+pub fn attached_prog_id(interface: &str) -> Result<Option<u32>, Error> {
+    let idx = ifindex(interface)?;
+    let devnull = std::fs::File::open("/dev/null").map_err(|e| Error::Detach {
+        interface: interface.into(),
+        source: e.into(),
+    })?;
+    let mut hook = TcHookBuilder::new(devnull.as_fd())
+        .ifindex(idx)
+        .handle(TC_HANDLE)
+        .priority(TC_PRIORITY)
+        .hook(TC_INGRESS);
+    Ok(hook.query().ok())
+}
+
+/// The id of a loaded program given its fd.
+pub fn prog_id(prog: BorrowedFd<'_>) -> Option<u32> {
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = size_of_val(&info) as u32;
+    // SAFETY: `info` is a valid, writable bpf_prog_info of `len` bytes.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+            std::os::fd::AsRawFd::as_raw_fd(&prog),
+            &mut info,
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(info.id)
+}
+
+/// Maps opened from their pins, for a process that did not load the program (status, reload
+/// from a second process).
+#[derive(Debug)]
+pub struct PinnedMaps {
+    pub allowed_v4: MapHandle,
+    pub allowed_v6: MapHandle,
+    pub self_addrs: MapHandle,
+    pub settings: MapHandle,
+    pub counters: MapHandle,
+}
+
+impl PinnedMaps {
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let open = |name: &str| {
+            let path: PathBuf = dir.join(name);
+            MapHandle::from_pinned_path(&path).map_err(|source| Error::OpenPinned { path, source })
+        };
+        Ok(PinnedMaps {
+            allowed_v4: open("allowed_v4")?,
+            allowed_v6: open("allowed_v6")?,
+            self_addrs: open("self_addrs")?,
+            settings: open("settings")?,
+            counters: open("counters")?,
+        })
+    }
+}
+
+/// Make the allowed-source tries hold exactly `sources`. New entries go in before stale ones
+/// go out, so a packet never sees a range that is in both the old and the new config missing.
+pub fn set_allowed_sources(
+    v4: &impl MapCore,
+    v6: &impl MapCore,
+    sources: &[Cidr],
+) -> Result<(), Error> {
+    let mut want4 = HashSet::new();
+    let mut want6 = HashSet::new();
+    for d in sources {
+        match d.addr {
+            IpAddr::V4(a) => {
+                want4.insert(bytes_of_v4(&redir_lpm_v4 {
+                    prefixlen: u32::from(d.prefix),
+                    addr: a.octets(),
+                }));
+            }
+            IpAddr::V6(a) => {
+                want6.insert(bytes_of_v6(&redir_lpm_v6 {
+                    prefixlen: u32::from(d.prefix),
+                    addr: a.octets(),
+                }));
+            }
+        }
+    }
+    sync_set(v4, "allowed_v4", want4.iter().map(|k| &k[..]))?;
+    sync_set(v6, "allowed_v6", want6.iter().map(|k| &k[..]))
+}
+
+/// Make the self-address set hold exactly `addrs`, and tell the program how many there are
+/// (with none it skips the lookup). A stale count only costs a lookup or, for a moment, one
+/// packet sent back to ourselves, which then arrives with its index advanced: any order of
+/// the two updates is safe.
+pub fn set_self_addrs(
+    map: &impl MapCore,
+    settings: &impl MapCore,
+    addrs: &[IpAddr],
+) -> Result<(), Error> {
+    let want: HashSet<[u8; 16]> = addrs.iter().map(|a| redir_addr::from(*a).addr).collect();
+    sync_set(map, "self_addrs", want.iter().map(|k| &k[..]))?;
+    let value = redir_settings {
+        self_addr_count: want.len() as u32,
+        pad: 0,
+    };
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&value.self_addr_count.to_ne_bytes());
+    bytes[4..].copy_from_slice(&value.pad.to_ne_bytes());
+    settings
+        .update(&0u32.to_ne_bytes(), &bytes, MapFlags::ANY)
+        .map_err(|source| Error::MapUpdate {
+            map: "settings",
+            source,
+        })
+}
+
+fn sync_set<'k>(
+    map: &impl MapCore,
+    name: &'static str,
+    want: impl Iterator<Item = &'k [u8]> + Clone,
+) -> Result<(), Error> {
+    let err = |source| Error::MapUpdate { map: name, source };
+    for k in want.clone() {
+        map.update(k, &[1], MapFlags::ANY).map_err(err)?;
+    }
+    let want: HashSet<&[u8]> = want.collect();
+    let stale: Vec<Vec<u8>> = map.keys().filter(|k| !want.contains(&k[..])).collect();
+    for k in stale {
+        map.delete(&k).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Per-reason packet counts summed over CPUs, indexed by `redir_reason`.
+pub fn read_counters(map: &impl MapCore) -> Result<Vec<u64>, Error> {
+    let n = crate::counters::NAMES.len() as u32;
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let per_cpu = map
+            .lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| Error::MapUpdate {
+                map: "counters",
+                source,
+            })?
+            .unwrap_or_default();
+        let sum = per_cpu
+            .iter()
+            .map(|v| u64::from_ne_bytes(v[..8].try_into().expect("u64 counters")))
+            .sum();
+        out.push(sum);
+    }
+    Ok(out)
+}

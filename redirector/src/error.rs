@@ -1,0 +1,102 @@
+//! Errors of the redirector library: each variant says what was being done and to what.
+
+use std::path::PathBuf;
+
+/// Everything the library can fail at. The binary prints these with `{:#}` through anyhow.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("read config {path}")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("open the redirector BPF object")]
+    Open(#[source] libbpf_rs::Error),
+    #[error("load the redirector BPF object into the kernel")]
+    Load(#[source] libbpf_rs::Error),
+    #[error("reuse pinned map {path}")]
+    ReusePin {
+        path: PathBuf,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("pin {path}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("create bpffs directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount bpffs at {path}")]
+    MountBpffs {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("update BPF map {map}")]
+    MapUpdate {
+        map: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("open pinned object {path} (is the redirector running? `xdplb-redirector run`)")]
+    OpenPinned {
+        path: PathBuf,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("interface {name} not found")]
+    NoInterface { name: String },
+    #[error("attach to tc ingress of {interface}")]
+    Attach {
+        interface: String,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("detach from tc ingress of {interface}")]
+    Detach {
+        interface: String,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("run `{command}`: {message}")]
+    Command { command: String, message: String },
+    #[error("write sysctl {path}")]
+    Sysctl {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("save setup state {path}")]
+    SaveState {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read setup state {path}")]
+    LoadState {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse setup state {path}")]
+    ParseState {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("notify systemd at {socket}")]
+    Notify {
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,102 @@
+//! `xdplb-redirector`: parse arguments, set up logging and signals, call the library.
+
+use std::process::ExitCode;
+use std::sync::mpsc;
+
+use anyhow::Context;
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use redirector::cli::{Cli, Command, LogFormat};
+use redirector::config::{Config, DEFAULT_BPFFS_DIR, DEFAULT_STATE_DIR};
+use redirector::daemon::{self, Event};
+use tracing::warn;
+
+/// sysexits EX_CONFIG: the unit's RestartPreventExitStatus, since restarting cannot fix a
+/// config.
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdplb-redirector: {e:#}");
+            match e.downcast_ref::<redirector::Error>() {
+                Some(redirector::Error::Config(_) | redirector::Error::ReadConfig { .. }) => {
+                    ExitCode::from(EX_CONFIG)
+                }
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run => {
+            // Block the signals in every thread (threads inherit the mask); one thread takes
+            // them synchronously and turns them into events, so the library has no handlers.
+            let mut set = SigSet::empty();
+            for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+                set.add(s);
+            }
+            set.thread_block().context("block signals")?;
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || loop {
+                let event = match set.wait() {
+                    Ok(Signal::SIGHUP) => Event::Reload,
+                    Ok(_) => Event::Stop,
+                    Err(_) => continue,
+                };
+                if tx.send(event).is_err() || event == Event::Stop {
+                    break;
+                }
+            });
+            daemon::run(&cli.config, rx)?;
+        }
+        Command::Detach => {
+            // Package removal runs this: a missing or broken config must not keep the program
+            // attached, so fall back to the default locations.
+            let (pin_dir, state_dir) = match Config::load(&cli.config) {
+                Ok(c) => (c.pin_dir(), c.state_dir),
+                Err(e) => {
+                    warn!(error = %e, "config unusable; detaching with the default paths");
+                    (
+                        std::path::Path::new(DEFAULT_BPFFS_DIR).join("redirector"),
+                        DEFAULT_STATE_DIR.into(),
+                    )
+                }
+            };
+            let interfaces = daemon::detach(&pin_dir, &state_dir)?;
+            println!(
+                "detached from {} interface(s); removed {}",
+                interfaces.len(),
+                pin_dir.display()
+            );
+        }
+        Command::Status { json } => {
+            let config = Config::load(&cli.config)?;
+            let status = daemon::status(&config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{status}");
+            }
+        }
+        Command::Setup => {
+            let config = Config::load(&cli.config)?;
+            let changes = redirector::setup::apply(&config)?;
+            println!("{}", serde_json::to_string_pretty(&changes)?);
+        }
+    }
+    Ok(())
+}

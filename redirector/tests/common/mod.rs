@@ -1,0 +1,403 @@
+//! Shared test fixtures: a network namespace per test, packet builders for GUE as the
+//! directors (ours and GLB's) send it, and a loaded redirector with a `test_run` wrapper.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use etherparse::PacketBuilder;
+use libbpf_rs::MapCore;
+use nix::sched::{setns, CloneFlags};
+use redirector::config::Cidr;
+use redirector::datapath;
+use redirector::skel::RedirectorSkel;
+
+pub const GUE_PORT: u16 = 19523;
+
+/// Addresses used in the namespaces (documentation ranges: nothing real).
+pub const DIRECTOR4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+pub const SELF4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const HOP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+pub const HOP4_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 4);
+pub const VIP4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+pub const STRANGER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
+
+pub const DIRECTOR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
+pub const SELF6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+pub const HOP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 3);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 7);
+
+/// MAC of the next hop's static neighbour entry in [`Netns::with_lab`].
+pub const HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
+/// test_run runs on the namespace's loopback device, whose address is all zeros: frames must
+/// be sent to it to count as PACKET_HOST.
+pub const LO_MAC: [u8; 6] = [0; 6];
+pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace that lives as long as the value.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "redirector-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> args...`
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        sh(&full);
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.name,
+            "sysctl",
+            "-qw",
+            &format!("{key}={value}"),
+        ]);
+    }
+
+    /// Run `f` on a thread that has entered this namespace (sockets, test_run, `ip` children
+    /// all see it); panics propagate.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            let h = s.spawn(move || {
+                let fd = File::open(&path).expect("open netns");
+                setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            });
+            match h.join() {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        })
+    }
+
+    /// The namespace every test_run case uses: VIPs and the client address on lo (so a real
+    /// client can connect from it), this host's addresses on a veth pair with the next hops
+    /// behind static neighbour entries (so the FIB lookup succeeds with known MACs).
+    pub fn with_lab(tag: &str) -> Netns {
+        let ns = Netns::new(tag);
+        ns.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+        ns.ip(&["addr", "add", &format!("{CLIENT4}/32"), "dev", "lo"]);
+        ns.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
+        ns.ip(&["addr", "add", &format!("{CLIENT6}/128"), "dev", "lo"]);
+        ns.ip(&[
+            "link",
+            "add",
+            "v0",
+            "address",
+            "02:00:00:00:00:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "v1",
+        ]);
+        ns.ip(&["link", "set", "v0", "up"]);
+        ns.ip(&["link", "set", "v1", "up"]);
+        ns.ip(&["addr", "add", &format!("{SELF4}/24"), "dev", "v0"]);
+        ns.ip(&["addr", "add", &format!("{SELF6}/64"), "dev", "v0", "nodad"]);
+        for hop in [HOP4.to_string(), HOP4_B.to_string(), HOP6.to_string()] {
+            ns.ip(&[
+                "neigh",
+                "replace",
+                &hop,
+                "lladdr",
+                "02:00:00:00:00:03",
+                "dev",
+                "v0",
+                "nud",
+                "permanent",
+            ]);
+        }
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Load the redirector (no pins) allowing the test directors.
+pub fn load(object: &mut std::mem::MaybeUninit<libbpf_rs::OpenObject>) -> RedirectorSkel<'_> {
+    let skel = datapath::load(object, GUE_PORT, None).expect("load redirector");
+    let sources: Vec<Cidr> = ["192.0.2.96/28", "2001:db8:1::100/128"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    datapath::set_allowed_sources(&skel.maps.allowed_v4, &skel.maps.allowed_v6, &sources).unwrap();
+    skel
+}
+
+/// One test_run: (TC verdict, output bytes, the reason counted).
+pub fn run(skel: &RedirectorSkel<'_>, pkt: &[u8]) -> (i32, Vec<u8>, &'static str) {
+    let before = datapath::read_counters(&skel.maps.counters).unwrap();
+    let mut out = vec![0u8; pkt.len() + 512];
+    let input = libbpf_rs::ProgramInput {
+        data_in: Some(pkt),
+        data_out: Some(&mut out),
+        ..Default::default()
+    };
+    let output = skel.progs.redirector.test_run(input).expect("test_run");
+    let verdict = output.return_value as i32;
+    let data = output.data.expect("data out").to_vec();
+    let after = datapath::read_counters(&skel.maps.counters).unwrap();
+    let changed: Vec<usize> = (0..after.len())
+        .filter(|&i| after[i] != before[i])
+        .collect();
+    assert_eq!(
+        changed.len(),
+        1,
+        "exactly one counter per packet: {changed:?}"
+    );
+    assert_eq!(after[changed[0]] - before[changed[0]], 1);
+    let reason = redirector::counters::name(changed[0] as u32);
+    (verdict, data, reason)
+}
+
+pub const TC_ACT_OK: i32 = 0;
+pub const TC_ACT_SHOT: i32 = 2;
+pub const TC_ACT_REDIRECT: i32 = 7;
+
+/// Hop list of GUE private data.
+#[derive(Clone, Debug)]
+pub enum Hops {
+    /// No private data at all (hlen 0).
+    None,
+    V4 {
+        next: u8,
+        hops: Vec<Ipv4Addr>,
+    },
+    V6 {
+        next: u8,
+        hops: Vec<Ipv6Addr>,
+    },
+}
+
+/// GUE header + private data, exactly as design.md section 3 (GLB's type 0 for IPv4 hops).
+pub fn gue(hops: &Hops, inner_v6: bool) -> Vec<u8> {
+    let mut private = Vec::new();
+    match hops {
+        Hops::None => {}
+        Hops::V4 { next, hops } => {
+            private.extend_from_slice(&0u16.to_be_bytes());
+            private.push(*next);
+            private.push(hops.len() as u8);
+            for h in hops {
+                private.extend_from_slice(&h.octets());
+            }
+        }
+        Hops::V6 { next, hops } => {
+            private.extend_from_slice(&1u16.to_be_bytes());
+            private.push(*next);
+            private.push(hops.len() as u8);
+            for h in hops {
+                private.extend_from_slice(&h.octets());
+            }
+        }
+    }
+    assert_eq!(private.len() % 4, 0);
+    let mut g = vec![
+        (private.len() / 4) as u8,
+        if inner_v6 { 41 } else { 4 },
+        0,
+        0,
+    ];
+    g.extend_from_slice(&private);
+    g
+}
+
+/// Outer Ethernet/IP/UDP around `payload` (GUE + inner). IPv4 gets UDP checksum 0 as GLB
+/// sends it; IPv6 gets a valid one.
+pub fn outer(src: IpAddr, dst: IpAddr, sport: u16, payload: &[u8]) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(DIRECTOR_MAC, LO_MAC);
+    let mut out = Vec::new();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            eth.ipv4(s.octets(), d.octets(), 64)
+                .udp(sport, GUE_PORT)
+                .write(&mut out, payload)
+                .unwrap();
+            out[14 + 20 + 6] = 0;
+            out[14 + 20 + 7] = 0;
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            eth.ipv6(s.octets(), d.octets(), 64)
+                .udp(sport, GUE_PORT)
+                .write(&mut out, payload)
+                .unwrap();
+        }
+        _ => panic!("mixed outer families"),
+    }
+    out
+}
+
+/// A TCP segment from `src:sport` to `dst:dport` (IP header onwards).
+pub fn tcp(
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    tcp_seq(src, dst, sport, dport, 1000, 2000, flags, payload)
+}
+
+/// As [`tcp`] with explicit sequence and acknowledgment numbers.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_seq(
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let mut t = b.tcp(sport, dport, seq, 64240);
+    if flags.contains('S') {
+        t = t.syn();
+    }
+    if flags.contains('A') {
+        t = t.ack(ack);
+    }
+    if flags.contains('R') {
+        t = t.rst();
+    }
+    if flags.contains('P') {
+        t = t.psh();
+    }
+    let mut out = Vec::new();
+    t.write(&mut out, payload).unwrap();
+    out
+}
+
+/// A UDP datagram (IP header onwards).
+pub fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let mut out = Vec::new();
+    b.udp(sport, dport).write(&mut out, payload).unwrap();
+    out
+}
+
+/// The full GUE frame a director sends: outer + GUE(hops) + inner.
+pub fn gue_frame(outer_src: IpAddr, outer_dst: IpAddr, hops: &Hops, inner: &[u8]) -> Vec<u8> {
+    let inner_v6 = inner[0] >> 4 == 6;
+    let mut payload = gue(hops, inner_v6);
+    payload.extend_from_slice(inner);
+    outer(outer_src, outer_dst, 0xc123, &payload)
+}
+
+/// What the stack must receive after decapsulation: the original Ethernet header (with the
+/// inner family's ethertype) followed by the inner packet, byte for byte.
+pub fn decapsulated(inner: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&LO_MAC);
+    out.extend_from_slice(&DIRECTOR_MAC);
+    out.extend_from_slice(if inner[0] >> 4 == 6 {
+        &[0x86, 0xdd]
+    } else {
+        &[0x08, 0x00]
+    });
+    out.extend_from_slice(inner);
+    out
+}
+
+/// Counter value of a reason.
+pub fn counter(skel: &RedirectorSkel<'_>, reason: &str) -> u64 {
+    let c = datapath::read_counters(&skel.maps.counters).unwrap();
+    let i = redirector::counters::NAMES
+        .iter()
+        .position(|(_, n, _)| *n == reason)
+        .unwrap();
+    c[i]
+}
+
+/// Keep the MapCore import used (status code reads through it too).
+pub fn map_is_empty(m: &impl MapCore) -> bool {
+    m.keys().next().is_none()
+}
+
+/// A real TCP connection inside the namespace: a listener on `vip:port` and a client bound to
+/// `client:cport`. Returns (listener, client, accepted server side).
+pub fn connect(
+    vip: IpAddr,
+    port: u16,
+    client: IpAddr,
+    cport: u16,
+) -> (
+    std::net::TcpListener,
+    std::net::TcpStream,
+    std::net::TcpStream,
+) {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    use std::net::SocketAddr;
+    let listener = std::net::TcpListener::bind(SocketAddr::new(vip, port)).unwrap();
+    let family = if client.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None).unwrap();
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(SocketAddr::new(client, cport)),
+    )
+    .unwrap();
+    socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(SocketAddr::new(vip, port)),
+    )
+    .unwrap();
+    let stream = std::net::TcpStream::from(fd);
+    let (server, _) = listener.accept().unwrap();
+    (listener, stream, server)
+}
