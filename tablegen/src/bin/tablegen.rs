@@ -1,5 +1,10 @@
 //! `tablegen`: the operator CLI. Thin: parse arguments, read files, call the library, print,
 //! and write files atomically. Exit status 0 = success, 1 = refused or invalid, 2 = usage.
+//! `tablegen cluster ...` (Consul) is in `tablegen/cluster.rs`.
+
+// A crate root looks for modules beside itself; keep this binary's modules in its own folder.
+#[path = "tablegen/cluster.rs"]
+mod cluster;
 
 use std::fs;
 use std::io::Write;
@@ -35,7 +40,12 @@ fn read_text(path: &Path) -> Result<String> {
 /// Read and validate the config; on errors the message is every `file:line:col: ...` line.
 fn load(path: &Path) -> Result<Config> {
     let text = read_text(path)?;
-    let config = Config::parse(path, &text)
+    parse(path, &text)
+}
+
+/// Validate config text read from `path` (a file, or where a stored version came from).
+fn parse(path: &Path, text: &str) -> Result<Config> {
+    let config = Config::parse(path, text)
         .map_err(|e| anyhow::anyhow!("{} error(s):\n{e}", e.errors.len()))?;
     for w in config.warnings() {
         eprintln!("tablegen: warning: {}: {w}", path.display());
@@ -108,15 +118,22 @@ fn load_tables(path: &Path) -> Result<Loaded> {
         .with_context(|| format!("{} is neither a table file nor UTF-8 text", path.display()))?;
     let config = Config::parse(path, &text)
         .map_err(|e| anyhow::anyhow!("{} error(s):\n{e}", e.errors.len()))?;
-    let tables = table::build_all(&config);
-    Ok(Loaded {
-        items: config
-            .services
-            .into_iter()
-            .zip(tables)
-            .map(|(s, t)| (s.name, s.backends, t))
-            .collect(),
-    })
+    Ok(Loaded::build(config))
+}
+
+impl Loaded {
+    /// Builds the tables of every service of `config`.
+    fn build(config: Config) -> Loaded {
+        let tables = table::build_all(&config);
+        Loaded {
+            items: config
+                .services
+                .into_iter()
+                .zip(tables)
+                .map(|(s, t)| (s.name, s.backends, t))
+                .collect(),
+        }
+    }
 }
 
 fn named(l: &Loaded) -> Vec<NamedTable<'_>> {
@@ -132,6 +149,26 @@ fn named(l: &Loaded) -> Vec<NamedTable<'_>> {
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Prints a diff (`tablegen diff`, `tablegen cluster diff`); OLD and NEW are named as given.
+fn print_diff(d: &report::Diff, old: &str, new: &str, json: bool) -> Result<()> {
+    if json {
+        return print_json(d);
+    }
+    for s in &d.services {
+        println!(
+            "service {}: {} rows; primary changed in {} rows ({} keep the old primary as an alternate); hop list changed in {} rows",
+            s.name, s.rows, s.primary_changed, s.primary_changed_keeps_old, s.hop_list_changed
+        );
+    }
+    for s in &d.added {
+        println!("service {s}: only in {new}");
+    }
+    for s in &d.removed {
+        println!("service {s}: only in {old}");
+    }
     Ok(())
 }
 
@@ -238,21 +275,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Diff { old, new, json } => {
             let (o, n) = (load_tables(old)?, load_tables(new)?);
             let d = report::diff(&named(&o), &named(&n));
-            if *json {
-                return print_json(&d);
-            }
-            for s in &d.services {
-                println!(
-                    "service {}: {} rows; primary changed in {} rows ({} keep the old primary as an alternate); hop list changed in {} rows",
-                    s.name, s.rows, s.primary_changed, s.primary_changed_keeps_old, s.hop_list_changed
-                );
-            }
-            for s in &d.added {
-                println!("service {s}: only in {}", new.display());
-            }
-            for s in &d.removed {
-                println!("service {s}: only in {}", old.display());
-            }
+            print_diff(
+                &d,
+                &old.display().to_string(),
+                &new.display().to_string(),
+                *json,
+            )?;
         }
         Command::Drain(t) => edit_cmd(config, t, Change::State(State::Draining))?,
         Command::Fill(t) => edit_cmd(config, t, Change::State(State::Filling))?,
@@ -267,6 +295,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             edit_cmd(config, target, Change::Weight(*weight))?
         }
+        Command::Cluster(c) => cluster::run(config, c)?,
     }
     Ok(())
 }

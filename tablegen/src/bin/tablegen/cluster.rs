@@ -1,0 +1,468 @@
+//! `tablegen cluster ...`: the operator side of cluster sync. Publishes the backends file as a
+//! new version in Consul, lists versions, prints one, diffs two, and moves `current` (rollback).
+//!
+//! Everything Consul-shaped is the `cluster` crate's ([`cluster::Store`]); this module only
+//! resolves the connection settings, validates and builds with the tablegen library, and
+//! prints. The library stays pure: the tokio runtime lives here, for these commands only.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use cluster::{
+    ConsulConfig, ConsulSection, Expect, PublishMeta, ServiceDigest, Store, VersionMeta,
+};
+use tablegen::cli::{
+    Cluster, ClusterCommand, ConsulArgs, Expected, VersionRef, DEFAULT_DIRECTOR_CONFIG,
+};
+use tablegen::report::{self, hex64};
+use tablegen::table;
+
+use super::{load, named, parse, print_diff, print_json, read_text, write_atomic, Loaded};
+
+pub fn run(config: &Path, c: &Cluster) -> Result<()> {
+    init_tracing();
+    let consul = consul_config(&c.consul)?;
+    let store = Store::new(&consul).context("setting up the Consul client")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let cx = Ctx {
+        store,
+        consul,
+        rt,
+        config,
+    };
+    match &c.command {
+        ClusterCommand::Publish {
+            comment,
+            expect_current,
+        } => cx.publish(comment, *expect_current),
+        ClusterCommand::Versions { json } => cx.versions(*json),
+        ClusterCommand::Current { json } => cx.current(*json),
+        ClusterCommand::Get { version, out } => cx.get(*version, out.as_deref()),
+        ClusterCommand::Diff { old, new, json } => cx.diff(*old, *new, *json),
+        ClusterCommand::Rollback {
+            version,
+            expect_current,
+        } => cx.rollback(*version, *expect_current),
+    }
+}
+
+/// Warnings of the cluster crate (a lock not released, ...) go to stderr; `RUST_LOG` for more.
+/// consulrs logs every request and every 404 without context: kept quiet.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,consulrs=off,rustify=off".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
+/// Only the `consul:` section of a director.yaml; its other fields are the director's.
+#[derive(Deserialize)]
+struct DirectorFile {
+    #[serde(default)]
+    consul: Option<ConsulSection>,
+}
+
+/// The settings: the file's `consul:` section (if the file exists and has one), each flag
+/// overriding its field. An explicitly named file must exist; the default one may not.
+fn consul_config(args: &ConsulArgs) -> Result<ConsulConfig> {
+    let (path, explicit) = match &args.director_config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_DIRECTOR_CONFIG), false),
+    };
+    let from_file = match fs::read_to_string(&path) {
+        Ok(text) => {
+            let file: DirectorFile = serde_yaml::from_str(&text)
+                .with_context(|| format!("{}: reading its consul: section", path.display()))?;
+            file.consul
+        }
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut s = from_file.unwrap_or_else(|| ConsulSection {
+        address: String::new(),
+        datacenter: None,
+        token: None,
+        token_file: None,
+        ca_file: None,
+        prefix: String::new(),
+        state_file: None,
+    });
+    if let Some(a) = &args.consul_address {
+        s.address = a.clone();
+    }
+    if let Some(p) = &args.prefix {
+        s.prefix = p.clone();
+    }
+    if let Some(t) = &args.token_file {
+        s.token = None;
+        s.token_file = Some(t.clone());
+    }
+    if let Some(c) = &args.ca_file {
+        s.ca_file = Some(c.clone());
+    }
+    if let Some(d) = &args.datacenter {
+        s.datacenter = Some(d.clone());
+    }
+    let missing: Vec<&str> = [
+        (s.address.is_empty(), "--consul-address"),
+        (s.prefix.is_empty(), "--prefix"),
+    ]
+    .into_iter()
+    .filter_map(|(m, flag)| m.then_some(flag))
+    .collect();
+    if !missing.is_empty() {
+        return Err(anyhow!(
+            "where is the cluster? {} has no `consul:` section{}; pass {} (or --director-config FILE; see docs/setup/cluster.md)",
+            path.display(),
+            if path.exists() { "" } else { " (no such file)" },
+            missing.join(" and ")
+        ));
+    }
+    let from = if args.director_config.is_some() || path.exists() {
+        format!("consul settings from {} and flags", path.display())
+    } else {
+        "consul settings from flags".to_string()
+    };
+    s.validate().context(from)
+}
+
+struct Ctx<'a> {
+    store: Store,
+    consul: ConsulConfig,
+    rt: tokio::runtime::Runtime,
+    /// The local backends file (`--config`).
+    config: &'a Path,
+}
+
+/// `versions --json`.
+#[derive(Serialize)]
+struct VersionsJson<'a> {
+    current: Option<u64>,
+    versions: &'a [VersionMeta],
+}
+
+/// `current --json`.
+#[derive(Serialize)]
+struct CurrentJson<'a> {
+    current: Option<u64>,
+    meta: Option<&'a VersionMeta>,
+}
+
+impl Ctx<'_> {
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, cluster::Error>>,
+    ) -> Result<T> {
+        self.rt.block_on(f).map_err(|e| self.explain(e))
+    }
+
+    /// Adds where we were talking to, and turns a conflict into what to do about it.
+    fn explain(&self, e: cluster::Error) -> anyhow::Error {
+        let at = format!(
+            "consul {} prefix {}",
+            self.consul.address.as_str().trim_end_matches('/'),
+            self.consul.prefix
+        );
+        match e {
+            cluster::Error::Conflict { expected, actual } => {
+                let (exp, act) = (show(expected), show(actual));
+                let mut msg = format!(
+                    "refused: the live version is {act}, not {exp} as --expect-current says: \
+                     someone changed the cluster in between"
+                );
+                if let (Some(x), Some(a)) = (expected, actual) {
+                    msg.push_str(&format!(
+                        ". See what changed with `tablegen cluster diff {x} {a}`, redo your change on \
+                         version {a} (`tablegen cluster get {a} --out FILE`), and retry with --expect-current {a}"
+                    ));
+                } else {
+                    msg.push_str(&format!(". Check, then retry with --expect-current {act}"));
+                }
+                anyhow!(msg).context(at)
+            }
+            e => anyhow::Error::new(e).context(at),
+        }
+    }
+
+    fn current_version(&self) -> Result<Option<u64>> {
+        self.block_on(self.store.current())
+    }
+
+    fn resolve(&self, v: VersionRef) -> Result<u64> {
+        match v {
+            VersionRef::Number(n) => Ok(n),
+            VersionRef::Current => self
+                .current_version()?
+                .ok_or_else(|| anyhow!("nothing is published yet: there is no current version")),
+        }
+    }
+
+    fn publish(&self, comment: &str, expect: Option<Expected>) -> Result<()> {
+        let text = read_text(self.config)?;
+        // A file that does not validate publishes nothing: its errors, file:line:col each.
+        let config = parse(self.config, &text)?;
+        let tables = table::build_all(&config);
+        let services: BTreeMap<String, ServiceDigest> = tables
+            .iter()
+            .map(|t| {
+                (
+                    t.service.clone(),
+                    ServiceDigest {
+                        version: t.version,
+                        checksum: t.checksum,
+                    },
+                )
+            })
+            .collect();
+        let meta = PublishMeta {
+            services,
+            author: Some(author()),
+            comment: comment.to_string(),
+            expect: match expect {
+                Some(Expected(v)) => Expect::Current(v),
+                None => Expect::Any,
+            },
+        };
+        let (m, created) = self.block_on(self.store.publish_if_changed(&text, meta))?;
+        if !created {
+            println!(
+                "unchanged: version {} is live with exactly this file; nothing published",
+                m.version
+            );
+            return Ok(());
+        }
+        println!(
+            "published version {} (parent {}) from {}; it is live",
+            m.version,
+            show(m.parent),
+            self.config.display()
+        );
+        print_digests(&m, "  ");
+        Ok(())
+    }
+
+    fn versions(&self, json: bool) -> Result<()> {
+        let current = self.current_version()?;
+        let list = self.block_on(self.store.list())?;
+        if json {
+            return print_json(&VersionsJson {
+                current,
+                versions: &list,
+            });
+        }
+        if list.is_empty() {
+            println!("no versions published under {}", self.consul.prefix);
+            return Ok(());
+        }
+        println!(
+            "  {:>7}  {:<19}  {:<24}  {:>6}  COMMENT",
+            "VERSION", "CREATED (UTC)", "AUTHOR", "PARENT"
+        );
+        for m in &list {
+            let mark = if Some(m.version) == current { '*' } else { ' ' };
+            println!(
+                "{mark} {:>7}  {:<19}  {:<24}  {:>6}  {}",
+                m.version,
+                utc(m.created_unix),
+                m.author,
+                show(m.parent),
+                m.comment
+            );
+            print_digests(m, "           ");
+        }
+        println!("(* = current)");
+        Ok(())
+    }
+
+    fn current(&self, json: bool) -> Result<()> {
+        let current = self.current_version()?;
+        let meta = match current {
+            Some(v) => Some(self.block_on(self.store.meta(v))?),
+            None => None,
+        };
+        if json {
+            return print_json(&CurrentJson {
+                current,
+                meta: meta.as_ref(),
+            });
+        }
+        match meta {
+            None => println!("nothing published under {}", self.consul.prefix),
+            Some(m) => {
+                println!(
+                    "current: version {} (parent {}), published {} UTC by {}{}",
+                    m.version,
+                    show(m.parent),
+                    utc(m.created_unix),
+                    m.author,
+                    if m.comment.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", m.comment)
+                    }
+                );
+                print_digests(&m, "  ");
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, v: VersionRef, out: Option<&Path>) -> Result<()> {
+        let n = self.resolve(v)?;
+        let version = self.block_on(self.store.get(n))?;
+        match out {
+            Some(path) => {
+                write_atomic(path, version.text.as_bytes())?;
+                eprintln!("version {n} written to {}", path.display());
+            }
+            None => print!("{}", version.text),
+        }
+        Ok(())
+    }
+
+    /// A stored version's tables, built here. Says so when they do not reproduce the published
+    /// checksums (a different tablegen, or a damaged version): directors would refuse it.
+    fn tables(&self, n: u64) -> Result<Loaded> {
+        let version = self.block_on(self.store.get(n))?;
+        let origin = PathBuf::from(format!("consul:{}/versions/{n}", self.consul.prefix));
+        let loaded = Loaded::build(parse(&origin, &version.text)?);
+        for msg in reproduce(&loaded, &version.meta) {
+            eprintln!("tablegen: warning: version {n}: {msg}");
+        }
+        Ok(loaded)
+    }
+
+    fn diff(&self, old: VersionRef, new: Option<VersionRef>, json: bool) -> Result<()> {
+        let o = self.resolve(old)?;
+        let old_tables = self.tables(o)?;
+        let (new_tables, new_name) = match new {
+            Some(v) => {
+                let n = self.resolve(v)?;
+                (self.tables(n)?, format!("version {n}"))
+            }
+            None => (
+                Loaded::build(load(self.config)?),
+                self.config.display().to_string(),
+            ),
+        };
+        let d = report::diff(&named(&old_tables), &named(&new_tables));
+        print_diff(&d, &format!("version {o}"), &new_name, json)
+    }
+
+    fn rollback(&self, n: u64, expect: Option<Expected>) -> Result<()> {
+        // Directors check the checksums themselves; warn early if they will refuse it.
+        self.tables(n)?;
+        let before = self.current_version()?;
+        let expect = match expect {
+            Some(Expected(v)) => Expect::Current(v),
+            None => Expect::Any,
+        };
+        self.block_on(self.store.set_current(n, expect))?;
+        if before == Some(n) {
+            println!("version {n} is live already");
+        } else {
+            println!("version {n} is live (was {})", show(before));
+        }
+        Ok(())
+    }
+}
+
+/// Differences between the checksums this tablegen computes and the published ones.
+fn reproduce(loaded: &Loaded, meta: &VersionMeta) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, _, t) in &loaded.items {
+        match meta.services.get(name) {
+            None => out.push(format!("service {name} is not in the published checksums")),
+            Some(d) if d.checksum != t.checksum => out.push(format!(
+                "service {name}: this tablegen computes checksum {}, the publisher {}; directors that agree with this tablegen will refuse it",
+                hex64(t.checksum),
+                hex64(d.checksum)
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in meta.services.keys() {
+        if !loaded.items.iter().any(|(n, _, _)| n == name) {
+            out.push(format!("published service {name} is not in the text"));
+        }
+    }
+    out
+}
+
+/// `user@host` for the version's author. Where `$USER` is unset (cron, systemd units, some
+/// containers) the account name comes from the uid, so a version does not say `unknown@host`.
+fn author() -> String {
+    let default = cluster::meta::default_author();
+    let Some(host) = default.strip_prefix("unknown@") else {
+        return default;
+    };
+    let Ok(uid) = fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return default;
+    };
+    let name = fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid{uid}"));
+    format!("{name}@{host}")
+}
+
+fn print_digests(m: &VersionMeta, indent: &str) {
+    for (name, d) in &m.services {
+        println!(
+            "{indent}{name}: version {}, checksum {}",
+            hex64(d.version),
+            hex64(d.checksum)
+        );
+    }
+}
+
+fn show(v: Option<u64>) -> String {
+    v.map_or_else(|| "none".to_string(), |v| v.to_string())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC (Howard Hinnant's civil-from-days; no time crate needed).
+fn utc(unix: u64) -> String {
+    let (days, secs) = ((unix / 86400) as i64, unix % 86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_known_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::utc(1_795_664_523), "2026-11-26 03:42:03");
+    }
+}
