@@ -3,6 +3,7 @@
 //! Later code never re-validates: a [`Config`] is always usable. Pure: no I/O except
 //! [`Config::load`], which reads the file.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,21 @@ pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/xdplb";
 pub const DEFAULT_STATE_DIR: &str = "/run/xdplb";
 /// Default interface that carries the VIPs.
 pub const DEFAULT_VIP_INTERFACE: &str = "lo";
+/// Distinct `allowed_sources` per address family: `max_entries` of `allowed_v4`/`allowed_v6` in
+/// `bpf/redirector.bpf.c`. Checked here so an oversized list is a config error (exit 78), not a
+/// map update failing at every start.
+pub const MAX_ALLOWED_SOURCES: usize = 1024;
+/// Distinct `self_addresses`: `max_entries` of `self_addrs`.
+pub const MAX_SELF_ADDRESSES: usize = 256;
+
+/// Whether the kernel would accept `name` as an interface name (`dev_valid_name`).
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+}
 
 /// The file as written. Unknown keys are errors: a typo must not silently do nothing.
 #[derive(Debug, Deserialize)]
@@ -172,12 +188,47 @@ impl Config {
                     .into(),
             ));
         }
+        if let Some(bad) = file.interfaces.iter().find(|i| !valid_ifname(i)) {
+            return Err(at(
+                line_of("interfaces"),
+                1,
+                format!("interfaces: `{bad}` is not an interface name"),
+            ));
+        }
         let mut allowed_sources = Vec::new();
         for d in &file.allowed_sources {
             allowed_sources.push(
                 d.parse::<Cidr>()
                     .map_err(|m| at(line_of("allowed_sources"), 1, m))?,
             );
+        }
+        for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+            let distinct: HashSet<&Cidr> = allowed_sources
+                .iter()
+                .filter(|c| c.addr.is_ipv4() == v4)
+                .collect();
+            if distinct.len() > MAX_ALLOWED_SOURCES {
+                return Err(at(
+                    line_of("allowed_sources"),
+                    1,
+                    format!(
+                        "allowed_sources: {} {family} entries, at most {MAX_ALLOWED_SOURCES} \
+                         (use wider prefixes)",
+                        distinct.len()
+                    ),
+                ));
+            }
+        }
+        let distinct: HashSet<&IpAddr> = file.self_addresses.iter().collect();
+        if distinct.len() > MAX_SELF_ADDRESSES {
+            return Err(at(
+                line_of("self_addresses"),
+                1,
+                format!(
+                    "self_addresses: {} addresses, at most {MAX_SELF_ADDRESSES}",
+                    distinct.len()
+                ),
+            ));
         }
         let gue_port = file.gue_port.unwrap_or(DEFAULT_GUE_PORT);
         if gue_port == 0 {
@@ -191,12 +242,24 @@ impl Config {
         let vip_interface = file
             .vip_interface
             .unwrap_or_else(|| DEFAULT_VIP_INTERFACE.to_string());
-        if vip_interface.is_empty() || vip_interface.len() > 15 || vip_interface.contains('/') {
+        if !valid_ifname(&vip_interface) {
             return Err(at(
                 line_of("vip_interface"),
                 1,
                 format!("vip_interface: `{vip_interface}` is not an interface name"),
             ));
+        }
+        for (key, dir) in [
+            ("bpffs_dir", &file.bpffs_dir),
+            ("state_dir", &file.state_dir),
+        ] {
+            if let Some(d) = dir.as_ref().filter(|d| !d.is_absolute()) {
+                return Err(at(
+                    line_of(key),
+                    1,
+                    format!("{key}: `{}` must be an absolute path", d.display()),
+                ));
+            }
         }
         Ok(Config {
             interfaces: file.interfaces,
@@ -277,9 +340,67 @@ mod tests {
                 "interfaces: [e]\nallowed_sources: []\ngue_port: 0\n",
                 "r.yaml:3:1: gue_port",
             ),
+            (
+                "allowed_sources: []\ninterfaces: [eth0, 'eth0:1']\n",
+                "r.yaml:2:1: interfaces: `eth0:1` is not an interface name",
+            ),
+            (
+                "interfaces: [averyverylongname]\nallowed_sources: []\n",
+                "is not an interface name",
+            ),
+            (
+                "interfaces: [e]\nallowed_sources: []\nvip_interface: ''\n",
+                "r.yaml:3:1: vip_interface",
+            ),
+            (
+                "interfaces: [e]\nallowed_sources: []\nbpffs_dir: bpf\n",
+                "r.yaml:3:1: bpffs_dir: `bpf` must be an absolute path",
+            ),
+            (
+                "interfaces: [e]\nallowed_sources: []\nstate_dir: run/x\n",
+                "r.yaml:3:1: state_dir",
+            ),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn lists_must_fit_the_maps() {
+        let v4 = |n: usize| {
+            (0..n)
+                .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // Duplicates count once; the other family has its own room.
+        let fits = format!(
+            "interfaces: [e]\nallowed_sources: [{}, {}, 'fd00::/64']\n",
+            v4(MAX_ALLOWED_SOURCES),
+            v4(1)
+        );
+        assert_eq!(parse(&fits).unwrap().allowed_sources.len(), 1026);
+        let e = parse(&format!(
+            "interfaces: [e]\nallowed_sources: [{}]\n",
+            v4(MAX_ALLOWED_SOURCES + 1)
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("r.yaml:2:1: allowed_sources: 1025 IPv4 entries, at most 1024"),
+            "{e}"
+        );
+        let addrs = (0..=MAX_SELF_ADDRESSES)
+            .map(|i| format!("10.1.{}.{}", i / 256, i % 256))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let e = parse(&format!(
+            "interfaces: [e]\nallowed_sources: []\nself_addresses: [{addrs}]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("r.yaml:3:1: self_addresses: 257 addresses"),
+            "{e}"
+        );
     }
 }

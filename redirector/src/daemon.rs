@@ -29,11 +29,13 @@ pub enum Event {
 pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
     let mut config = Config::load(config_path)?;
     let _span = info_span!("run", config = %config_path.display()).entered();
+    // Before any host change: a bpffs_dir that is not on a bpffs is a config error (exit 78)
+    // that must leave the host as it was.
+    let pin_dir = config.pin_dir();
+    datapath::ensure_pin_dir(&pin_dir)?;
     if config.setup_on_run {
         setup::apply(&config)?;
     }
-    let pin_dir = config.pin_dir();
-    datapath::ensure_pin_dir(&pin_dir)?;
 
     let mut object = MaybeUninit::uninit();
     let mut skel = datapath::load(&mut object, config.gue_port, Some(&pin_dir))?;

@@ -104,31 +104,41 @@ pub fn load<'o>(
     open.load().map_err(Error::Load)
 }
 
-/// Create `dir` and make sure it is on a bpffs: when it is not (a custom bpffs_dir outside
-/// /sys/fs/bpf), mount one at `dir` itself.
+/// Make sure `dir` (`<bpffs_dir>/redirector`) is on a bpffs, then create it. Never mounts one:
+/// inside a systemd unit's mount namespace that bpffs would be private to the service, and
+/// the pins (hence forwarding across restarts) would vanish with it. Refuses, creating
+/// nothing, when the nearest existing ancestor is not on a bpffs.
 pub fn ensure_pin_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let st = nix::sys::statfs::statfs(dir).map_err(|e| Error::PinDir {
-        path: dir.to_path_buf(),
+    let bpffs_dir = dir.parent().unwrap_or(dir);
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    let st = nix::sys::statfs::statfs(existing).map_err(|e| Error::PinDir {
+        path: existing.to_path_buf(),
         source: e.into(),
     })?;
     if st.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
-        nix::mount::mount(
-            Some("bpffs"),
-            dir,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|source| Error::MountBpffs {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let mount_point = if bpffs_dir.starts_with("/sys/fs/bpf") {
+            PathBuf::from("/sys/fs/bpf")
+        } else {
+            bpffs_dir.to_path_buf()
+        };
+        return Err(Error::NotBpffs {
+            path: bpffs_dir.to_path_buf(),
+            mount_point,
+        });
     }
-    Ok(())
+    std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Pin the program (replacing an older pin) and every map not pinned yet.
@@ -190,7 +200,15 @@ pub fn attach(prog: BorrowedFd<'_>, interface: &str) -> Result<(), Error> {
         .handle(TC_HANDLE)
         .priority(TC_PRIORITY)
         .hook(TC_INGRESS);
-    hook.create().map_err(err)?;
+    // Creating the qdisc is exclusive: when it exists (every restart) the kernel refuses, and
+    // libbpf prints the refusal to stderr although libbpf-rs then carries on. Ask first.
+    if !tc::has_ingress_qdisc(idx).map_err(|source| Error::TcQuery {
+        what: "qdiscs",
+        interface: interface.into(),
+        source,
+    })? {
+        hook.create().map_err(err)?;
+    }
     hook.attach().map_err(err)?;
     Ok(())
 }
@@ -244,6 +262,15 @@ pub fn detach_all() -> Result<Vec<String>, Error> {
 /// The id of the program our filter runs on `interface`, if it is attached.
 pub fn attached_prog_id(interface: &str) -> Result<Option<u32>, Error> {
     let idx = ifindex(interface)?;
+    // libbpf's query prints the kernel's refusal to stderr when there is no clsact qdisc or
+    // no filter at our priority (most interfaces, for `status` and `detach`): look first.
+    if !tc::has_our_filter(idx, TC_HANDLE, TC_PRIORITY).map_err(|source| Error::TcQuery {
+        what: "ingress filters",
+        interface: interface.into(),
+        source,
+    })? {
+        return Ok(None);
+    }
     let devnull = std::fs::File::open("/dev/null").map_err(|e| Error::Detach {
         interface: interface.into(),
         source: e.into(),
@@ -389,4 +416,116 @@ pub fn read_counters(map: &impl MapCore) -> Result<Vec<u64>, Error> {
         out.push(sum);
     }
     Ok(out)
+}
+
+/// Read-only rtnetlink dumps of tc objects, to look before asking libbpf to act.
+mod tc {
+    use std::io;
+
+    use nix::sys::socket::{
+        recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
+        SockType,
+    };
+
+    const RTM_NEWQDISC: u16 = 36;
+    const RTM_GETQDISC: u16 = 38;
+    const RTM_NEWTFILTER: u16 = 44;
+    const RTM_GETTFILTER: u16 = 46;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_DUMP: u16 = 0x300;
+    /// Parent of the clsact (and ingress) qdisc.
+    const TC_H_INGRESS: u32 = 0xffff_fff1;
+    /// Parent of clsact's ingress filters (`TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)`).
+    const TC_H_CLSACT_INGRESS: u32 = 0xffff_fff2;
+    const NLMSG_HDRLEN: usize = 16;
+    const TCMSG_LEN: usize = 20;
+
+    /// `struct tcmsg` fields of one dumped object.
+    struct TcMsg {
+        ifindex: i32,
+        handle: u32,
+        parent: u32,
+        info: u32,
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    /// Dump `request` objects (`tcmsg` with `ifindex`, `parent`) and return those of type
+    /// `reply`.
+    fn dump(request: u16, reply: u16, ifindex: i32, parent: u32) -> io::Result<Vec<TcMsg>> {
+        let sock = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        let mut req = Vec::with_capacity(NLMSG_HDRLEN + TCMSG_LEN);
+        req.extend_from_slice(&((NLMSG_HDRLEN + TCMSG_LEN) as u32).to_ne_bytes());
+        req.extend_from_slice(&request.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+        req.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it in
+        req.extend_from_slice(&[0; 4]); // family AF_UNSPEC, padding
+        req.extend_from_slice(&ifindex.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes()); // handle
+        req.extend_from_slice(&parent.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes()); // info
+        sendto(fd, &req, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
+
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = recv(fd, &mut buf, MsgFlags::empty())?;
+            let mut at = 0;
+            while at + NLMSG_HDRLEN <= n {
+                let len = u32_at(&buf, at) as usize;
+                let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+                if len < NLMSG_HDRLEN || at + len > n {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink message",
+                    ));
+                }
+                let body = &buf[at + NLMSG_HDRLEN..at + len];
+                match kind {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let errno = i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
+                        return Err(io::Error::from_raw_os_error(-errno));
+                    }
+                    k if k == reply && body.len() >= TCMSG_LEN => out.push(TcMsg {
+                        ifindex: u32_at(body, 4) as i32,
+                        handle: u32_at(body, 8),
+                        parent: u32_at(body, 12),
+                        info: u32_at(body, 16),
+                    }),
+                    _ => {}
+                }
+                at += (len + 3) & !3;
+            }
+        }
+    }
+
+    /// Whether `ifindex` has a clsact (or ingress) qdisc.
+    pub(super) fn has_ingress_qdisc(ifindex: i32) -> io::Result<bool> {
+        // The qdisc dump lists every interface: filter here.
+        Ok(dump(RTM_GETQDISC, RTM_NEWQDISC, ifindex, 0)?
+            .iter()
+            .any(|q| q.ifindex == ifindex && q.parent == TC_H_INGRESS))
+    }
+
+    /// Whether the tc ingress of `ifindex` has a filter with `handle` at `priority`.
+    pub(super) fn has_our_filter(ifindex: i32, handle: u32, priority: u32) -> io::Result<bool> {
+        // Without a clsact qdisc the dump is simply empty.
+        Ok(
+            dump(RTM_GETTFILTER, RTM_NEWTFILTER, ifindex, TC_H_CLSACT_INGRESS)?
+                .iter()
+                .any(|f| f.handle == handle && f.info >> 16 == priority),
+        )
+    }
 }

@@ -35,12 +35,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("mount bpffs at {path}")]
-    MountBpffs {
-        path: PathBuf,
-        #[source]
-        source: nix::Error,
-    },
+    /// Never mounted by the daemon: under systemd a bpffs it mounted would live only in the
+    /// unit's private mount namespace, and the pins (hence forwarding) would die with it.
+    #[error("{path} is not on a bpffs; mount one (mount -t bpf bpf {mount_point})")]
+    NotBpffs { path: PathBuf, mount_point: PathBuf },
     #[error("update BPF map {map}")]
     MapUpdate {
         map: &'static str,
@@ -52,6 +50,13 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: libbpf_rs::Error,
+    },
+    #[error("list the tc {what} of {interface} (netlink)")]
+    TcQuery {
+        what: &'static str,
+        interface: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("interface {name} not found")]
     NoInterface { name: String },
@@ -99,4 +104,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// Whether this is a configuration problem that only the operator can fix (the file is
+    /// missing, unreadable or invalid, or `bpffs_dir` is not on a bpffs): the binary exits with
+    /// EX_CONFIG (78) on these, and the systemd unit does not restart it.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Error::ReadConfig { .. } | Error::Config(_) | Error::NotBpffs { .. }
+        )
+    }
 }

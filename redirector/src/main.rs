@@ -12,7 +12,8 @@ use redirector::daemon::{self, Event};
 use tracing::warn;
 
 /// sysexits EX_CONFIG: the unit's RestartPreventExitStatus, since restarting cannot fix a
-/// config.
+/// config ([`redirector::Error::is_config`]). A reload (SIGHUP) never exits: a bad file is
+/// logged and the last good config stays.
 const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
@@ -31,9 +32,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("xdplb-redirector: {e:#}");
             match e.downcast_ref::<redirector::Error>() {
-                Some(redirector::Error::Config(_) | redirector::Error::ReadConfig { .. }) => {
-                    ExitCode::from(EX_CONFIG)
-                }
+                Some(e) if e.is_config() => ExitCode::from(EX_CONFIG),
                 _ => ExitCode::FAILURE,
             }
         }

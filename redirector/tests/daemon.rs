@@ -19,15 +19,37 @@ use redirector::datapath::PinnedMaps;
 
 const EXTRA_VIP: &str = "198.51.100.20";
 
+/// `/run/xdplb-test-redirector-<tag>-<pid>`, with a bpffs of its own mounted at `bpffs/` (the
+/// daemon never mounts one: as systemd does at boot, whoever runs it provides it). Under /run,
+/// not /sys/fs/bpf: `ip netns exec` remounts /sys, this stays visible to the daemon it runs.
 struct TmpDir(PathBuf);
+
+impl TmpDir {
+    fn with_bpffs(tag: &str) -> TmpDir {
+        let tmp = TmpDir(PathBuf::from(format!(
+            "/run/xdplb-test-redirector-{tag}-{}",
+            std::process::id()
+        )));
+        std::fs::create_dir_all(tmp.bpffs()).unwrap();
+        nix::mount::mount(
+            Some("bpffs"),
+            &tmp.bpffs(),
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        tmp
+    }
+
+    fn bpffs(&self) -> PathBuf {
+        self.0.join("bpffs")
+    }
+}
 
 impl Drop for TmpDir {
     fn drop(&mut self) {
-        // The daemon mounted a bpffs under it.
-        let _ = nix::mount::umount2(
-            &self.0.join("bpffs/redirector"),
-            nix::mount::MntFlags::MNT_DETACH,
-        );
+        let _ = nix::mount::umount2(&self.bpffs(), nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -76,11 +98,7 @@ fn key(prefix: u32, a: [u8; 4]) -> Vec<u8> {
 
 #[test]
 fn setup_run_reload_restart_status_detach() {
-    let tmp = TmpDir(PathBuf::from(format!(
-        "/run/xdplb-test-redirector-{}",
-        std::process::id()
-    )));
-    std::fs::create_dir_all(&tmp.0).unwrap();
+    let tmp = TmpDir::with_bpffs("daemon");
     let cfg_path = tmp.0.join("redirector.yaml");
     write_config(&cfg_path, &tmp.0, "192.0.2.96/28");
     let notify_path = tmp.0.join("notify.sock");
@@ -211,24 +229,125 @@ fn setup_run_reload_restart_status_detach() {
     });
 }
 
+/// Run the binary with `args` (in network namespace `netns` if given); returns (exit code,
+/// stderr).
+fn run_bin(netns: Option<&str>, args: &[&str]) -> (Option<i32>, String) {
+    let bin = env!("CARGO_BIN_EXE_xdplb-redirector");
+    let mut cmd = match netns {
+        None => Command::new(bin),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, bin]);
+            c
+        }
+    };
+    let out = cmd.args(args).env_remove("NOTIFY_SOCKET").output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
-fn binary_exits_78_on_a_config_error() {
-    // EX_CONFIG: the systemd unit does not restart on it.
-    for args in [
-        vec!["--config", "/nonexistent/redirector.yaml", "run"],
-        vec!["--config", "/dev/null", "status"],
-    ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_xdplb-redirector"))
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(78),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+fn binary_exits_78_on_every_config_error() {
+    // EX_CONFIG: the systemd unit (RestartPreventExitStatus=78) does not restart on it. Every
+    // case fails before touching the host (the last one proves it in a namespace).
+    let tmp = PathBuf::from(format!(
+        "/run/xdplb-test-redirector-exit-{}",
+        std::process::id()
+    ));
+    let _cleanup = TmpDir(tmp.clone());
+    std::fs::create_dir_all(&tmp).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/redirector.yaml");
+    let write = |name: &str, text: &str| {
+        let path = tmp.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let invalid = write(
+        "invalid.yaml",
+        "interfaces: [v0]\nallowed_sources: [10.0.0.1/24]\n",
+    );
+    let unknown_key = write(
+        "unknown.yaml",
+        "interfaces: [v0]\nallowed_sources: []\nvipz: []\n",
+    );
+    // A directory on tmpfs, not a bpffs: refused, nothing created and nothing mounted.
+    let not_bpffs_dir = tmp.join("not-bpffs");
+    let not_bpffs = write(
+        "not-bpffs.yaml",
+        &format!(
+            "interfaces: [v0]\nallowed_sources: []\nbpffs_dir: {}\nstate_dir: {}\n",
+            not_bpffs_dir.display(),
+            tmp.join("state").display()
+        ),
+    );
+    let cases: [(&[&str], &str); 10] = [
+        (
+            &["--config", "/nonexistent/redirector.yaml", "run"],
+            "read config /nonexistent/redirector.yaml",
+        ),
+        (&["--config", "/dev/null", "run"], "/dev/null:"),
+        (&["--config", "/dev/null", "status"], "/dev/null:"),
+        (&["--config", tmp.to_str().unwrap(), "run"], "read config"),
+        // The shipped example names no interface: the package installs an inert daemon.
+        (
+            &["--config", shipped.to_str().unwrap(), "run"],
+            "interfaces: list at least one interface",
+        ),
+        (&["--config", &invalid, "run"], "invalid.yaml:2:1:"),
+        (&["--config", &invalid, "setup"], "invalid.yaml:2:1:"),
+        (&["--config", &invalid, "status"], "invalid.yaml:2:1:"),
+        (
+            &["--config", &unknown_key, "run"],
+            "unknown.yaml:3:1: unknown field `vipz`",
+        ),
+        (
+            &["--config", &not_bpffs, "run"],
+            &format!(
+                "{} is not on a bpffs; mount one (mount -t bpf bpf {})",
+                not_bpffs_dir.display(),
+                not_bpffs_dir.display()
+            ),
+        ),
+    ];
+    for (args, message) in cases {
+        let (code, stderr) = run_bin(None, args);
+        assert_eq!(code, Some(78), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(message),
+            "{args:?}: want {message:?} in {stderr}"
         );
     }
+    assert!(
+        !not_bpffs_dir.exists(),
+        "nothing created on the wrong file system"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(tmp.to_str().unwrap()), "{mounts}");
+
+    // The bpffs is checked before setup_on_run changes anything: no dummy interface, no VIP,
+    // no record of changes.
+    let with_setup = write(
+        "not-bpffs-setup.yaml",
+        &format!(
+            "interfaces: [v0]\nallowed_sources: []\nvips: [{EXTRA_VIP}]\n\
+             vip_interface: xdplbexit0\nsetup_on_run: true\nbpffs_dir: {}\nstate_dir: {}\n",
+            not_bpffs_dir.display(),
+            tmp.join("state").display()
+        ),
+    );
+    let ns = Netns::with_lab("exit");
+    let (code, stderr) = run_bin(Some(&ns.name), &["--config", &with_setup, "run"]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("is not on a bpffs"), "{stderr}");
+    let link = Command::new("ip")
+        .args(["-n", &ns.name, "link", "show", "xdplbexit0"])
+        .output()
+        .unwrap();
+    assert!(!link.status.success(), "setup ran: dummy interface created");
+    assert!(!tmp.join("state").exists(), "setup ran: changes recorded");
+    assert!(!not_bpffs_dir.exists());
 }
 
 #[test]
@@ -255,22 +374,8 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn the_binary_reloads_on_sighup_and_leaves_the_program_attached_on_sigterm() {
-    let tmp = TmpDir(PathBuf::from(format!(
-        "/run/xdplb-test-redirector-bin-{}",
-        std::process::id()
-    )));
-    let bpffs = tmp.0.join("bpffs");
-    std::fs::create_dir_all(&bpffs).unwrap();
-    // `ip netns exec` gives the daemon a private mount namespace: a bpffs it mounted itself
-    // would vanish with it, so the test mounts one first, as systemd does at boot.
-    nix::mount::mount(
-        Some("bpffs"),
-        &bpffs,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .unwrap();
+    let tmp = TmpDir::with_bpffs("bin");
+    let bpffs = tmp.bpffs();
     let cfg_path = tmp.0.join("redirector.yaml");
     let write = |sources: &str| {
         std::fs::write(
@@ -286,23 +391,27 @@ fn the_binary_reloads_on_sighup_and_leaves_the_program_attached_on_sigterm() {
     write("192.0.2.96/28");
     let ns = Netns::with_lab("bin");
     let bin = env!("CARGO_BIN_EXE_xdplb-redirector");
-    let mut child = KillOnDrop(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                bin,
-                "--config",
-                cfg_path.to_str().unwrap(),
-                "run",
-            ])
-            .env_remove("NOTIFY_SOCKET")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let pin_dir = bpffs.join("redirector");
+    // `ip netns exec` runs the daemon in a mount namespace of its own, as a systemd unit does:
+    // the pins land in the test's bpffs all the same. Logs go to a file per run.
+    let spawn = |log: &Path| {
+        KillOnDrop(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns.name,
+                    bin,
+                    "--config",
+                    cfg_path.to_str().unwrap(),
+                    "run",
+                ])
+                .env_remove("NOTIFY_SOCKET")
+                .env("NO_COLOR", "1")
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
     let wait = |what: &str, f: &dyn Fn() -> bool| {
         let start = std::time::Instant::now();
         while !f() {
@@ -313,7 +422,18 @@ fn the_binary_reloads_on_sighup_and_leaves_the_program_attached_on_sigterm() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    wait("program pinned", &|| pin_dir.join("prog").exists());
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let pin_dir = bpffs.join("redirector");
+    let pinned_id = || {
+        libbpf_rs::Program::fd_from_pinned_path(pin_dir.join("prog"))
+            .ok()
+            .and_then(|fd| redirector::datapath::prog_id(std::os::fd::AsFd::as_fd(&fd)))
+    };
+
+    let log1 = tmp.0.join("run1.log");
+    let mut child = spawn(&log1);
+    wait("program pinned", &|| pinned_id().is_some());
+    let first_id = pinned_id().unwrap();
     let maps = PinnedMaps::open(&pin_dir).unwrap();
     wait("allow list", &|| {
         allowed_v4(&maps) == vec![key(28, [192, 0, 2, 96])]
@@ -326,6 +446,27 @@ fn the_binary_reloads_on_sighup_and_leaves_the_program_attached_on_sigterm() {
         allowed_v4(&maps) == vec![key(28, [192, 0, 2, 128])]
     });
 
+    // A broken file on reload is logged, not an exit (and not exit 78): the last good config
+    // keeps running.
+    std::fs::write(
+        &cfg_path,
+        "interfaces: [v0]\nallowed_sources: [192.0.2.1/24]\n",
+    )
+    .unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait("reload rejected", &|| {
+        read(&log1).contains("config rejected")
+    });
+    assert!(
+        read(&log1).contains("redirector.yaml:2:1: `192.0.2.1/24` has host bits set"),
+        "{}",
+        read(&log1)
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(child.0.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(allowed_v4(&maps), vec![key(28, [192, 0, 2, 128])]);
+
+    write("192.0.2.128/28");
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(child.0.wait().unwrap().success());
     let filters = |ns: &Netns| {
@@ -341,26 +482,42 @@ fn the_binary_reloads_on_sighup_and_leaves_the_program_attached_on_sigterm() {
         filters(&ns).contains("redirector"),
         "still attached after SIGTERM"
     );
-    assert!(pin_dir.join("prog").exists());
+    assert_eq!(pinned_id(), Some(first_id));
 
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            bin,
-            "--config",
-            cfg_path.to_str().unwrap(),
-            "detach",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Restart: the clsact qdisc is there already. libbpf must not print the kernel's
+    // "Exclusivity flag on, cannot modify" (nor anything else from the kernel) on any run.
+    let log2 = tmp.0.join("run2.log");
+    let mut child = spawn(&log2);
+    wait("new program pinned", &|| {
+        pinned_id().is_some_and(|id| id != first_id)
+    });
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.0.wait().unwrap().success());
+    for log in [&log1, &log2] {
+        let text = read(log);
+        assert!(text.contains("attached to tc ingress"), "{text}");
+        assert!(!text.contains("libbpf: Kernel error message"), "{text}");
+    }
+
+    let ns_bin = |args: &[&str]| {
+        let mut full = vec!["netns", "exec", &ns.name, bin, "--config"];
+        full.push(cfg_path.to_str().unwrap());
+        full.extend_from_slice(args);
+        let out = Command::new("ip").args(&full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("libbpf: Kernel error message"),
+            "{args:?}: {stderr}"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // status and detach look at every interface, most without a clsact qdisc: quietly.
+    assert!(ns_bin(&["status"]).contains("interface v0: attached"));
+    ns_bin(&["detach"]);
     assert!(!filters(&ns).contains("redirector"));
-    assert!(!pin_dir.join("prog").exists());
-    let _ = nix::mount::umount2(&bpffs, nix::mount::MntFlags::MNT_DETACH);
+    assert!(pinned_id().is_none());
+    assert!(ns_bin(&["status"]).contains("interface v0: not attached"));
+    ns_bin(&["detach"]);
 }

@@ -975,3 +975,25 @@ fn gue_port_is_a_load_time_knob() {
         assert_local(&skel, &pkt, &inner, "syn");
     });
 }
+
+#[test]
+fn config_limits_are_the_map_sizes() {
+    // Config validation refuses what the maps cannot hold (exit 78 instead of a failing
+    // map update at every start): the limits must follow bpf/redirector.bpf.c.
+    use libbpf_rs::MapCore;
+    use redirector::config::{MAX_ALLOWED_SOURCES, MAX_SELF_ADDRESSES};
+    let mut obj = MaybeUninit::uninit();
+    let skel = load(&mut obj);
+    assert_eq!(
+        skel.maps.allowed_v4.max_entries() as usize,
+        MAX_ALLOWED_SOURCES
+    );
+    assert_eq!(
+        skel.maps.allowed_v6.max_entries() as usize,
+        MAX_ALLOWED_SOURCES
+    );
+    assert_eq!(
+        skel.maps.self_addrs.max_entries() as usize,
+        MAX_SELF_ADDRESSES
+    );
+}
