@@ -17,6 +17,120 @@
 #define XDPLB_HASH_DST_PORT 8
 
 /* ---- director (bpf/director.bpf.c) ---- */
+
+/* Sizes of the director's pinned maps: fixed at first load, so generous. */
+#define DIRECTOR_MAX_SERVICES 256  /* director_tables slots = stats_service entries */
+#define DIRECTOR_MAX_BINDS 4096    /* stats_bind entries */
+#define DIRECTOR_MAX_VIPS 4096     /* director_vips entries: (VIP, protocol) pairs */
+#define DIRECTOR_VIP_RANGES 16     /* binds per (VIP, protocol); the daemon refuses more */
+#define DIRECTOR_COUNTERS_MAX 64   /* stats_reason entries: room to append reasons */
+#define DIRECTOR_MAX_BACKENDS 16384 /* director_nexthops entries (distinct backend addresses) */
+
+/* Why the director did not forward a packet: the index into the per-CPU `stats_reason` array.
+ * Append-only (see the rules above); userspace names them in director/src/counters.rs. */
+enum director_reason {
+	DIRECTOR_PASS_NOT_VIP = 0,         /* not a bound service: the one total for host traffic */
+	DIRECTOR_PASS_UNPARSED = 1,        /* L3 header truncated or invalid: the kernel decides */
+	DIRECTOR_PASS_PORT_NOT_BOUND = 2,  /* a VIP, but no bind covers this protocol and port */
+	DIRECTOR_PASS_FRAGMENT = 3,        /* a later fragment to a VIP: carries no ports */
+	DIRECTOR_PASS_ICMP = 4,            /* other ICMP to a VIP: the kernel decides */
+	DIRECTOR_PASS_IPV6_EXT = 5,        /* IPv6 extension header to a VIP: not parsed */
+	DIRECTOR_DROP_L4_TRUNCATED = 6,    /* bound (VIP, protocol) but no full L4 ports/length */
+	DIRECTOR_DROP_NO_BACKEND = 7,      /* bound, but no table or no eligible backend */
+	DIRECTOR_DROP_NO_SOURCE = 8,       /* no outer source address for the backends' family */
+	DIRECTOR_DROP_NO_ROUTE = 9,        /* the kernel has no usable route to the backend */
+	DIRECTOR_PASS_NO_NEIGH = 10,       /* encapsulated; the kernel resolves the neighbour */
+	DIRECTOR_TX_TOO_BIG = 11,          /* answered with frag-needed / packet-too-big */
+	DIRECTOR_PASS_TOO_BIG_FRAGMENT = 12, /* encapsulated without DF; the kernel fragments */
+	DIRECTOR_DROP_ENCAP_FAILED = 13,   /* the kernel refused to grow or trim the frame */
+	DIRECTOR_DROP_FWD_DISABLED = 14,   /* forwarding is off on the ingress interface */
+	DIRECTOR_DROP_REDIRECT_FAILED = 15, /* bpf_redirect refused the egress interface */
+	DIRECTOR_REASON_COUNT = 16,        /* not a reason: how many this object knows */
+};
+
+/* Per-CPU packet and byte counts (stats_reason, stats_service, stats_bind). */
+struct director_counter {
+	__u64 packets;
+	__u64 bytes; /* frame length as received */
+};
+
+/* Runtime settings: the single entry of `director_config`, written by the daemon. */
+struct director_config {
+	__u8 src6[16];   /* outer source for IPv6 backends, network order; all zero = none */
+	__be32 src4;     /* outer source for IPv4 backends, network order; 0 = none */
+	__be16 gue_port; /* outer UDP destination port, network order */
+	__u8 pad[2];
+	__u32 nexthop_ttl_ms; /* how long a next hop from bpf_fib_lookup is reused; 0 = never */
+	__u32 generation;     /* bumped by the daemon: every cached next hop becomes stale */
+};
+
+/* Key of `director_vips`: one entry per (VIP, protocol). Protocol 0 marks "this address is a
+ * VIP" for the slow paths (ICMP, fragments, extension headers) that have no port to match. */
+struct director_vip_key {
+	__u8 addr[16]; /* network order; IPv4 as ::ffff:a.b.c.d */
+	__u8 proto;    /* IPPROTO_TCP, IPPROTO_UDP, or 0 */
+	__u8 pad[3];
+};
+
+/* One bind of a (VIP, protocol): destination ports first..=last (all ports: 0..=65535). */
+struct director_port_range {
+	__u16 first;   /* host order */
+	__u16 last;    /* host order, inclusive */
+	__u16 service; /* slot in director_tables and stats_service */
+	__u16 bind;    /* index in stats_bind */
+};
+
+/* Value of `director_vips`: the binds of one (VIP, protocol), narrowest range first, so a
+ * single port wins over a range that contains it. */
+struct director_vip {
+	__u32 count; /* used entries of ranges */
+	__u32 pad;
+	struct director_port_range ranges[DIRECTOR_VIP_RANGES];
+};
+
+/* Entry 0 of a service's table (inner map of `director_tables`): everything a packet needs
+ * besides its row, in the same map as the rows so one lookup sees one consistent version. */
+struct director_table_hdr {
+	__u64 hash_k0;   /* SipHash key: hash_key[0..8] as a little-endian u64 */
+	__u64 hash_k1;   /* hash_key[8..16] as a little-endian u64 */
+	__u64 version;   /* tablegen Table.version */
+	__u64 checksum;  /* tablegen Table.checksum */
+	__u32 rows_mask; /* rows - 1 (rows is a power of two) */
+	__u8 width;      /* backends per row, 1..=GUE_MAX_HOPS; 0 = no eligible backend */
+	__u8 fields;     /* XDPLB_HASH_* */
+	__u8 family;     /* backends' address family: 4 or 6 */
+	__u8 pad;
+	__u32 service;   /* slot in director_tables (a check for tests and status) */
+	__u32 pad2;
+};
+
+/* Entries 1..=rows: the backends of row r at entry 1 + r, primary first. */
+struct director_row {
+	__u8 hops[4][16]; /* GUE_MAX_HOPS addresses, network order; IPv4 in the first 4 bytes */
+	__u32 primary_nh; /* the primary's slot in director_nexthops */
+	__u32 pad;
+};
+
+/* A next hop from bpf_fib_lookup, reused per CPU until it expires or the generation moves
+ * on (value of the per-CPU array `director_nexthops`, indexed by backend). */
+struct director_nexthop {
+	__u8 addr[16];    /* the backend it is for, as in the row: a reused slot never misleads */
+	__u64 expires_ns; /* bpf_ktime_get_coarse_ns() deadline */
+	__u32 generation; /* director_config.generation when filled */
+	__u32 ingress;    /* ingress ifindex the lookup was made for */
+	__u32 ifindex;    /* egress */
+	__u16 mtu;        /* a frame of this outer IP length is known to fit */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u8 pad[6];
+};
+
+/* The inner maps' value: entry 0 is a header, the rest are rows. */
+union director_slot {
+	struct director_table_hdr hdr;
+	struct director_row row;
+};
+
 /* ---- redirector (bpf/redirector.bpf.c) ---- */
 
 /* Why the redirector did what it did to a packet: the index into the per-CPU `counters` array.

@@ -1,0 +1,942 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The director's XDP program: match a bound service, hash the flow, pick the table row, wrap
+ * the packet in GUE (bpf/include/gue.h) and send it toward the row's primary backend.
+ *
+ * Rules (docs/development/director-datapath.md explains each and compares with GLB/Katran):
+ * - Anything that is not a bound service leaves byte-for-byte unchanged with XDP_PASS and bumps
+ *   one total counter only.
+ * - ICMP frag-needed / ICMPv6 packet-too-big quoting a bound flow is hashed on the quoted tuple
+ *   reversed, so it reaches the backend that owns the flow. Other ICMP to a VIP passes.
+ * - First fragments are forwarded by their ports; later fragments (no ports) pass.
+ * - Next hops come from bpf_fib_lookup on every packet. An unresolved neighbour: the packet is
+ *   encapsulated and handed to the kernel (XDP_PASS), which resolves it and forwards.
+ * - Too big after encapsulation: frag-needed / packet-too-big back to the client (PMTU keeps
+ *   working); an IPv4 packet without DF is encapsulated without DF and the kernel fragments.
+ *
+ * The entry function is last and reads as the flow. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <linux/icmp.h>
+#include <linux/icmpv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "consts.h"
+#include "abi.h"
+#include "gue.h"
+#include "csum.h"
+#include "parse.h"
+#include "siphash.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* ---- maps (all pinned by the daemon under <bpffs_dir>/director) ---- */
+
+/* Service slot -> that service's current table (entry 0 header, 1 + r row r). A reload builds
+ * a new inner map and swaps the slot: a packet sees the whole old or the whole new version.
+ * BPF_F_INNER_MAP lets versions of different sizes share the slot type; BPF_F_MMAPABLE lets
+ * the daemon fill a new version with one memory copy instead of a syscall per row. */
+struct director_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, union director_slot);
+};
+
+/* Never read by the program: its definition gives BTF the full slot type (clang emits only a
+ * forward declaration for types reached solely through the map-in-map definition), so
+ * libbpf can create the inner-map template and libbpf-cargo can generate the Rust type. */
+struct director_table director_table_template SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, DIRECTOR_MAX_SERVICES);
+	__type(key, __u32);
+	__array(values, struct director_table);
+} director_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DIRECTOR_MAX_VIPS);
+	__type(key, struct director_vip_key);
+	__type(value, struct director_vip);
+} director_vips SEC(".maps");
+
+/* A map, not rodata, so a restarted daemon can change addresses without reloading. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct director_config);
+} director_config SEC(".maps");
+
+/* Next hops per backend and CPU: bpf_fib_lookup costs more than everything else together,
+ * so its answer is reused until it expires (nexthop_ttl_ms) or the daemon bumps the
+ * generation. Per CPU: no locking, and no CPU ever reads a half-written MAC. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DIRECTOR_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct director_nexthop);
+} director_nexthops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DIRECTOR_COUNTERS_MAX);
+	__type(key, __u32);
+	__type(value, struct director_counter);
+} stats_reason SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DIRECTOR_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct director_counter);
+} stats_service SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DIRECTOR_MAX_BINDS);
+	__type(key, __u32);
+	__type(value, struct director_counter);
+} stats_bind SEC(".maps");
+
+/* ---- per-packet state ---- */
+
+struct pkt {
+	struct sip_flow_key flow; /* client -> VIP (the quoted tuple reversed for ICMP errors) */
+	__u64 frame_len;          /* as received, for the counters */
+	__u32 l3_off;             /* 14, or 18 with an 802.1Q tag */
+	__u32 ip_len;             /* IPv4 tot_len or 40 + IPv6 payload_len */
+	__u32 l4_off;             /* offset of the L4 header of the packet itself */
+	__u16 service;
+	__u16 bind;
+	__u8 is_v6;      /* family of the packet (becomes the inner family) */
+	__u8 ip_proto;   /* protocol field of the packet's own IP header */
+	__u8 tos;        /* IPv4 TOS / IPv6 traffic class, copied to the outer header */
+	__u8 df;         /* IPv4 DF bit set (always 1 for IPv6: routers never fragment it) */
+	__u8 slow_csum;  /* the inner L4 checksum cannot stand in for the payload sum */
+	__u8 icmp_error; /* a frag-needed / packet-too-big being forwarded */
+	__u8 pad[2];
+};
+
+static __always_inline void count(void *map, __u32 idx, __u64 bytes)
+{
+	struct director_counter *c = bpf_map_lookup_elem(map, &idx);
+
+	/* verifier: an in-range index of an array map always has a value */
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline int verdict(struct pkt *p, __u32 reason, int action)
+{
+	count(&stats_reason, reason, p->frame_len);
+	return action;
+}
+
+/* ---- bind match ---- */
+
+static __always_inline struct director_vip *lookup_vip(const __u8 *vip16, __u8 proto)
+{
+	struct director_vip_key key = {};
+
+	__builtin_memcpy(key.addr, vip16, 16);
+	key.proto = proto;
+	return bpf_map_lookup_elem(&director_vips, &key);
+}
+
+/* Find the bind covering port among a (VIP, protocol)'s ranges: 0 and p->service/bind set on
+ * a match, 1 if none covers it. */
+static __always_inline int match_port(struct pkt *p, const struct director_vip *v, __u16 port)
+{
+#pragma unroll
+	for (int i = 0; i < DIRECTOR_VIP_RANGES; i++) {
+		if (i >= v->count)
+			break;
+		if (port >= v->ranges[i].first && port <= v->ranges[i].last) {
+			p->service = v->ranges[i].service;
+			p->bind = v->ranges[i].bind;
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* Is this address a VIP at all? For the paths that have no port to match. */
+static __always_inline int is_vip(const __u8 *vip16)
+{
+	return lookup_vip(vip16, 0) != NULL;
+}
+
+/* ---- checksums ---- */
+
+static __always_inline __u16 fold64(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	return csum_fold((__u32)s);
+}
+
+static __always_inline __u64 sum16(const void *p, int bytes)
+{
+	const __u16 *w = p;
+	__u64 s = 0;
+
+#pragma unroll
+	for (int i = 0; i < bytes / 2; i++)
+		s += w[i];
+	return s;
+}
+
+/* The ones' complement sum of the pseudo header of an L4 segment (RFC 768 / RFC 8200). */
+static __always_inline __u64 pseudo_sum(int v6, const void *src, const void *dst, __u32 l4_len,
+					__u8 proto)
+{
+	__u64 s = sum16(src, v6 ? 16 : 4) + sum16(dst, v6 ? 16 : 4);
+
+	return s + bpf_htons((__u16)l4_len) + bpf_htons((__u16)(l4_len >> 16)) + bpf_htons(proto);
+}
+
+#define CSUM_CHUNK 256
+#define CSUM_MAX_CHUNKS 36 /* 9216 bytes: jumbo frames */
+
+/* Slow path: the folded ones' complement sum of [off, off + len) of the frame. Only for inner
+ * packets whose own checksum does not cover them (UDP checksum 0, first fragments).
+ * A global function: the verifier checks it once, not once per path of the caller. */
+__attribute__((noinline)) int xdplb_sum_frame(struct xdp_md *ctx, __u32 off, __u32 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 s = 0;
+	__u32 done = 0;
+
+	if (off > 64 || len > CSUM_CHUNK * CSUM_MAX_CHUNKS)
+		return 0;
+	for (int i = 0; i < CSUM_MAX_CHUNKS; i++) {
+		/* verifier: the mask bounds the offset (len and off are checked above) */
+		void *ptr = data + ((off + done) & 0x3fff);
+
+		/* verifier: keep the checked pointer and the one passed in the same register */
+		asm volatile("" : "+r"(ptr));
+		if (done + CSUM_CHUNK > len)
+			break;
+		if (ptr + CSUM_CHUNK > data_end)
+			return 0;
+		s += (__u32)bpf_csum_diff(NULL, 0, ptr, CSUM_CHUNK, 0);
+		done += CSUM_CHUNK;
+	}
+	/* The rest (< 256 bytes) in power-of-two pieces: bpf_csum_diff wants multiples of 4. */
+#pragma unroll
+	for (int size = 128; size >= 4; size /= 2) {
+		void *ptr = data + ((off + done) & 0x3fff);
+
+		asm volatile("" : "+r"(ptr)); /* verifier: as above */
+		if (done + size <= len) {
+			if (ptr + size > data_end)
+				return 0;
+			s += (__u32)bpf_csum_diff(NULL, 0, ptr, size, 0);
+			done += size;
+		}
+	}
+	{
+		__u8 *b = data + ((off + done) & 0x3fff);
+		__u32 rest = len - done; /* 0..3 bytes */
+
+		if (rest >= 2) {
+			if ((void *)(b + 2) > data_end)
+				return 0;
+			s += *(__u16 *)b;
+			b += 2;
+			rest -= 2;
+		}
+		if (rest == 1) {
+			/* odd length: the last byte is the first half of a zero-padded word */
+			__u16 last = 0;
+
+			if ((void *)(b + 1) > data_end)
+				return 0;
+			*(__u8 *)&last = *b;
+			s += last;
+		}
+	}
+	return fold64(s);
+}
+
+/* The ones' complement sum of the whole inner packet, needed for the UDP checksum of an IPv6
+ * outer header. Fast path: a valid IPv4 header sums to zero and a valid L4 checksum makes the
+ * L4 segment sum to the complement of its pseudo header, so only fixed-size fields are read. */
+static __always_inline __u64 inner_sum(struct xdp_md *ctx, struct pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 l4_len = p->ip_len - (p->l4_off - p->l3_off);
+	__u64 s = 0;
+
+	if (p->slow_csum)
+		return (__u16)xdplb_sum_frame(ctx, p->l3_off, p->ip_len);
+	if (p->is_v6) {
+		struct ipv6hdr *ip6 = data + (p->l3_off & 0xff);
+
+		if ((void *)(ip6 + 1) > data_end) /* verifier: checked while parsing */
+			return 0;
+		s = sum16(ip6, sizeof(*ip6));
+		return s + (__u16)~fold64(pseudo_sum(1, &ip6->saddr, &ip6->daddr, l4_len,
+						     p->ip_proto));
+	}
+	if (p->ip_proto == IPPROTO_ICMP_)
+		return 0; /* ICMPv4 has no pseudo header: a valid message sums to zero */
+	{
+		struct iphdr *ip = data + (p->l3_off & 0xff);
+
+		if ((void *)(ip + 1) > data_end) /* verifier: checked while parsing */
+			return 0;
+		return (__u16)~fold64(pseudo_sum(0, &ip->saddr, &ip->daddr, l4_len, p->ip_proto));
+	}
+}
+
+/* ---- encapsulation ---- */
+
+static __always_inline __u32 encap_overhead(int outer_v6, __u32 alternates)
+{
+	if (outer_v6)
+		return sizeof(struct ipv6hdr) + sizeof(struct udphdr) + sizeof(struct gue_hdr) +
+		       sizeof(struct gue_hoplist) + 16 * alternates;
+	return sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(struct gue_hdr) +
+	       sizeof(struct gue_hoplist) + 4 * alternates;
+}
+
+struct encap_args {
+	const struct director_row *row;
+	const struct director_config *cfg;
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u8 use_macs; /* 0: keep the frame's own addresses (kernel path) */
+	__u8 pad[3];
+	__u64 hash;
+	__u64 payload_sum; /* inner packet sum, IPv6 outer only */
+	__u32 alternates;
+	__u8 outer_v6;
+	__u8 outer_df;
+};
+
+/* Grow the frame and write Ethernet / outer IP / UDP / GUE / hop list in front of the inner
+ * IP packet. The old Ethernet (and VLAN) header is dropped. Returns 0 or -1. */
+static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, const struct encap_args *a)
+{
+	__u32 overhead = encap_overhead(a->outer_v6, a->alternates);
+	__u8 old_mac[12];
+	struct ethhdr *eth;
+	struct udphdr *udp;
+	struct gue_hdr *gue;
+	struct gue_hoplist *hl;
+	void *data, *data_end, *hops;
+	__u32 udp_len = sizeof(struct udphdr) + sizeof(struct gue_hdr) +
+			sizeof(struct gue_hoplist) + (a->outer_v6 ? 16 : 4) * a->alternates +
+			p->ip_len;
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + 12 > data_end) /* verifier: the L2 header was parsed */
+		return -1;
+	__builtin_memcpy(old_mac, data, 12);
+
+	if (bpf_xdp_adjust_head(ctx, 0 - (int)(ETH_HLEN_ + overhead - p->l3_off)))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	if (a->use_macs) {
+		__builtin_memcpy(eth->h_dest, a->dmac, ETH_ALEN_);
+		__builtin_memcpy(eth->h_source, a->smac, ETH_ALEN_);
+	} else {
+		__builtin_memcpy(eth->h_dest, old_mac, 12);
+	}
+
+	if (a->outer_v6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		__u32 fl = (__u32)a->hash & 0xfffff; /* flow label: spreads the flow on ECMP paths */
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		eth->h_proto = bpf_htons(ETH_P_IPV6_);
+		*(__be32 *)ip6 = bpf_htonl((6u << 28) | ((__u32)p->tos << 20) | fl);
+		ip6->payload_len = bpf_htons((__u16)udp_len);
+		ip6->nexthdr = IPPROTO_UDP_;
+		ip6->hop_limit = DEFAULT_TTL_;
+		__builtin_memcpy(&ip6->saddr, a->cfg->src6, 16);
+		__builtin_memcpy(&ip6->daddr, a->row->hops[0], 16);
+		udp = (void *)(ip6 + 1);
+	} else {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		eth->h_proto = bpf_htons(ETH_P_IP_);
+		ip->version = 4;
+		ip->ihl = 5;
+		ip->tos = p->tos;
+		ip->tot_len = bpf_htons((__u16)(sizeof(*ip) + udp_len));
+		ip->id = 0;
+		ip->frag_off = a->outer_df ? bpf_htons(IP_DF_) : 0;
+		ip->ttl = DEFAULT_TTL_;
+		ip->protocol = IPPROTO_UDP_;
+		ip->check = 0;
+		ip->saddr = a->cfg->src4;
+		__builtin_memcpy(&ip->daddr, a->row->hops[0], 4);
+		ip->check = ~fold64(sum16(ip, sizeof(*ip)));
+		udp = (void *)(ip + 1);
+	}
+
+	gue = (void *)(udp + 1);
+	hl = (void *)(gue + 1);
+	hops = (void *)(hl + 1);
+	if (hops > data_end)
+		return -1;
+	udp->source = bpf_htons(0xc000 | ((a->hash >> 32) & 0x3fff));
+	udp->dest = a->cfg->gue_port;
+	udp->len = bpf_htons((__u16)udp_len);
+	udp->check = 0; /* over IPv4: none (GLB does the same); over IPv6: filled in below */
+	gue->ver_c_hlen = (__u8)(1 + (a->outer_v6 ? 4 : 1) * a->alternates);
+	gue->proto = p->is_v6 ? GUE_PROTO_IPV6 : GUE_PROTO_IPV4;
+	gue->flags = 0;
+	hl->type = bpf_htons(a->outer_v6 ? GUE_HOPS_IPV6 : GUE_HOPS_IPV4);
+	hl->next_hop = 0;
+	hl->hop_count = (__u8)a->alternates;
+
+#pragma unroll
+	for (int i = 1; i < GUE_MAX_HOPS; i++) {
+		if (i > a->alternates)
+			break;
+		if (a->outer_v6) {
+			__u8 *h = hops + 16 * (i - 1);
+
+			if ((void *)(h + 16) > data_end)
+				return -1;
+			__builtin_memcpy(h, a->row->hops[i], 16);
+		} else {
+			__u8 *h = hops + 4 * (i - 1);
+
+			if ((void *)(h + 4) > data_end)
+				return -1;
+			__builtin_memcpy(h, a->row->hops[i], 4);
+		}
+	}
+
+	if (a->outer_v6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		__u64 s;
+
+		/* verifier: re-established after the loop's pointer arithmetic */
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		s = pseudo_sum(1, &ip6->saddr, &ip6->daddr, udp_len, IPPROTO_UDP_);
+		s += sum16(udp, sizeof(*udp) + sizeof(*gue) + sizeof(*hl));
+#pragma unroll
+		for (int i = 1; i < GUE_MAX_HOPS; i++) {
+			__u8 *h = hops + 16 * (i - 1);
+
+			if (i > a->alternates)
+				break;
+			if ((void *)(h + 16) > data_end)
+				return -1;
+			s += sum16(h, 16);
+		}
+		s += a->payload_sum;
+		udp->check = csum_udp_mangle0(~fold64(s));
+	}
+	return 0;
+}
+
+/* ---- too big: answer the client so its PMTU discovery works ---- */
+
+/* Turn the frame into frag-needed (IPv4) / packet-too-big (IPv6) from the VIP to the client,
+ * quoting the offending IP header and 8 bytes, and send it back out of the ingress port with
+ * the Ethernet (and VLAN) header reversed. */
+static __always_inline int reply_too_big(struct xdp_md *ctx, struct pkt *p, __u32 mtu)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 l3 = p->l3_off;
+	__u32 quote = (p->l4_off - p->l3_off) + 8;
+	__u32 hdr = p->is_v6 ? sizeof(struct ipv6hdr) + sizeof(struct icmp6hdr) :
+			       sizeof(struct iphdr) + sizeof(struct icmphdr);
+	__u8 l2[18];
+	int delta;
+
+	if (l3 != ETH_HLEN_ && l3 != ETH_HLEN_ + 4) /* verifier: parse_l2's two outcomes */
+		return -1;
+	if (quote > 68)
+		return -1;
+	if (data + 18 > data_end) /* the bound packet has more than 18 bytes */
+		return -1;
+	__builtin_memcpy(l2, data, 18);
+
+	/* Cut the frame to L2 + quote, then prepend the new IP + ICMP headers. */
+	delta = (int)(l3 + quote) - (int)(data_end - data);
+	if (delta < 0 && bpf_xdp_adjust_tail(ctx, delta))
+		return -1;
+	if (bpf_xdp_adjust_head(ctx, 0 - (int)hdr))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+
+	/* Ethernet (and VLAN tag) back where they came from */
+	if (data + 18 > data_end)
+		return -1;
+	__builtin_memcpy(data, l2 + 6, 6);
+	__builtin_memcpy(data + 6, l2, 6);
+	if (l3 == ETH_HLEN_)
+		__builtin_memcpy(data + 12, l2 + 12, 2);
+	else
+		__builtin_memcpy(data + 12, l2 + 12, 6);
+
+	if (p->is_v6) {
+		struct ipv6hdr *ip6 = data + l3;
+		struct icmp6hdr *icmp = (void *)(ip6 + 1);
+		struct ipv6hdr *orig = (void *)(icmp + 1);
+		__u32 mlen = sizeof(*icmp) + 48;
+		__u64 s;
+
+		if ((void *)(orig + 1) + 8 > data_end)
+			return -1;
+		*(__be32 *)ip6 = bpf_htonl(6u << 28);
+		ip6->payload_len = bpf_htons((__u16)mlen);
+		ip6->nexthdr = IPPROTO_ICMPV6_;
+		ip6->hop_limit = DEFAULT_TTL_;
+		ip6->saddr = orig->daddr;
+		ip6->daddr = orig->saddr;
+		icmp->icmp6_type = ICMPV6_PKT_TOOBIG_;
+		icmp->icmp6_code = 0;
+		icmp->icmp6_cksum = 0;
+		icmp->icmp6_mtu = bpf_htonl(mtu < IPV6_MIN_MTU_ ? IPV6_MIN_MTU_ : mtu);
+		s = pseudo_sum(1, &ip6->saddr, &ip6->daddr, mlen, IPPROTO_ICMPV6_);
+		s += sum16(icmp, sizeof(*icmp) + 48);
+		icmp->icmp6_cksum = ~fold64(s);
+	} else {
+		struct iphdr *ip = data + l3;
+		struct icmphdr *icmp = (void *)(ip + 1);
+		struct iphdr *orig = (void *)(icmp + 1);
+		__u16 *w = (void *)icmp;
+		__u64 s = 0;
+
+		if ((void *)(orig + 1) > data_end)
+			return -1;
+		ip->version = 4;
+		ip->ihl = 5;
+		ip->tos = 0xc0; /* network control, as the kernel sends ICMP errors */
+		ip->tot_len = bpf_htons((__u16)(sizeof(*ip) + sizeof(*icmp) + quote));
+		ip->id = 0;
+		ip->frag_off = 0;
+		ip->ttl = DEFAULT_TTL_;
+		ip->protocol = IPPROTO_ICMP_;
+		ip->check = 0;
+		ip->saddr = orig->daddr;
+		ip->daddr = orig->saddr;
+		ip->check = ~fold64(sum16(ip, sizeof(*ip)));
+		icmp->type = ICMP_DEST_UNREACH_;
+		icmp->code = ICMP_FRAG_NEEDED_;
+		icmp->checksum = 0;
+		icmp->un.frag.__unused = 0;
+		icmp->un.frag.mtu = bpf_htons((__u16)mtu);
+		/* quote is 28..68 bytes: IHL words plus 8 */
+		for (int i = 0; i < (8 + 68) / 2; i++) {
+			if (i >= (8 + quote) / 2)
+				break;
+			if ((void *)(w + i + 1) > data_end)
+				return -1;
+			s += w[i];
+		}
+		icmp->checksum = ~fold64(s);
+	}
+	return 0;
+}
+
+/* ---- forwarding ---- */
+
+static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
+{
+	struct bpf_fib_lookup fib = {};
+	struct encap_args a = {};
+	const union director_slot *slot;
+	const struct director_table_hdr *hdr;
+	const struct director_row *row;
+	const struct director_config *cfg;
+	void *table, *data, *data_end;
+	struct director_nexthop *nh = NULL;
+	__u32 key = p->service, zero = 0, idx, ingress = ctx->ingress_ifindex, overhead, tot_len;
+	__u32 egress = 0;
+	__u64 frame_len = p->frame_len, now = 0;
+	int rc, outer_v6;
+
+	table = bpf_map_lookup_elem(&director_tables, &key);
+	if (!table)
+		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
+	slot = bpf_map_lookup_elem(table, &zero);
+	if (!slot)
+		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
+	hdr = &slot->hdr;
+	if ( hdr->width == 0 || hdr->width > GUE_MAX_HOPS)
+		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
+
+	/* Unhashed fields are zero, exactly as tablegen's flow_key_bytes. */
+	if (p->is_v6) {
+		if (!(hdr->fields & XDPLB_HASH_SRC_IP))
+			__builtin_memset(p->flow.v6.src, 0, 16);
+		if (!(hdr->fields & XDPLB_HASH_DST_IP))
+			__builtin_memset(p->flow.v6.dst, 0, 16);
+		if (!(hdr->fields & XDPLB_HASH_SRC_PORT))
+			p->flow.v6.sport = 0;
+		if (!(hdr->fields & XDPLB_HASH_DST_PORT))
+			p->flow.v6.dport = 0;
+	} else {
+		if (!(hdr->fields & XDPLB_HASH_SRC_IP))
+			p->flow.v4.src = 0;
+		if (!(hdr->fields & XDPLB_HASH_DST_IP))
+			p->flow.v4.dst = 0;
+		if (!(hdr->fields & XDPLB_HASH_SRC_PORT))
+			p->flow.v4.sport = 0;
+		if (!(hdr->fields & XDPLB_HASH_DST_PORT))
+			p->flow.v4.dport = 0;
+	}
+	a.hash = siphash13_flow(hdr->hash_k0, hdr->hash_k1, &p->flow, p->is_v6);
+	idx = 1 + ((__u32)a.hash & hdr->rows_mask);
+	slot = bpf_map_lookup_elem(table, &idx);
+	if (!slot)
+		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
+	row = &slot->row;
+
+	cfg = bpf_map_lookup_elem(&director_config, &zero);
+	if (!cfg)
+		return verdict(p, DIRECTOR_DROP_NO_SOURCE, XDP_DROP);
+	outer_v6 = hdr->family == 6;
+	if (outer_v6 ? !(*(__u64 *)cfg->src6 | *(__u64 *)(cfg->src6 + 8)) : !cfg->src4)
+		return verdict(p, DIRECTOR_DROP_NO_SOURCE, XDP_DROP);
+
+	/* Drop Ethernet padding: the outer lengths must describe the inner packet exactly. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if ((__u64)(data_end - data) > p->l3_off + p->ip_len) {
+		if (bpf_xdp_adjust_tail(ctx, (int)(p->l3_off + p->ip_len) - (int)(data_end - data)))
+			return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
+	}
+
+	a.row = row;
+	a.cfg = cfg;
+	a.alternates = hdr->width - 1;
+	a.outer_v6 = outer_v6;
+	a.outer_df = p->df;
+	overhead = encap_overhead(outer_v6, a.alternates);
+
+	tot_len = overhead + p->ip_len;
+	if (cfg->nexthop_ttl_ms) {
+		__u32 nk = row->primary_nh;
+
+		nh = bpf_map_lookup_elem(&director_nexthops, &nk);
+		now = bpf_ktime_get_coarse_ns();
+		if (nh && nh->expires_ns > now && nh->generation == cfg->generation &&
+		    nh->ingress == ingress && tot_len <= nh->mtu &&
+		    *(__u64 *)nh->addr == *(__u64 *)row->hops[0] &&
+		    *(__u64 *)(nh->addr + 8) == *(__u64 *)(row->hops[0] + 8)) {
+			__builtin_memcpy(a.dmac, nh->dmac, 6);
+			__builtin_memcpy(a.smac, nh->smac, 6);
+			a.use_macs = 1;
+			egress = nh->ifindex;
+			rc = BPF_FIB_LKUP_RET_SUCCESS;
+			goto send;
+		}
+	}
+
+	fib.family = outer_v6 ? AF_INET6_ : AF_INET_;
+	fib.l4_protocol = IPPROTO_UDP_;
+	fib.sport = bpf_htons(0xc000 | ((a.hash >> 32) & 0x3fff));
+	fib.dport = cfg->gue_port;
+	fib.tot_len = (__u16)tot_len;
+	fib.ifindex = ingress;
+	if (outer_v6) {
+		__builtin_memcpy(fib.ipv6_src, cfg->src6, 16);
+		__builtin_memcpy(fib.ipv6_dst, row->hops[0], 16);
+	} else {
+		fib.ipv4_src = cfg->src4;
+		__builtin_memcpy(&fib.ipv4_dst, row->hops[0], 4);
+	}
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		__builtin_memcpy(a.dmac, fib.dmac, 6);
+		__builtin_memcpy(a.smac, fib.smac, 6);
+		a.use_macs = 1;
+		egress = fib.ifindex;
+		if (nh) {
+			__builtin_memcpy(nh->addr, row->hops[0], 16);
+			nh->expires_ns = now + (__u64)cfg->nexthop_ttl_ms * 1000000;
+			nh->generation = cfg->generation;
+			nh->ingress = ingress;
+			nh->ifindex = fib.ifindex;
+			/* The route MTU on kernels that report it (5.12+), else this frame's length:
+			 * a larger frame then takes the full lookup, which decides "too big". */
+			nh->mtu = fib.mtu_result;
+			__builtin_memcpy(nh->dmac, fib.dmac, 6);
+			__builtin_memcpy(nh->smac, fib.smac, 6);
+		}
+	}
+
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		break;
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		if (p->df && !p->icmp_error) {
+			__u32 mtu = fib.mtu_result > overhead ? fib.mtu_result - overhead : 0;
+
+			if (reply_too_big(ctx, p, mtu))
+				return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
+			return verdict(p, DIRECTOR_TX_TOO_BIG, XDP_TX);
+		}
+		/* No DF (or an ICMP error, which never gets an ICMP answer): the kernel fragments
+		 * the outer packet, which carries no DF either. */
+		a.outer_df = 0;
+		break;
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return verdict(p, DIRECTOR_DROP_FWD_DISABLED, XDP_DROP);
+	default:
+		return verdict(p, DIRECTOR_DROP_NO_ROUTE, XDP_DROP);
+	}
+
+send:
+	if (outer_v6)
+		a.payload_sum = inner_sum(ctx, p);
+	if (encap(ctx, p, &a))
+		return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
+
+	count(&stats_service, p->service, frame_len);
+	count(&stats_bind, p->bind, frame_len);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		/* The frame keeps its own MACs (ours as destination): the kernel routes the GUE
+		 * packet, resolves the neighbour and sends it (needs the interface's forwarding and
+		 * accept_local, which the daemon sets). */
+		return verdict(p, DIRECTOR_PASS_NO_NEIGH, XDP_PASS);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return verdict(p, DIRECTOR_PASS_TOO_BIG_FRAGMENT, XDP_PASS);
+	if (egress == ingress)
+		return XDP_TX;
+	rc = bpf_redirect(egress, 0);
+	if (rc != XDP_REDIRECT)
+		return verdict(p, DIRECTOR_DROP_REDIRECT_FAILED, XDP_DROP);
+	return rc;
+}
+
+/* ---- classification ---- */
+
+/* TCP/UDP ports at l4 (client -> VIP). Returns 0, or -1 if fewer than 8 bytes are there. */
+static __always_inline int read_ports(void *l4, void *data_end, __be16 *sport, __be16 *dport)
+{
+	__be16 *ports = l4;
+
+	if ((void *)(ports + 4) > data_end) /* 8 bytes: the part an ICMP error quotes */
+		return -1;
+	*sport = ports[0];
+	*dport = ports[1];
+	return 0;
+}
+
+/* An ICMP frag-needed / ICMPv6 packet-too-big: find the quoted flow (VIP -> client), reverse
+ * it (client -> VIP) and match its bind. 0: bound; otherwise not. */
+static __always_inline int classify_icmp_error(struct pkt *p, void *quoted, void *data_end)
+{
+	struct director_vip *v;
+	__be16 qsport, qdport;
+	__u8 vip[16];
+
+	if (p->is_v6) {
+		struct ipv6hdr *q = quoted;
+
+		if ((void *)(q + 1) > data_end)
+			return -1;
+		if (q->nexthdr != IPPROTO_TCP_ && q->nexthdr != IPPROTO_UDP_)
+			return -1;
+		if (read_ports(q + 1, data_end, &qsport, &qdport))
+			return -1;
+		__builtin_memcpy(p->flow.v6.src, &q->daddr, 16);
+		__builtin_memcpy(p->flow.v6.dst, &q->saddr, 16);
+		p->flow.v6.sport = qdport;
+		p->flow.v6.dport = qsport;
+		__builtin_memcpy(vip, &q->saddr, 16);
+		v = lookup_vip(vip, q->nexthdr);
+		return v ? match_port(p, v, bpf_ntohs(qsport)) : -1;
+	} else {
+		struct iphdr *q = quoted;
+		__u32 qihl;
+
+		if ((void *)(q + 1) > data_end)
+			return -1;
+		qihl = q->ihl * 4;
+		if (q->version != 4 || qihl < sizeof(*q))
+			return -1;
+		if (q->protocol != IPPROTO_TCP_ && q->protocol != IPPROTO_UDP_)
+			return -1;
+		if (q->frag_off & bpf_htons(IP_OFFSET_))
+			return -1;
+		if (read_ports(quoted + qihl, data_end, &qsport, &qdport))
+			return -1;
+		p->flow.v4.src = q->daddr;
+		p->flow.v4.dst = q->saddr;
+		p->flow.v4.sport = qdport;
+		p->flow.v4.dport = qsport;
+		addr_v4mapped(vip, q->saddr);
+		v = lookup_vip(vip, q->protocol);
+		return v ? match_port(p, v, bpf_ntohs(qsport)) : -1;
+	}
+}
+
+/* Decide for the L4 part, once the IP header is known. vip16 is the destination. */
+static __always_inline int classify_l4(struct xdp_md *ctx, struct pkt *p, const __u8 *vip16,
+				       void *l4, void *data_end, int first_fragment)
+{
+	__be16 sport, dport;
+
+	if (p->ip_proto == IPPROTO_TCP_ || p->ip_proto == IPPROTO_UDP_) {
+		/* The one lookup that all host traffic to TCP/UDP pays. */
+		struct director_vip *v = lookup_vip(vip16, p->ip_proto);
+
+		if (!v)
+			return verdict(p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);
+		/* A VIP: now the ports are needed. A cut-off header to a VIP is nobody's traffic
+		 * but ours, and no backend could use it. */
+		if (read_ports(l4, data_end, &sport, &dport))
+			return verdict(p, DIRECTOR_DROP_L4_TRUNCATED, XDP_DROP);
+		if (match_port(p, v, bpf_ntohs(dport)))
+			return verdict(p, DIRECTOR_PASS_PORT_NOT_BOUND, XDP_PASS);
+		if (p->is_v6) {
+			p->flow.v6.sport = sport;
+			p->flow.v6.dport = dport;
+		} else {
+			p->flow.v4.sport = sport;
+			p->flow.v4.dport = dport;
+		}
+		/* The inner checksum covers more than this packet (first fragment), or nothing
+		 * (UDP over IPv4 may send 0): the IPv6 outer checksum has to sum the bytes. */
+		if (first_fragment)
+			p->slow_csum = 1;
+		if (p->ip_proto == IPPROTO_UDP_ && !p->is_v6 &&
+		    ((struct udphdr *)l4)->check == 0)
+			p->slow_csum = 1;
+		return forward(ctx, p);
+	}
+
+	if (!is_vip(vip16))
+		return verdict(p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);
+	if (p->ip_proto == (p->is_v6 ? IPPROTO_ICMPV6_ : IPPROTO_ICMP_) && !first_fragment) {
+		__u8 *icmp = l4;
+
+		if ((void *)(icmp + 8) > data_end)
+			return verdict(p, DIRECTOR_PASS_ICMP, XDP_PASS);
+		if ((p->is_v6 && icmp[0] == ICMPV6_PKT_TOOBIG_) ||
+		    (!p->is_v6 && icmp[0] == ICMP_DEST_UNREACH_ && icmp[1] == ICMP_FRAG_NEEDED_)) {
+			if (classify_icmp_error(p, icmp + 8, data_end) == 0) {
+				p->icmp_error = 1;
+				return forward(ctx, p);
+			}
+		}
+		/* Echo and every other ICMP: the kernel answers or drops (it owns no VIP unless
+		 * the operator put one on lo to answer pings). */
+		return verdict(p, DIRECTOR_PASS_ICMP, XDP_PASS);
+	}
+	if (p->is_v6 && p->ip_proto == IPPROTO_FRAGMENT_)
+		return verdict(p, DIRECTOR_PASS_FRAGMENT, XDP_PASS);
+	if (p->is_v6 && (p->ip_proto == 0 || p->ip_proto == 43 || p->ip_proto == 60))
+		return verdict(p, DIRECTOR_PASS_IPV6_EXT, XDP_PASS);
+	/* A VIP, but a protocol no bind serves (GRE, SCTP, ...). */
+	return verdict(p, DIRECTOR_PASS_PORT_NOT_BOUND, XDP_PASS);
+}
+
+static __always_inline int classify_v4(struct xdp_md *ctx, struct pkt *p, void *data,
+				       void *data_end)
+{
+	struct iphdr *ip = data + p->l3_off;
+	__u32 ihl, tot;
+	__u8 vip[16];
+
+	if ((void *)(ip + 1) > data_end)
+		return verdict(p, DIRECTOR_PASS_UNPARSED, XDP_PASS);
+	ihl = ip->ihl * 4;
+	tot = bpf_ntohs(ip->tot_len);
+	/* Malformed: the kernel drops it; we cannot tell whose it is, so we don't touch it. */
+	if (ip->version != 4 || ihl < sizeof(*ip) || tot < ihl ||
+	    p->l3_off + tot > p->frame_len)
+		return verdict(p, DIRECTOR_PASS_UNPARSED, XDP_PASS);
+	if ((void *)ip + ihl > data_end) /* verifier: tot <= frame length implies it */
+		return verdict(p, DIRECTOR_PASS_UNPARSED, XDP_PASS);
+
+	p->ip_len = tot;
+	p->l4_off = p->l3_off + ihl;
+	p->ip_proto = ip->protocol;
+	p->tos = ip->tos;
+	p->df = !!(ip->frag_off & bpf_htons(IP_DF_));
+	p->flow.v4.src = ip->saddr;
+	p->flow.v4.dst = ip->daddr;
+	addr_v4mapped(vip, ip->daddr);
+
+	if (ip->frag_off & bpf_htons(IP_OFFSET_)) {
+		/* A later fragment carries no ports: no bind can be matched, no flow hashed. */
+		if (!is_vip(vip))
+			return verdict(p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);
+		return verdict(p, DIRECTOR_PASS_FRAGMENT, XDP_PASS);
+	}
+	return classify_l4(ctx, p, vip, (void *)ip + ihl, data_end,
+			   !!(ip->frag_off & bpf_htons(IP_MF_)));
+}
+
+static __always_inline int classify_v6(struct xdp_md *ctx, struct pkt *p, void *data,
+				       void *data_end)
+{
+	struct ipv6hdr *ip6 = data + p->l3_off;
+	__u8 vip[16];
+
+	if ((void *)(ip6 + 1) > data_end)
+		return verdict(p, DIRECTOR_PASS_UNPARSED, XDP_PASS);
+	p->ip_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	/* payload_len 0 is a jumbogram (or garbage): not ours to parse */
+	if (ip6->version != 6 || ip6->payload_len == 0 || p->l3_off + p->ip_len > p->frame_len)
+		return verdict(p, DIRECTOR_PASS_UNPARSED, XDP_PASS);
+
+	p->is_v6 = 1;
+	p->df = 1;
+	p->l4_off = p->l3_off + sizeof(*ip6);
+	p->ip_proto = ip6->nexthdr;
+	p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	__builtin_memcpy(p->flow.v6.src, &ip6->saddr, 16);
+	__builtin_memcpy(p->flow.v6.dst, &ip6->daddr, 16);
+	__builtin_memcpy(vip, &ip6->daddr, 16);
+	return classify_l4(ctx, p, vip, ip6 + 1, data_end, 0);
+}
+
+SEC("xdp")
+int xdplb_director(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt p = {};
+	__be16 proto;
+	int l3;
+
+	p.frame_len = data_end - data;
+	l3 = parse_l2(data, data_end, &proto);
+	if (l3 < 0)
+		return verdict(&p, DIRECTOR_PASS_UNPARSED, XDP_PASS);
+	p.l3_off = l3;
+	if (proto == bpf_htons(ETH_P_IP_))
+		return classify_v4(ctx, &p, data, data_end);
+	if (proto == bpf_htons(ETH_P_IPV6_))
+		return classify_v6(ctx, &p, data, data_end);
+	/* ARP, LLDP, ...: the host's own traffic */
+	return verdict(&p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);
+}

@@ -1,0 +1,269 @@
+//! `cargo bench -p xdplb-director`: per-packet cost of the XDP program and file-save-to-live
+//! latency, measured as design.md §11 asks.
+//!
+//! Per packet: BPF_PROG_TEST_RUN with repeat = 1, one syscall per packet, so every run starts
+//! from the original frame (with repeat > 1 the kernel reruns the already-encapsulated buffer
+//! and an encapsulating program measures its pass path). The figure is the kernel's own
+//! per-run duration (it times only the program run, with its timer around it), median over
+//! many syscalls; an empty XDP program (`return XDP_PASS`) measured the same way is the
+//! harness floor and is printed beside every figure. The naive repeat = 1,000,000 number is
+//! printed too, to show the pitfall.
+//!
+//! Reload: the daemon in-process; write backends.yaml (100 backends, 2^16 rows), poll the
+//! pinned table header until the new version is live; median over the runs.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use director::datapath::{Datapath, PinnedView};
+use libbpf_rs::libbpf_sys;
+
+const RUNS: usize = 200_000;
+
+/// `r0 = XDP_PASS; exit`: the floor.
+fn empty_prog() -> OwnedFd {
+    let insns = [
+        libbpf_sys::bpf_insn {
+            code: 0xb7,
+            _bitfield_align_1: [],
+            _bitfield_1: libbpf_sys::bpf_insn::new_bitfield_1(0, 0),
+            off: 0,
+            imm: 2,
+        },
+        libbpf_sys::bpf_insn {
+            code: 0x95,
+            _bitfield_align_1: [],
+            _bitfield_1: libbpf_sys::bpf_insn::new_bitfield_1(0, 0),
+            off: 0,
+            imm: 0,
+        },
+    ];
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_XDP,
+            c"empty".as_ptr(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    assert!(fd >= 0, "load empty program: {fd}");
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Kernel-measured ns of one run of `prog` on `frame` (fresh copy each syscall).
+fn run_once(prog: i32, frame: &[u8], ifindex: u32, repeat: u32) -> (u32, u32) {
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = [0u8; 4096];
+    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _;
+    opts.data_in = frame.as_ptr().cast();
+    opts.data_size_in = frame.len() as u32;
+    opts.data_out = out.as_mut_ptr().cast();
+    opts.data_size_out = out.len() as u32;
+    opts.ctx_in = ctx.as_ptr().cast();
+    opts.ctx_size_in = ctx.len() as u32;
+    opts.repeat = repeat as i32;
+    let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog, &mut opts) };
+    assert_eq!(rc, 0, "test run");
+    (opts.retval, opts.duration)
+}
+
+fn median_ns(prog: i32, frame: &[u8], ifindex: u32) -> (f64, f64, u32) {
+    // Warm up caches and the branch predictor.
+    for _ in 0..5000 {
+        run_once(prog, frame, ifindex, 1);
+    }
+    let mut v = Vec::with_capacity(RUNS);
+    let mut ret = 0;
+    for _ in 0..RUNS {
+        let (r, d) = run_once(prog, frame, ifindex, 1);
+        ret = r;
+        v.push(d);
+    }
+    v.sort_unstable();
+    (v[RUNS / 2] as f64, v[RUNS * 9 / 10] as f64, ret)
+}
+
+fn prog_fd(pin_dir: &Path) -> OwnedFd {
+    let p = std::ffi::CString::new(pin_dir.join("prog").to_str().unwrap()).unwrap();
+    let fd = unsafe { libbpf_sys::bpf_obj_get(p.as_ptr()) };
+    assert!(fd >= 0);
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn packets(lab: &Lab) {
+    let pin = lab.fs.pin_dir();
+    let dp0 = lab.dp0;
+    lab.ns.run(move || {
+        let dp = Datapath::open(&pin).unwrap();
+        dp.set_config(&settings()).unwrap();
+        let yaml = format!(
+            "services:\n  - name: v4\n    hash_key: {KEY}\n    seed: {SEED}\n    binds:\n      - {{ vip: 10.100.0.1, proto: tcp, port: 80 }}\n    backends:\n      - {{ name: a, address: 10.1.0.11 }}\n      - {{ name: b, address: 10.1.0.12 }}\n      - {{ name: c, address: 10.1.0.13 }}\n  - name: v6\n    hash_key: {KEY}\n    seed: {SEED}\n    binds:\n      - {{ vip: \"fd00:100::1\", proto: tcp, port: 443 }}\n    backends:\n      - {{ name: a, address: \"fd00:1::31\" }}\n      - {{ name: b, address: \"fd00:1::32\" }}\n"
+        );
+        install(&dp, &yaml);
+        let prog = prog_fd(&pin);
+        let empty = empty_prog();
+        let v4 = tcp_packet("192.0.2.7".parse().unwrap(), "10.100.0.1".parse().unwrap(), 40000, 80, &[0u8; 10]);
+        let v6 = tcp_packet("2001:db8::7".parse().unwrap(), "fd00:100::1".parse().unwrap(), 40000, 443, &[0u8; 10]);
+        let pass = tcp_packet("192.0.2.7".parse().unwrap(), "10.1.0.1".parse().unwrap(), 40000, 22, &[0u8; 10]);
+        println!("per packet, BPF_PROG_TEST_RUN, one syscall per packet (repeat 1), kernel-timed, {RUNS} runs:");
+        let (floor, floor90, _) = median_ns(empty.as_raw_fd(), &v4, dp0);
+        println!("  {:<34} median {:>5.0} ns  p90 {:>5.0} ns", "empty XDP program (harness floor)", floor, floor90);
+        for (name, frame, want) in [("IPv4 encapsulation (XDP_TX)", &v4, XDP_TX), ("IPv6 encapsulation (XDP_TX)", &v6, XDP_TX), ("non-VIP pass (XDP_PASS)", &pass, XDP_PASS)] {
+            let (m, p90, ret) = median_ns(prog.as_raw_fd(), frame, dp0);
+            assert_eq!(ret, want, "{name}");
+            println!("  {name:<34} median {m:>5.0} ns  p90 {p90:>5.0} ns  (floor {floor:.0} ns, program alone ~{:.0} ns)", m - floor);
+        }
+        let (_, naive) = run_once(prog.as_raw_fd(), &v4, dp0, 1_000_000);
+        let (_, naive_empty) = run_once(empty.as_raw_fd(), &v4, dp0, 1_000_000);
+        println!("  pitfall: IPv4 with repeat 1000000 on one buffer reports {naive} ns (empty: {naive_empty} ns): after the first run it measures the pass path of an encapsulated frame");
+    });
+}
+
+fn reload(lab: &Lab) {
+    let dir = PathBuf::from(format!("/run/{}", unique("xdplb-bench-")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = |drained: usize| {
+        let mut s = format!("services:\n  - name: big\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 16\n    binds:\n      - {{ vip: 10.100.0.1, proto: tcp, port: 80 }}\n    backends:\n");
+        for i in 0..100 {
+            let state = if i == drained {
+                ", state: draining"
+            } else {
+                ""
+            };
+            s.push_str(&format!(
+                "      - {{ name: b{i}, address: 10.3.{}.{}{state} }}\n",
+                i / 200,
+                10 + i % 200
+            ));
+        }
+        s
+    };
+    let path = dir.join("backends.yaml");
+    std::fs::write(&path, text(0)).unwrap();
+    // Pure costs first: tablegen build and the kernel swap.
+    let t = Instant::now();
+    let loaded = director::source::build(&path, &text(1)).unwrap();
+    let build = t.elapsed();
+    let yaml = format!(
+        "interfaces: []\nencap_source_v4: 10.1.0.1\nbpffs_dir: {}\nbackends: {}\nstate_dir: {}\nreload_debounce_ms: 2\n",
+        lab.fs.root.display(),
+        path.display(),
+        dir.display()
+    );
+    let cfg = director::DirectorConfig::parse(&dir.join("director.yaml"), &yaml).unwrap();
+    let pin = cfg.pin_dir();
+    let control = director::Control::new();
+    let handle = control.handle();
+    let cfg2 = cfg.clone();
+    let d = std::thread::spawn(move || director::run(cfg2, control));
+    let v0 = director::source::build(&path, &text(0)).unwrap().tables[0].version;
+    let t0 = Instant::now();
+    while PinnedView::open(&pin)
+        .ok()
+        .and_then(|p| p.table_hdr(0))
+        .map(|h| h.version)
+        != Some(v0)
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let view = PinnedView::open(&pin).unwrap();
+    let live = |v: u64| view.table_hdr(0).map(|h| h.version) == Some(v);
+    let snap = director::tables::snapshot(
+        &loaded.config,
+        &loaded.tables,
+        &Default::default(),
+        true,
+        false,
+    )
+    .unwrap();
+    let dp = Datapath::open(&cfg.pin_dir()).unwrap();
+    let mut swaps = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        dp.install_service(&snap.services[0]).unwrap();
+        swaps.push(t.elapsed());
+    }
+    swaps.sort();
+    let mut lat = Vec::new();
+    let mut took = Vec::new();
+    for i in 0..21 {
+        let drained = 1 + i % 50;
+        let want = director::source::build(&path, &text(drained))
+            .unwrap()
+            .tables[0]
+            .version;
+        let t = Instant::now();
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing::info!("bench: writing backends.yaml");
+        }
+        std::fs::write(&path, text(drained)).unwrap();
+        while !live(want) {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "reload did not go live"
+            );
+            // Poll without spinning: on 2 CPUs a spinning poller slows the daemon it measures.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        lat.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+        if let Some(st) = director::state::State::read(&cfg.state_file()) {
+            took.push(st.last_reload.map(|r| r.took_us).unwrap_or(0));
+        }
+    }
+    lat.sort();
+    handle.shutdown();
+    d.join().unwrap().unwrap();
+    println!("reload, 100 backends, 65536 rows, debounce 2 ms:");
+    println!("  tablegen parse + build          {build:?}");
+    println!(
+        "  kernel swap (new inner map)     median {:?}",
+        swaps[swaps.len() / 2]
+    );
+    took.sort();
+    println!(
+        "  daemon: read + build + install  median {} us",
+        took[took.len() / 2]
+    );
+    println!(
+        "  file save -> new table live     median {:?}  min {:?}  max {:?}",
+        lat[lat.len() / 2],
+        lat[0],
+        lat[lat.len() - 1]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this binary with no flag:
+    // then only check that it works, quickly.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
+    let lab = Lab::new();
+    if quick {
+        println!("bench binary built; run `cargo bench -p xdplb-director` for figures");
+        return;
+    }
+    if std::env::var_os("XDPLB_BENCH_SKIP_PACKETS").is_none() {
+        packets(&lab);
+    }
+    if std::env::var_os("XDPLB_BENCH_SKIP_RELOAD").is_none() {
+        let lab2 = Lab::new();
+        reload(&lab2);
+    }
+}

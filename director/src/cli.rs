@@ -1,0 +1,35 @@
+//! The command line of `xdplb-director` (in the library so packaging can render man pages
+//! from it with clap_mangen).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xdplb-director",
+    version,
+    about = "xdplb director: XDP GUE load balancer daemon"
+)]
+pub struct Cli {
+    /// director.yaml
+    #[arg(long, short, global = true, default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load, attach, and serve tables from backends.yaml in the foreground (reload: file
+    /// change or SIGHUP; stop: SIGTERM/SIGINT, the program stays attached).
+    Run,
+    /// Show interfaces, tables, last reload, last rejected config and counters.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach from every interface and remove every pinned object.
+    Detach,
+}

@@ -1,0 +1,292 @@
+//! The daemon: load and attach, install the first tables, then reload on file change or
+//! SIGHUP until told to stop. Runs in the foreground; the caller passes the control channel,
+//! so tests run the whole daemon in-process and stop it with a [`Handle`].
+//!
+//! A reload builds a whole new snapshot and swaps it in; an invalid source is refused with its
+//! file:line:col message, logged, remembered for `status`, and the last good tables keep
+//! forwarding. Exiting leaves the program attached (pinned links): only `detach` removes it.
+
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info, warn};
+
+use crate::config::{DirectorConfig, XdpMode};
+use crate::datapath::{AttachMode, Datapath};
+use crate::error::{DaemonError, ReloadError, SourceError};
+use crate::source::{FileSource, TableSource};
+use crate::state::{self, Interface, Rejected, Reload, ServiceState, State};
+use crate::tables::{self, Snapshot};
+
+/// What wakes the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The source may have a new version (file event); debounced.
+    Changed,
+    /// Reload now (SIGHUP).
+    Reload,
+    Shutdown,
+}
+
+/// Sends events to a running daemon.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    tx: Sender<Event>,
+}
+
+impl Handle {
+    pub fn reload(&self) {
+        let _ = self.tx.send(Event::Reload);
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Event::Shutdown);
+    }
+}
+
+/// The daemon's event channel: create it, keep a [`Handle`], pass it to [`run`].
+#[derive(Debug)]
+pub struct Control {
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+}
+
+impl Control {
+    pub fn new() -> Control {
+        let (tx, rx) = channel();
+        Control { tx, rx }
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Run with backends.yaml as the table source.
+pub fn run(cfg: DirectorConfig, control: Control) -> Result<(), DaemonError> {
+    let source = FileSource::new(&cfg.backends);
+    run_with(cfg, Box::new(source), control)
+}
+
+/// Run with any table source.
+pub fn run_with(
+    cfg: DirectorConfig,
+    mut source: Box<dyn TableSource>,
+    control: Control,
+) -> Result<(), DaemonError> {
+    let dp = Datapath::open(&cfg.pin_dir())?;
+    dp.set_config(&cfg.settings())?;
+    let state_path = cfg.state_file();
+    let mut st = State::read(&state_path).unwrap_or_default();
+    st.pid = std::process::id();
+    st.source = source.describe();
+
+    // The first version. If it is unusable but a previous run left tables pinned, those keep
+    // forwarding and we wait for a fix; with nothing to forward, fail loudly.
+    let had_tables = st.services.iter().any(|s| dp.table_hdr(s.id).is_some());
+    if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st) {
+        if !had_tables {
+            let _ = st.write(&state_path);
+            return Err(DaemonError::FirstLoad(e));
+        }
+        error!(source = %source.describe(), error = %e, "config rejected, keeping the pinned tables");
+    }
+
+    let mut v6 = cfg.encap_source_v6.is_some();
+    v6 |= st
+        .services
+        .iter()
+        .any(|s| dp.table_hdr(s.id).is_some_and(|h| h.family == 6));
+    st.interfaces.clear();
+    for iface in &cfg.interfaces {
+        if cfg.kernel_fallback {
+            crate::host::apply_fallback_sysctls(iface, v6)?;
+        }
+        let want = match cfg.xdp_mode {
+            XdpMode::Auto => None,
+            XdpMode::Native => Some(AttachMode::Native),
+            XdpMode::Generic => Some(AttachMode::Generic),
+        };
+        let mode = dp.attach(iface, want)?;
+        let prev = State::read(&state_path)
+            .and_then(|s| s.interfaces.into_iter().find(|i| &i.name == iface))
+            .map(|i| i.mode);
+        let mode = match (mode, prev) {
+            (AttachMode::Kept, Some(p)) => p,
+            (m, _) => m.as_str().to_string(),
+        };
+        info!(iface, mode, "xdp attached");
+        st.interfaces.push(Interface {
+            name: iface.clone(),
+            mode,
+        });
+    }
+    for iface in dp.attached() {
+        if !cfg.interfaces.contains(&iface) {
+            dp.detach_iface(&iface)?;
+            info!(iface, "xdp detached: no longer configured");
+        }
+    }
+    write_state(&st, &state_path)?;
+    sd_notify("READY=1");
+
+    let _guard = source.watch(control.tx.clone())?;
+    while let Ok(ev) = control.rx.recv() {
+        match ev {
+            Event::Shutdown => break,
+            Event::Changed | Event::Reload => {
+                debug!(event = ?ev, "woken");
+                // Debounce: an editor's save is several events (write, rename, chmod).
+                let deadline = Instant::now() + cfg.reload_debounce;
+                let mut stop = false;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match control.rx.recv_timeout(left) {
+                        Ok(Event::Shutdown) => {
+                            stop = true;
+                            break;
+                        }
+                        Ok(_) => continue,
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                if stop {
+                    break;
+                }
+                sd_notify("RELOADING=1");
+                if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st) {
+                    warn!(source = %source.describe(), error = %e, "config rejected, keeping last good tables");
+                }
+                write_state(&st, &state_path)?;
+                sd_notify("READY=1");
+            }
+        }
+    }
+    st.pid = 0;
+    write_state(&st, &state_path)?;
+    info!("stopped; the program stays attached (xdplb-director detach removes it)");
+    Ok(())
+}
+
+fn write_state(st: &State, path: &std::path::Path) -> Result<(), DaemonError> {
+    st.write(path).map_err(|source| DaemonError::State {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Load the source, build, install. On error, records it in `st` and leaves the kernel as it
+/// was (nothing is touched before the whole snapshot is built).
+fn reload(
+    cfg: &DirectorConfig,
+    dp: &Datapath,
+    source: &mut dyn TableSource,
+    st: &mut State,
+) -> Result<(), ReloadError> {
+    let t0 = Instant::now();
+    let result = source.load().and_then(|loaded| {
+        debug!(
+            took_us = t0.elapsed().as_micros() as u64,
+            "source loaded and tables built"
+        );
+        tables::snapshot(
+            &loaded.config,
+            &loaded.tables,
+            &st.ids,
+            cfg.encap_source_v4.is_some(),
+            cfg.encap_source_v6.is_some(),
+        )
+        .map_err(|e| SourceError::Unusable {
+            path: cfg.backends.clone(),
+            source: e,
+        })
+    });
+    let snap = match result {
+        Ok(s) => s,
+        Err(e) => {
+            st.last_rejected = Some(Rejected {
+                time: state::now(),
+                error: e.to_string(),
+            });
+            return Err(e.into());
+        }
+    };
+    debug!(took_us = t0.elapsed().as_micros() as u64, "snapshot ready");
+    match dp.install(&snap) {
+        Ok(swapped) => {
+            let took = t0.elapsed();
+            info!(
+                services = snap.services.len(),
+                swapped = swapped.len(),
+                took_us = took.as_micros() as u64,
+                "tables live"
+            );
+            record(st, &snap, swapped, took);
+            Ok(())
+        }
+        Err(e) => {
+            // A kernel refusal mid-install: tables already swapped stay (each is whole);
+            // the next reload retries the rest.
+            error!(error = %e, "installing tables failed");
+            st.last_rejected = Some(Rejected {
+                time: state::now(),
+                error: e.to_string(),
+            });
+            Err(e.into())
+        }
+    }
+}
+
+fn record(st: &mut State, snap: &Snapshot, swapped: Vec<String>, took: Duration) {
+    st.ids = snap.ids.clone();
+    st.services = snap
+        .services
+        .iter()
+        .map(|s| ServiceState {
+            id: s.id,
+            name: s.name.clone(),
+            version: s.hdr.version,
+            checksum: s.hdr.checksum,
+            rows: s.hdr.rows_mask + 1,
+            width: s.hdr.width,
+            backends: s.backends,
+            binds: s.binds,
+        })
+        .collect();
+    st.last_reload = Some(Reload {
+        time: state::now(),
+        swapped,
+        took_us: took.as_micros() as u64,
+    });
+}
+
+/// systemd readiness (sd_notify(3)): one datagram to $NOTIFY_SOCKET, if set.
+pub fn sd_notify(msg: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(abs) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abs)
+            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
+    } else {
+        sock.send_to(msg.as_bytes(), std::path::Path::new(&path))
+    };
+    if let Err(e) = r {
+        warn!(error = %e, "sd_notify failed");
+    }
+}

@@ -1,0 +1,696 @@
+//! The only module that touches the kernel's BPF objects: loads the XDP program, pins and
+//! reuses maps under `<bpffs_dir>/director`, attaches through pinned bpf_links, swaps table
+//! versions, reads counters.
+//!
+//! Pinned layout (docs/setup/director.md): `<pin_dir>/<map name>` for every map,
+//! `<pin_dir>/prog` for the program, `<pin_dir>/links/<ifname>` for each XDP link. A pinned
+//! link keeps the program attached when the daemon exits; a new daemon loads its program, reuses
+//! the pinned maps (tables keep forwarding) and swaps the program into the links atomically.
+//!
+//! Must not do: decide policy (which tables, when); that is the daemon's.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, Object, ObjectBuilder};
+
+use crate::bpf::types::{
+    director_config, director_counter, director_slot, director_table_hdr, director_vip,
+    director_vip_key,
+};
+use crate::error::DatapathError;
+use crate::tables::{ServiceImage, Snapshot, VipKey, MAX_BINDS, MAX_SERVICES};
+
+/// The compiled program (build.rs writes it next to the skeleton).
+const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/director.bpf.o"));
+const PROG_NAME: &str = "xdplb_director";
+const MAP_TABLES: &str = "director_tables";
+const MAP_VIPS: &str = "director_vips";
+const MAP_CONFIG: &str = "director_config";
+const MAP_REASON: &str = "stats_reason";
+const MAP_SERVICE: &str = "stats_service";
+const MAP_BIND: &str = "stats_bind";
+/// Inner maps must carry the template's flags exactly (the kernel compares them).
+const INNER_FLAGS: u32 = libbpf_sys::BPF_F_INNER_MAP | libbpf_sys::BPF_F_MMAPABLE;
+const SLOT_SIZE: usize = std::mem::size_of::<director_slot>();
+
+const _: () = assert!(SLOT_SIZE == 72);
+const _: () = assert!(std::mem::size_of::<director_config>() == 32);
+const _: () = assert!(std::mem::size_of::<director_vip_key>() == 20);
+const _: () = assert!(std::mem::size_of::<director_counter>() == 16);
+
+/// The bytes of a plain `repr(C)` map type from abi.h (explicit padding, no pointers).
+fn bytes_of<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: only used with the generated abi.h types: repr(C), Copy, every byte initialised
+    // (abi.h spells out padding as fields, and values are built from Default).
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+fn from_bytes<T: Copy + Default>(b: &[u8]) -> T {
+    let mut v = T::default();
+    let n = std::mem::size_of::<T>().min(b.len());
+    // SAFETY: T is a plain abi.h type for which every bit pattern is valid.
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (&mut v as *mut T).cast::<u8>(), n) };
+    v
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("paths we build have no NUL")
+}
+
+fn last_os_error(rc: i32) -> io::Error {
+    if rc < 0 {
+        io::Error::from_raw_os_error(-rc)
+    } else {
+        io::Error::last_os_error()
+    }
+}
+
+/// XDP attachment mode actually in use on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    Native,
+    Generic,
+    /// Found pinned from an earlier run; the mode was chosen then.
+    Kept,
+}
+
+impl AttachMode {
+    fn flags(self) -> u32 {
+        match self {
+            AttachMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
+            _ => libbpf_sys::XDP_FLAGS_SKB_MODE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+            AttachMode::Kept => "kept",
+        }
+    }
+}
+
+/// Runtime settings of the program (the `director_config` map).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub src4: Option<std::net::Ipv4Addr>,
+    pub src6: Option<std::net::Ipv6Addr>,
+    pub gue_port: u16,
+    pub nexthop_ttl_ms: u32,
+}
+
+/// Summed-over-CPUs packet and byte counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The loaded program and its (pinned) maps.
+#[derive(Debug)]
+pub struct Datapath {
+    obj: Object,
+    pin_dir: PathBuf,
+    tables: MapHandle,
+    vips: MapHandle,
+    config: MapHandle,
+    reason: MapHandle,
+    service: MapHandle,
+    bind: MapHandle,
+}
+
+impl Datapath {
+    /// Load the program, reusing every map already pinned under `pin_dir` (so a restart keeps
+    /// the tables) and pinning the others. Nothing is attached yet.
+    pub fn open(pin_dir: &Path) -> Result<Datapath, DatapathError> {
+        fs::create_dir_all(pin_dir.join("links")).map_err(|source| DatapathError::PinDir {
+            path: pin_dir.into(),
+            source,
+        })?;
+        let mut open = ObjectBuilder::default()
+            .open_memory(OBJECT)
+            .map_err(DatapathError::Load)?;
+        let mut fresh = Vec::new();
+        for mut m in open.maps_mut() {
+            let name = m.name().to_string_lossy().into_owned();
+            let path = pin_dir.join(&name);
+            if path.exists() {
+                m.reuse_pinned_map(&path)
+                    .map_err(|source| DatapathError::ReusePin {
+                        path: path.clone(),
+                        source,
+                    })?;
+            } else {
+                fresh.push(name);
+            }
+        }
+        let mut obj = open.load().map_err(DatapathError::Load)?;
+        for mut m in obj.maps_mut() {
+            let name = m.name().to_string_lossy().into_owned();
+            if fresh.contains(&name) {
+                let path = pin_dir.join(&name);
+                m.pin(&path).map_err(|e| DatapathError::Pin {
+                    path,
+                    source: io::Error::other(e.to_string()),
+                })?;
+            }
+        }
+        let handle = |name: &'static str| -> Result<MapHandle, DatapathError> {
+            let m = obj
+                .maps()
+                .find(|m| m.name() == name)
+                .expect("the object defines the map");
+            MapHandle::try_from(&m).map_err(|source| DatapathError::Map {
+                map: name,
+                what: "duplicating its fd".into(),
+                source,
+            })
+        };
+        let dp = Datapath {
+            tables: handle(MAP_TABLES)?,
+            vips: handle(MAP_VIPS)?,
+            config: handle(MAP_CONFIG)?,
+            reason: handle(MAP_REASON)?,
+            service: handle(MAP_SERVICE)?,
+            bind: handle(MAP_BIND)?,
+            pin_dir: pin_dir.into(),
+            obj,
+        };
+        // The program pin is for bpftool and the curious: the links keep it alive.
+        let prog_pin = pin_dir.join("prog");
+        let _ = fs::remove_file(&prog_pin);
+        let rc = unsafe {
+            // SAFETY: a valid program fd and a NUL-terminated path.
+            libbpf_sys::bpf_obj_pin(dp.prog_fd(), cpath(&prog_pin).as_ptr())
+        };
+        if rc != 0 {
+            return Err(DatapathError::Pin {
+                path: prog_pin,
+                source: last_os_error(rc),
+            });
+        }
+        Ok(dp)
+    }
+
+    fn prog_fd(&self) -> i32 {
+        self.obj
+            .progs()
+            .find(|p| p.name() == PROG_NAME)
+            .expect("the object defines the program")
+            .as_fd()
+            .as_raw_fd()
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Attach to `iface` (or move an existing pinned link of it to this program). With
+    /// `want = None` the mode is native, falling back to generic if the driver refuses.
+    pub fn attach(
+        &self,
+        iface: &str,
+        want: Option<AttachMode>,
+    ) -> Result<AttachMode, DatapathError> {
+        let path = self.pin_dir.join("links").join(iface);
+        if path.exists() {
+            let link = open_pinned(&path)?;
+            let rc = unsafe {
+                // SAFETY: valid fds; NULL opts means "replace whatever program is there".
+                libbpf_sys::bpf_link_update(link.as_raw_fd(), self.prog_fd(), std::ptr::null())
+            };
+            if rc == 0 {
+                return Ok(AttachMode::Kept);
+            }
+            // The link's interface went away (or was re-created): start over.
+            tracing::warn!(iface, error = %last_os_error(rc), "stale pinned link, re-attaching");
+            let _ = fs::remove_file(&path);
+        }
+        let ifindex =
+            nix::net::if_::if_nametoindex(iface).map_err(|source| DatapathError::Interface {
+                name: iface.into(),
+                source,
+            })?;
+        let modes = match want {
+            Some(m) => vec![m],
+            None => vec![AttachMode::Native, AttachMode::Generic],
+        };
+        let mut last = None;
+        for mode in modes {
+            // SAFETY: zeroed is a valid bpf_link_create_opts; sz tells libbpf its version.
+            let mut opts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+            opts.sz = std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _;
+            opts.flags = mode.flags();
+            let fd = unsafe {
+                // SAFETY: valid program fd, an ifindex, initialised opts.
+                libbpf_sys::bpf_link_create(
+                    self.prog_fd(),
+                    ifindex as i32,
+                    libbpf_sys::BPF_XDP,
+                    &opts,
+                )
+            };
+            if fd < 0 {
+                let e = last_os_error(fd);
+                tracing::info!(iface, mode = mode.as_str(), error = %e, "xdp attach refused");
+                last = Some((mode, e));
+                continue;
+            }
+            // SAFETY: a fresh fd we own.
+            let link = unsafe { OwnedFd::from_raw_fd(fd) };
+            let rc = unsafe {
+                // SAFETY: valid link fd and path.
+                libbpf_sys::bpf_obj_pin(link.as_raw_fd(), cpath(&path).as_ptr())
+            };
+            if rc != 0 {
+                return Err(DatapathError::Pin {
+                    path,
+                    source: last_os_error(rc),
+                });
+            }
+            return Ok(mode);
+        }
+        let (mode, source) = last.expect("at least one mode was tried");
+        Err(DatapathError::Attach {
+            iface: iface.into(),
+            mode: mode.as_str(),
+            source,
+        })
+    }
+
+    /// Interfaces with a pinned link.
+    pub fn attached(&self) -> Vec<String> {
+        attached_in(&self.pin_dir)
+    }
+
+    /// Detach and unpin the link of one interface.
+    pub fn detach_iface(&self, iface: &str) -> Result<(), DatapathError> {
+        detach_link(&self.pin_dir.join("links").join(iface))
+    }
+
+    /// Write the runtime settings (outer sources, GUE port, next-hop reuse). Also moves the
+    /// next-hop generation on, so nothing cached under older settings is used again.
+    pub fn set_config(&self, s: &Settings) -> Result<(), DatapathError> {
+        let generation = self.read_config().generation.wrapping_add(1);
+        let c = director_config {
+            src6: s.src6.map(|a| a.octets()).unwrap_or_default(),
+            src4: u32::from_ne_bytes(s.src4.map(|a| a.octets()).unwrap_or_default()),
+            gue_port: s.gue_port.to_be(),
+            nexthop_ttl_ms: s.nexthop_ttl_ms,
+            generation,
+            ..Default::default()
+        };
+        self.write_config(&c)
+    }
+
+    fn read_config(&self) -> director_config {
+        self.config
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .map(|v| from_bytes(&v))
+            .unwrap_or_default()
+    }
+
+    /// Make every cached next hop stale (after a table change, or when routes or neighbours
+    /// may have changed).
+    pub fn bump_generation(&self) -> Result<(), DatapathError> {
+        let mut c = self.read_config();
+        c.generation = c.generation.wrapping_add(1);
+        self.write_config(&c)
+    }
+
+    fn write_config(&self, c: &director_config) -> Result<(), DatapathError> {
+        self.config
+            .update(&0u32.to_ne_bytes(), bytes_of(c), MapFlags::ANY)
+            .map_err(|source| DatapathError::Map {
+                map: MAP_CONFIG,
+                what: "writing the settings".into(),
+                source,
+            })
+    }
+
+    /// Build a new inner map holding `img` and swap it into the service's slot. The swap is
+    /// one map update: packets see the old version or this one, never a mix.
+    pub fn install_service(&self, img: &ServiceImage) -> Result<(), DatapathError> {
+        let t0 = std::time::Instant::now();
+        let entries = 1 + img.rows.len().max(1);
+        let name = format!("xdplb_t{}", img.id);
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags: INNER_FLAGS,
+            ..Default::default()
+        };
+        let inner = MapHandle::create(
+            MapType::Array,
+            Some(&name),
+            4,
+            SLOT_SIZE as u32,
+            entries as u32,
+            &opts,
+        )
+        .map_err(|source| DatapathError::CreateTable {
+            service: img.name.clone(),
+            source,
+        })?;
+        let len = (entries * SLOT_SIZE).div_ceil(4096) * 4096;
+        // SAFETY: mapping a BPF_F_MMAPABLE array of `entries` slots; len covers it page-rounded.
+        let mem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                inner.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if mem == libc::MAP_FAILED {
+            return Err(DatapathError::MmapTable {
+                service: img.name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        {
+            // SAFETY: the mapping is len >= entries * SLOT_SIZE bytes, writable, ours alone
+            // until the swap below publishes it.
+            let buf =
+                unsafe { std::slice::from_raw_parts_mut(mem.cast::<u8>(), entries * SLOT_SIZE) };
+            buf[..std::mem::size_of::<director_table_hdr>()].copy_from_slice(bytes_of(&img.hdr));
+            for (i, row) in img.rows.iter().enumerate() {
+                let off = (1 + i) * SLOT_SIZE;
+                buf[off..off + SLOT_SIZE].copy_from_slice(bytes_of(row));
+            }
+        }
+        // SAFETY: unmapping exactly what was mapped.
+        unsafe { libc::munmap(mem, len) };
+        tracing::debug!(service = %img.name, took_us = t0.elapsed().as_micros() as u64, "table built in the kernel");
+        let fd = inner.as_fd().as_raw_fd() as u32;
+        self.tables
+            .update(&img.id.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| DatapathError::Map {
+                map: MAP_TABLES,
+                what: format!("swapping in the table of {}", img.name),
+                source,
+            })
+    }
+
+    /// Install a whole snapshot: changed tables first, then the bind index (so no bind ever
+    /// points at an empty slot), then remove what is gone. Returns the services swapped.
+    pub fn install(&self, snap: &Snapshot) -> Result<Vec<String>, DatapathError> {
+        let ncpu = libbpf_rs::num_possible_cpus().unwrap_or(1);
+        let zero = vec![vec![0u8; 16]; ncpu];
+        for id in &snap.fresh_service_ids {
+            let _ = self
+                .service
+                .update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY);
+        }
+        for id in &snap.fresh_bind_ids {
+            let _ = self
+                .bind
+                .update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY);
+        }
+        let mut swapped = Vec::new();
+        for img in &snap.services {
+            let same = self.table_hdr(img.id).is_some_and(|h| {
+                h.version == img.hdr.version
+                    && h.checksum == img.hdr.checksum
+                    && h.service == img.id
+            });
+            if !same {
+                self.install_service(img)?;
+                swapped.push(img.name.clone());
+            }
+        }
+        for (key, v) in &snap.vips {
+            self.vips
+                .update(bytes_of(&vip_key(key)), bytes_of(v), MapFlags::ANY)
+                .map_err(|source| DatapathError::Map {
+                    map: MAP_VIPS,
+                    what: "writing a bind".into(),
+                    source,
+                })?;
+        }
+        let want: BTreeSet<Vec<u8>> = snap
+            .vips
+            .keys()
+            .map(|k| bytes_of(&vip_key(k)).to_vec())
+            .collect();
+        let stale: Vec<Vec<u8>> = self.vips.keys().filter(|k| !want.contains(k)).collect();
+        for k in stale {
+            let _ = self.vips.delete(&k);
+        }
+        let live: BTreeSet<u32> = snap.services.iter().map(|s| s.id).collect();
+        for id in 0..MAX_SERVICES as u32 {
+            if !live.contains(&id) && self.inner_id(id).is_some() {
+                let _ = self.tables.delete(&id.to_ne_bytes());
+            }
+        }
+        // Backend ids may now name other addresses: cached next hops must not be reused.
+        if !swapped.is_empty() {
+            self.bump_generation()?;
+        }
+        Ok(swapped)
+    }
+
+    fn inner_id(&self, service: u32) -> Option<u32> {
+        inner_id(&self.tables, service)
+    }
+
+    /// The header of the table currently in a service's slot.
+    pub fn table_hdr(&self, service: u32) -> Option<director_table_hdr> {
+        table_hdr(&self.tables, service)
+    }
+
+    /// Every counter.
+    pub fn counters(&self) -> Counters {
+        Counters::read(&self.reason, &self.service, &self.bind)
+    }
+
+    /// Run the program once on `frame` (BPF_PROG_TEST_RUN) as if received on `ifindex` of the
+    /// calling thread's network namespace. Returns the verdict and the frame it leaves.
+    pub fn test_run(&self, frame: &[u8], ifindex: u32) -> Result<(u32, Vec<u8>), DatapathError> {
+        let (ret, out, _) = self.test_run_repeat(frame, ifindex, 1)?;
+        Ok((ret, out))
+    }
+
+    /// As [`Datapath::test_run`], `repeat` times on the same buffer (the kernel does not
+    /// restore it between runs: see design.md §11); returns the kernel's mean time per run.
+    pub fn test_run_repeat(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<(u32, Vec<u8>, Duration), DatapathError> {
+        let prog = self
+            .obj
+            .progs_mut()
+            .find(|p| p.name() == PROG_NAME)
+            .expect("program exists");
+        let mut ctx = [0u8; 24]; // struct xdp_md
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes()); // data_end
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes()); // ingress_ifindex
+        let mut out = vec![0u8; frame.len() + 256];
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            context_in: Some(&mut ctx),
+            repeat,
+            ..Default::default()
+        };
+        let o = prog.test_run(input).map_err(DatapathError::TestRun)?;
+        let ret = o.return_value;
+        let dur = o.duration;
+        let n = o.data.map(|d| d.len()).unwrap_or(0);
+        out.truncate(n);
+        Ok((ret, out, dur))
+    }
+}
+
+fn vip_key(k: &VipKey) -> director_vip_key {
+    director_vip_key {
+        addr: k.0,
+        proto: k.1,
+        ..Default::default()
+    }
+}
+
+fn open_pinned(path: &Path) -> Result<OwnedFd, DatapathError> {
+    let fd = unsafe {
+        // SAFETY: NUL-terminated path.
+        libbpf_sys::bpf_obj_get(cpath(path).as_ptr())
+    };
+    if fd < 0 {
+        return Err(DatapathError::OpenPinned {
+            path: path.into(),
+            source: last_os_error(fd),
+        });
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn attached_in(pin_dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(pin_dir.join("links"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn detach_link(path: &Path) -> Result<(), DatapathError> {
+    let link = open_pinned(path)?;
+    let rc = unsafe {
+        // SAFETY: a valid link fd.
+        libbpf_sys::bpf_link_detach(link.as_raw_fd())
+    };
+    // ENOLINK: already detached (interface gone); the pin still has to go.
+    if rc != 0 && last_os_error(rc).raw_os_error() != Some(libc::ENOLINK) {
+        return Err(DatapathError::Detach {
+            path: path.into(),
+            source: last_os_error(rc),
+        });
+    }
+    fs::remove_file(path).map_err(|source| DatapathError::Detach {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Remove everything the director attached and pinned under `pin_dir`. Idempotent.
+pub fn detach_all(pin_dir: &Path) -> Result<Vec<String>, DatapathError> {
+    let ifaces = attached_in(pin_dir);
+    for i in &ifaces {
+        detach_link(&pin_dir.join("links").join(i))?;
+    }
+    if let Ok(rd) = fs::read_dir(pin_dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                let _ = fs::remove_dir(&p);
+            } else {
+                fs::remove_file(&p).map_err(|source| DatapathError::Detach {
+                    path: p.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
+    let _ = fs::remove_dir(pin_dir);
+    Ok(ifaces)
+}
+
+fn inner_id(tables: &MapHandle, service: u32) -> Option<u32> {
+    let v = tables
+        .lookup(&service.to_ne_bytes(), MapFlags::ANY)
+        .ok()??;
+    Some(u32::from_ne_bytes(v[..4].try_into().ok()?))
+}
+
+fn table_hdr(tables: &MapHandle, service: u32) -> Option<director_table_hdr> {
+    let inner = MapHandle::from_map_id(inner_id(tables, service)?).ok()?;
+    let v = inner.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
+    Some(from_bytes(&v))
+}
+
+fn sum_percpu(map: &MapHandle, key: u32) -> Count {
+    let mut c = Count::default();
+    if let Ok(Some(vals)) = map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY) {
+        for v in vals {
+            let x: director_counter = from_bytes(&v);
+            c.packets += x.packets;
+            c.bytes += x.bytes;
+        }
+    }
+    c
+}
+
+/// All counters, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    /// Indexed by `director_reason`.
+    pub reasons: Vec<Count>,
+    /// Indexed by service id.
+    pub services: Vec<Count>,
+    /// Indexed by bind id.
+    pub binds: Vec<Count>,
+}
+
+impl Counters {
+    fn read(reason: &MapHandle, service: &MapHandle, bind: &MapHandle) -> Counters {
+        Counters {
+            reasons: (0..crate::counters::REASONS.len() as u32)
+                .map(|i| sum_percpu(reason, i))
+                .collect(),
+            services: (0..MAX_SERVICES as u32)
+                .map(|i| sum_percpu(service, i))
+                .collect(),
+            binds: (0..MAX_BINDS as u32).map(|i| sum_percpu(bind, i)).collect(),
+        }
+    }
+}
+
+/// Read-only view of the pinned maps for `status`: no program is loaded.
+#[derive(Debug)]
+pub struct PinnedView {
+    tables: MapHandle,
+    reason: MapHandle,
+    service: MapHandle,
+    bind: MapHandle,
+    vips: MapHandle,
+}
+
+impl PinnedView {
+    pub fn open(pin_dir: &Path) -> Result<PinnedView, DatapathError> {
+        let open = |name: &str| {
+            let path = pin_dir.join(name);
+            MapHandle::from_pinned_path(&path).map_err(|e| DatapathError::OpenPinned {
+                path,
+                source: io::Error::other(e.to_string()),
+            })
+        };
+        Ok(PinnedView {
+            tables: open(MAP_TABLES)?,
+            reason: open(MAP_REASON)?,
+            service: open(MAP_SERVICE)?,
+            bind: open(MAP_BIND)?,
+            vips: open(MAP_VIPS)?,
+        })
+    }
+
+    pub fn table_hdr(&self, service: u32) -> Option<director_table_hdr> {
+        table_hdr(&self.tables, service)
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters::read(&self.reason, &self.service, &self.bind)
+    }
+
+    /// Number of (VIP, protocol) entries in the bind index.
+    pub fn vip_entries(&self) -> usize {
+        self.vips.keys().count()
+    }
+
+    /// The bind index entry of (VIP, protocol), as the program sees it.
+    pub fn vip(&self, key: &VipKey) -> Option<director_vip> {
+        let v = self
+            .vips
+            .lookup(bytes_of(&vip_key(key)), MapFlags::ANY)
+            .ok()??;
+        Some(from_bytes(&v))
+    }
+}

@@ -1,0 +1,85 @@
+//! `xdplb-director`: parse arguments, set up logging and signals, call the library.
+
+use anyhow::Context;
+use clap::Parser;
+use director::cli::{Cli, Command};
+use director::daemon::{self, Control};
+use director::DirectorConfig;
+use nix::sys::signal::{SigSet, Signal};
+
+/// sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus; restarting cannot fix a config.
+const EX_CONFIG: u8 = 78;
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdplb-director: {e:#}");
+            let config = e.downcast_ref::<director::error::ConfigError>().is_some()
+                || matches!(
+                    e.downcast_ref::<director::error::DaemonError>(),
+                    Some(director::error::DaemonError::Config(_))
+                        | Some(director::error::DaemonError::FirstLoad(
+                            director::error::ReloadError::Source(_)
+                        ))
+                );
+            std::process::ExitCode::from(if config { EX_CONFIG } else { 1 })
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        // Plain lines for the journal (the unit sets NO_COLOR) and for pipes.
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+        .init();
+    let cfg = DirectorConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Run => {
+            // Block the signals in every thread (threads inherit the mask) and take them
+            // synchronously in one thread that turns them into daemon events.
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGHUP);
+            set.add(Signal::SIGTERM);
+            set.add(Signal::SIGINT);
+            set.thread_block().context("blocking signals")?;
+            let control = Control::new();
+            let handle = control.handle();
+            std::thread::spawn(move || loop {
+                match set.wait() {
+                    Ok(Signal::SIGHUP) => handle.reload(),
+                    Ok(_) => {
+                        handle.shutdown();
+                        break;
+                    }
+                    Err(_) => continue,
+                }
+            });
+            daemon::run(cfg, control).map_err(anyhow::Error::from)
+        }
+        Command::Status { json } => {
+            let s = director::status::gather(&cfg);
+            print!("{}", if json { s.to_json() } else { s.to_text() });
+            Ok(())
+        }
+        Command::Detach => {
+            let ifaces = director::datapath::detach_all(&cfg.pin_dir())?;
+            let _ = std::fs::remove_file(cfg.state_file());
+            println!(
+                "detached from {} interface(s); removed {}",
+                ifaces.len(),
+                cfg.pin_dir().display()
+            );
+            Ok(())
+        }
+    }
+}

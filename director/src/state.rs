@@ -1,0 +1,79 @@
+//! The daemon's state file (`<state_dir>/director-state.json`): what `status` shows besides
+//! the counters it reads from the pinned maps, and the service/bind ids a restart must keep.
+//! Written atomically (temp file + rename).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tables::Ids;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    pub name: String,
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub id: u32,
+    pub name: String,
+    pub version: u64,
+    pub checksum: u64,
+    pub rows: u32,
+    pub width: u8,
+    pub backends: usize,
+    pub binds: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reload {
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    /// Services whose table was swapped.
+    pub swapped: Vec<String>,
+    /// From reading the source to the last swap, microseconds.
+    pub took_us: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub time: u64,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub pid: u32,
+    pub source: String,
+    pub interfaces: Vec<Interface>,
+    pub services: Vec<ServiceState>,
+    pub ids: Ids,
+    pub last_reload: Option<Reload>,
+    pub last_rejected: Option<Rejected>,
+}
+
+impl State {
+    pub fn read(path: &Path) -> Option<State> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).expect("state serialises"),
+        )?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

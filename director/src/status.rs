@@ -1,0 +1,214 @@
+//! `xdplb-director status`: the state file plus the pinned maps, as text or JSON.
+//! Reads only: works while the daemon runs, after it stopped, and as a non-daemon process.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::DirectorConfig;
+use crate::counters::REASONS;
+use crate::datapath::{Count, PinnedView};
+use crate::state::State;
+
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    pub id: u32,
+    pub name: String,
+    /// What the kernel holds now (from the table header), hex.
+    pub version: String,
+    pub checksum: String,
+    pub rows: u32,
+    pub width: u8,
+    pub backends: usize,
+    pub live: bool,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BindStatus {
+    pub bind: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReasonStatus {
+    pub reason: &'static str,
+    pub verdict: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub pin_dir: String,
+    pub loaded: bool,
+    pub daemon_pid: u32,
+    pub source: String,
+    pub interfaces: Vec<crate::state::Interface>,
+    pub services: Vec<ServiceStatus>,
+    pub binds: Vec<BindStatus>,
+    pub reasons: Vec<ReasonStatus>,
+    pub last_reload: Option<crate::state::Reload>,
+    pub last_rejected: Option<crate::state::Rejected>,
+}
+
+/// Gather the status of the director configured by `cfg`.
+pub fn gather(cfg: &DirectorConfig) -> Status {
+    let mut st = State::read(&cfg.state_file()).unwrap_or_default();
+    // A daemon that died without cleaning up (crash, SIGKILL) left its pid behind.
+    if st.pid != 0 && !std::path::Path::new(&format!("/proc/{}", st.pid)).exists() {
+        st.pid = 0;
+    }
+    let view = PinnedView::open(&cfg.pin_dir()).ok();
+    let counters = view.as_ref().map(|v| v.counters()).unwrap_or_default();
+    let get = |v: &[Count], i: u32| v.get(i as usize).copied().unwrap_or_default();
+    let services = st
+        .services
+        .iter()
+        .map(|s| {
+            let hdr = view.as_ref().and_then(|v| v.table_hdr(s.id));
+            let c = get(&counters.services, s.id);
+            ServiceStatus {
+                id: s.id,
+                name: s.name.clone(),
+                version: format!("{:016x}", hdr.map(|h| h.version).unwrap_or(s.version)),
+                checksum: format!("{:016x}", hdr.map(|h| h.checksum).unwrap_or(s.checksum)),
+                rows: s.rows,
+                width: s.width,
+                backends: s.backends,
+                live: hdr.is_some(),
+                packets: c.packets,
+                bytes: c.bytes,
+            }
+        })
+        .collect();
+    let binds = st
+        .ids
+        .binds
+        .iter()
+        .map(|(name, id)| {
+            let c = get(&counters.binds, *id);
+            BindStatus {
+                bind: name.clone(),
+                packets: c.packets,
+                bytes: c.bytes,
+            }
+        })
+        .collect();
+    let reasons = REASONS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, verdict, _))| {
+            let c = get(&counters.reasons, i as u32);
+            ReasonStatus {
+                reason: name,
+                verdict,
+                packets: c.packets,
+                bytes: c.bytes,
+            }
+        })
+        .collect();
+    Status {
+        pin_dir: cfg.pin_dir().display().to_string(),
+        loaded: view.is_some(),
+        daemon_pid: st.pid,
+        source: st.source,
+        interfaces: st.interfaces,
+        services,
+        binds,
+        reasons,
+        last_reload: st.last_reload,
+        last_rejected: st.last_rejected,
+    }
+}
+
+fn ago(t: u64) -> String {
+    let now = crate::state::now();
+    format!("{}s ago", now.saturating_sub(t))
+}
+
+impl Status {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("status serialises")
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        if !self.loaded {
+            let _ = writeln!(
+                o,
+                "director: not loaded (nothing pinned under {})",
+                self.pin_dir
+            );
+            return o;
+        }
+        let daemon = if self.daemon_pid > 0 {
+            format!("pid {}", self.daemon_pid)
+        } else {
+            "not running".into()
+        };
+        let _ = writeln!(o, "director: loaded ({}), daemon {daemon}", self.pin_dir);
+        let _ = writeln!(o, "source: {}", self.source);
+        if self.interfaces.is_empty() {
+            let _ = writeln!(o, "interfaces: none attached");
+        }
+        for i in &self.interfaces {
+            let _ = writeln!(o, "interface {}: xdp {}", i.name, i.mode);
+        }
+        match &self.last_reload {
+            Some(r) => {
+                let _ = writeln!(
+                    o,
+                    "last reload: {} ({} swapped, {} us)",
+                    ago(r.time),
+                    r.swapped.len(),
+                    r.took_us
+                );
+            }
+            None => {
+                let _ = writeln!(o, "last reload: never");
+            }
+        }
+        match &self.last_rejected {
+            Some(r) => {
+                let _ = writeln!(o, "last rejected config ({}):", ago(r.time));
+                for l in r.error.lines() {
+                    let _ = writeln!(o, "  {l}");
+                }
+            }
+            None => {
+                let _ = writeln!(o, "last rejected config: none");
+            }
+        }
+        let _ = writeln!(o, "services:");
+        for s in &self.services {
+            let _ = writeln!(
+                o,
+                "  {:<16} version {} checksum {} rows {} width {} backends {}{} packets {} bytes {}",
+                s.name, s.version, s.checksum, s.rows, s.width, s.backends,
+                if s.live { "" } else { " (NOT LIVE)" }, s.packets, s.bytes
+            );
+        }
+        let _ = writeln!(o, "binds:");
+        for b in &self.binds {
+            let _ = writeln!(
+                o,
+                "  {:<40} packets {} bytes {}",
+                b.bind, b.packets, b.bytes
+            );
+        }
+        let _ = writeln!(o, "not forwarded:");
+        for r in &self.reasons {
+            if r.packets > 0 {
+                let _ = writeln!(
+                    o,
+                    "  {:<18} {:<4} packets {} bytes {}",
+                    r.reason, r.verdict, r.packets, r.bytes
+                );
+            }
+        }
+        o
+    }
+}

@@ -1,0 +1,318 @@
+//! Pure conversion: a validated backends config and its tablegen tables become the images the
+//! kernel maps hold (one table per service, the VIP/bind index), with service and bind ids
+//! that stay stable across reloads so counters keep their meaning.
+//!
+//! Must not do: touch maps (that is `datapath`), I/O, clocks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use tablegen::config::{Config, Proto, Service};
+use tablegen::hash::key_halves;
+use tablegen::table::Table;
+
+use crate::bpf::types::{director_port_range, director_row, director_table_hdr, director_vip};
+use crate::error::TablesError;
+
+/// Sizes fixed by bpf/include/abi.h (the pinned maps are created with them).
+pub const MAX_SERVICES: usize = 256;
+pub const MAX_BINDS: usize = 4096;
+pub const MAX_VIPS: usize = 4096;
+pub const VIP_RANGES: usize = 16;
+pub const MAX_HOPS: usize = 4;
+pub const MAX_BACKENDS: usize = 16384;
+
+const _: () = assert!(std::mem::size_of::<director_row>() == 72);
+const _: () = assert!(std::mem::size_of::<director_table_hdr>() == 48);
+const _: () = assert!(std::mem::size_of::<director_vip>() == 8 + 8 * VIP_RANGES);
+
+/// A VIP map key: the address in 16 bytes (IPv4 as ::ffff:a.b.c.d) and the protocol
+/// (0 = "is a VIP" marker).
+pub type VipKey = ([u8; 16], u8);
+
+/// The 16-byte form of an address used in map keys and rows.
+pub fn addr16(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The hop form of a backend address: IPv4 in the first 4 bytes (what the program copies).
+fn hop16(a: IpAddr) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => out = v6.octets(),
+    }
+    out
+}
+
+/// Service and bind ids, kept across reloads and restarts (saved in the state file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ids {
+    pub services: BTreeMap<String, u32>,
+    pub binds: BTreeMap<String, u32>,
+    /// Backend address -> its slot in the next-hop cache.
+    #[serde(default)]
+    pub backends: BTreeMap<String, u32>,
+}
+
+fn alloc(map: &BTreeMap<String, u32>, used: &BTreeSet<u32>) -> u32 {
+    let mut taken: BTreeSet<u32> = map.values().copied().collect();
+    taken.extend(used.iter().copied());
+    (0..)
+        .find(|i| !taken.contains(i))
+        .expect("ids are bounded by the caller")
+}
+
+/// Keep the ids of names that still exist, give new names the lowest free ids.
+fn assign(prev: &BTreeMap<String, u32>, names: &[String]) -> (BTreeMap<String, u32>, Vec<u32>) {
+    let mut out: BTreeMap<String, u32> = prev
+        .iter()
+        .filter(|(n, _)| names.contains(n))
+        .map(|(n, i)| (n.clone(), *i))
+        .collect();
+    let mut fresh = Vec::new();
+    for n in names {
+        if !out.contains_key(n) {
+            let id = alloc(&out, &BTreeSet::new());
+            out.insert(n.clone(), id);
+            fresh.push(id);
+        }
+    }
+    (out, fresh)
+}
+
+/// The text identity of a bind (its stats id key), e.g. `web|10.100.0.1|tcp|80-80`.
+pub fn bind_name(service: &str, vip: IpAddr, proto: Proto, first: u16, last: u16) -> String {
+    format!("{service}|{vip}|{}|{first}-{last}", proto.as_str())
+}
+
+/// One service's table as the kernel holds it.
+#[derive(Clone, Debug)]
+pub struct ServiceImage {
+    pub id: u32,
+    pub name: String,
+    pub hdr: director_table_hdr,
+    /// Row r at index r (the map holds it at 1 + r).
+    pub rows: Vec<director_row>,
+    pub backends: usize,
+    pub binds: usize,
+}
+
+/// Everything one reload installs.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub services: Vec<ServiceImage>,
+    pub vips: BTreeMap<VipKey, director_vip>,
+    pub ids: Ids,
+    /// Ids handed out for the first time by this snapshot: their counters start at zero.
+    pub fresh_service_ids: Vec<u32>,
+    pub fresh_bind_ids: Vec<u32>,
+}
+
+/// The header of a service's table.
+pub fn table_hdr(id: u32, service: &Service, table: &Table) -> director_table_hdr {
+    let (k0, k1) = key_halves(&service.hash_key);
+    let family = match service.backends.first().map(|b| b.address) {
+        Some(IpAddr::V6(_)) => 6,
+        _ => 4,
+    };
+    director_table_hdr {
+        hash_k0: k0,
+        hash_k1: k1,
+        version: table.version,
+        checksum: table.checksum,
+        rows_mask: table.rows - 1,
+        width: table.width,
+        fields: service.hash_fields.0,
+        family,
+        service: id,
+        ..Default::default()
+    }
+}
+
+/// The rows of a service's table: backend addresses, primary first, and the primary's
+/// next-hop cache slot (`nh` maps an address to it).
+pub fn table_rows(
+    service: &Service,
+    table: &Table,
+    nh: &BTreeMap<String, u32>,
+) -> Vec<director_row> {
+    let w = usize::from(table.width);
+    if w == 0 {
+        return Vec::new();
+    }
+    // Per backend once, not per row: 65536 rows of address formatting cost milliseconds.
+    let hops: Vec<[u8; 16]> = service.backends.iter().map(|b| hop16(b.address)).collect();
+    let slots: Vec<u32> = service
+        .backends
+        .iter()
+        .map(|b| nh.get(&b.address.to_string()).copied().unwrap_or(0))
+        .collect();
+    table
+        .entries
+        .chunks_exact(w)
+        .map(|row| {
+            let mut r = director_row::default();
+            for (i, b) in row.iter().take(MAX_HOPS).enumerate() {
+                r.hops[i] = hops[*b as usize];
+            }
+            r.primary_nh = slots[row[0] as usize];
+            r
+        })
+        .collect()
+}
+
+/// Build the kernel images of `config` and its `tables` (tablegen::table::build_all order).
+/// `have_v4` / `have_v6`: whether director.yaml gives an outer source of that family.
+pub fn snapshot(
+    config: &Config,
+    tables: &[Table],
+    prev: &Ids,
+    have_v4: bool,
+    have_v6: bool,
+) -> Result<Snapshot, TablesError> {
+    if config.services.len() > MAX_SERVICES {
+        return Err(TablesError::TooManyServices {
+            count: config.services.len(),
+            max: MAX_SERVICES,
+        });
+    }
+    let service_names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
+    let bind_names: Vec<String> = config
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.binds
+                .iter()
+                .map(|b| bind_name(&s.name, b.vip, b.proto, b.port_first, b.port_last))
+        })
+        .collect();
+    if bind_names.len() > MAX_BINDS {
+        return Err(TablesError::TooManyBindIds {
+            count: bind_names.len(),
+            max: MAX_BINDS,
+        });
+    }
+    let (service_ids, fresh_service_ids) = assign(&prev.services, &service_names);
+    let (bind_ids, fresh_bind_ids) = assign(&prev.binds, &bind_names);
+    let mut backend_names: Vec<String> = config
+        .services
+        .iter()
+        .flat_map(|s| s.backends.iter().map(|b| b.address.to_string()))
+        .collect();
+    backend_names.sort();
+    backend_names.dedup();
+    if backend_names.len() > MAX_BACKENDS {
+        return Err(TablesError::TooManyBackends {
+            count: backend_names.len(),
+            max: MAX_BACKENDS,
+        });
+    }
+    let (backend_ids, _) = assign(&prev.backends, &backend_names);
+
+    let mut services = Vec::new();
+    let mut ranges: BTreeMap<VipKey, Vec<director_port_range>> = BTreeMap::new();
+    for (service, table) in config.services.iter().zip(tables) {
+        let id = service_ids[&service.name];
+        let hdr = table_hdr(id, service, table);
+        if table.width > 0 {
+            let (family, have) = if hdr.family == 6 {
+                (6, have_v6)
+            } else {
+                (4, have_v4)
+            };
+            if !have {
+                return Err(TablesError::NoSource {
+                    service: service.name.clone(),
+                    family,
+                });
+            }
+        }
+        for b in &service.binds {
+            let bid =
+                bind_ids[&bind_name(&service.name, b.vip, b.proto, b.port_first, b.port_last)];
+            ranges
+                .entry((addr16(b.vip), b.proto.number()))
+                .or_default()
+                .push(director_port_range {
+                    first: b.port_first,
+                    last: b.port_last,
+                    service: id as u16,
+                    bind: bid as u16,
+                });
+            ranges.entry((addr16(b.vip), 0)).or_default();
+        }
+        services.push(ServiceImage {
+            id,
+            name: service.name.clone(),
+            hdr,
+            rows: table_rows(service, table, &backend_ids),
+            backends: service.backends.len(),
+            binds: service.binds.len(),
+        });
+    }
+    if ranges.len() > MAX_VIPS {
+        return Err(TablesError::TooManyVips {
+            count: ranges.len(),
+            max: MAX_VIPS,
+        });
+    }
+    let mut vips = BTreeMap::new();
+    for (key, mut list) in ranges {
+        if list.len() > VIP_RANGES {
+            let vip = if key.0[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
+                IpAddr::from([key.0[12], key.0[13], key.0[14], key.0[15]])
+            } else {
+                IpAddr::from(key.0)
+            };
+            return Err(TablesError::TooManyBinds {
+                vip,
+                proto: if key.1 == 6 { "tcp" } else { "udp" },
+                count: list.len(),
+                max: VIP_RANGES,
+            });
+        }
+        // Narrowest first: a single port wins over a range containing it (tablegen refuses
+        // overlaps today; the order keeps the rule obvious if that ever changes).
+        list.sort_by_key(|r| (u32::from(r.last) - u32::from(r.first), r.first));
+        let mut v = director_vip {
+            count: list.len() as u32,
+            ..Default::default()
+        };
+        v.ranges[..list.len()].copy_from_slice(&list);
+        vips.insert(key, v);
+    }
+    Ok(Snapshot {
+        services,
+        vips,
+        ids: Ids {
+            services: service_ids,
+            binds: bind_ids,
+            backends: backend_ids,
+        },
+        fresh_service_ids,
+        fresh_bind_ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_reused_lowest_first() {
+        let mut prev = BTreeMap::new();
+        prev.insert("a".to_string(), 0);
+        prev.insert("b".to_string(), 1);
+        prev.insert("c".to_string(), 2);
+        let (ids, fresh) = assign(&prev, &["c".into(), "d".into(), "a".into()]);
+        assert_eq!(ids["a"], 0);
+        assert_eq!(ids["c"], 2);
+        assert_eq!(ids["d"], 1);
+        assert_eq!(fresh, vec![1]);
+    }
+}

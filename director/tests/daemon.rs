@@ -1,0 +1,453 @@
+//! The daemon in-process (shutdown handle): reload on file change (bad edit kept out, good
+//! edit picked up), restart without interrupting forwarding, detach, status, atomic swaps
+//! under traffic, and the unresolved-neighbour fallback with real packets between namespaces.
+
+mod common;
+
+use std::net::{IpAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+use director::config::{DirectorConfig, XdpMode};
+use director::datapath::Settings;
+use director::datapath::{Datapath, PinnedView};
+use director::state::State;
+use director::Control;
+use tablegen::hash::Flow;
+
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("debug")
+        .try_init();
+}
+
+fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(path).expect("open netns");
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn backends(ports: &[u8], extra: &str) -> String {
+    let mut s = format!(
+        "services:\n  - name: web\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    binds:\n      - {{ vip: 10.100.0.1, proto: tcp, port: 80 }}\n    backends:\n"
+    );
+    for p in ports {
+        s.push_str(&format!("      - {{ name: b{p}, address: 10.1.0.{p} }}\n"));
+    }
+    s.push_str(extra);
+    s
+}
+
+/// Replace a file the way editors do: write a temporary file, rename it over.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+struct Setup {
+    lab: Lab,
+    dir: PathBuf,
+    cfg: DirectorConfig,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        logs();
+        let lab = Lab::new();
+        let dir = PathBuf::from(format!("/run/{}", unique("xdplb-daemon-test-")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = format!(
+            "interfaces: [dp0]\nxdp_mode: generic\nencap_source_v4: 10.1.0.1\nbpffs_dir: {}\nbackends: {}\nstate_dir: {}\nreload_debounce_ms: 5\n",
+            lab.fs.root.display(),
+            dir.join("backends.yaml").display(),
+            dir.display()
+        );
+        let cfg = DirectorConfig::parse(&dir.join("director.yaml"), &yaml).unwrap();
+        assert_eq!(cfg.xdp_mode, XdpMode::Generic);
+        Setup { lab, dir, cfg }
+    }
+
+    fn backends_path(&self) -> PathBuf {
+        self.dir.join("backends.yaml")
+    }
+
+    fn start(
+        &self,
+    ) -> (
+        director::Handle,
+        JoinHandle<Result<(), director::error::DaemonError>>,
+    ) {
+        let control = Control::new();
+        let handle = control.handle();
+        let cfg = self.cfg.clone();
+        let j = spawn_in(&self.lab.ns.name, move || director::run(cfg, control));
+        (handle, j)
+    }
+
+    fn state(&self) -> State {
+        State::read(&self.cfg.state_file()).unwrap_or_default()
+    }
+
+    fn live_version(&self) -> Option<u64> {
+        PinnedView::open(&self.cfg.pin_dir())
+            .ok()?
+            .table_hdr(0)
+            .map(|h| h.version)
+    }
+
+    fn xdp_prog_id(&self) -> Option<u32> {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &self.lab.ns.name, "-d", "-j", "link", "show", "dp0"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["xdp"]["prog"]["id"].as_u64().map(|x| x as u32)
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn version_of(yaml: &str) -> u64 {
+    let l = director::source::build(Path::new("b.yaml"), yaml).unwrap();
+    l.tables[0].version
+}
+
+#[test]
+fn reload_refuses_a_bad_edit_and_picks_up_the_next_good_one() {
+    let s = Setup::new();
+    let v1 = backends(&[11, 12], "");
+    std::fs::write(s.backends_path(), &v1).unwrap();
+    let (h, j) = s.start();
+    wait_until("first table", Duration::from_secs(10), || {
+        s.live_version() == Some(version_of(&v1))
+    });
+    wait_until("attached", Duration::from_secs(10), || {
+        s.xdp_prog_id().is_some()
+    });
+
+    // A bad edit (unknown state on line 11), saved by rename: refused, old table stays.
+    let bad = backends(
+        &[11, 12],
+        "      - { name: b13, address: 10.1.0.13, state: sleepy }\n",
+    );
+    replace(&s.backends_path(), &bad);
+    wait_until("rejection", Duration::from_secs(10), || {
+        s.state().last_rejected.is_some()
+    });
+    let err = s.state().last_rejected.unwrap().error;
+    assert!(err.contains("backends.yaml:11:"), "file:line:col in {err}");
+    assert_eq!(s.live_version(), Some(version_of(&v1)));
+
+    // The next good edit (written in place) goes live.
+    let v2 = backends(&[11, 12, 13], "");
+    let t0 = Instant::now();
+    std::fs::write(s.backends_path(), &v2).unwrap();
+    wait_until("second table", Duration::from_secs(10), || {
+        s.live_version() == Some(version_of(&v2))
+    });
+    eprintln!("save -> live: {:?}", t0.elapsed());
+
+    // SIGHUP's path: an explicit reload of an unchanged file swaps nothing.
+    h.reload();
+    let before = s.state().last_reload.unwrap().time;
+    wait_until("reload recorded", Duration::from_secs(10), || {
+        s.state()
+            .last_reload
+            .is_some_and(|r| r.swapped.is_empty() && r.time >= before)
+    });
+    h.shutdown();
+    j.join().unwrap().unwrap();
+}
+
+#[test]
+fn restart_keeps_forwarding_and_detach_removes_everything() {
+    let s = Setup::new();
+    let v1 = backends(&[11, 12], "");
+    std::fs::write(s.backends_path(), &v1).unwrap();
+    let (h, j) = s.start();
+    wait_until("first table", Duration::from_secs(10), || {
+        s.live_version() == Some(version_of(&v1))
+    });
+    wait_until("attached", Duration::from_secs(10), || s.state().pid != 0);
+    let prog1 = s.xdp_prog_id().unwrap();
+    h.shutdown();
+    j.join().unwrap().unwrap();
+
+    // Daemon gone: still attached, tables still in the kernel, packets still forwarded.
+    assert_eq!(s.xdp_prog_id(), Some(prog1));
+    assert_eq!(s.live_version(), Some(version_of(&v1)));
+    let pin = s.cfg.pin_dir();
+    let dp0 = s.lab.dp0;
+    let forwarded = move || {
+        let pin = pin.clone();
+        move || {
+            let dp = Datapath::open(&pin).unwrap();
+            let f = tcp_packet(
+                "192.0.2.1".parse().unwrap(),
+                "10.100.0.1".parse().unwrap(),
+                1,
+                80,
+                b"",
+            );
+            dp.test_run(&f, dp0).unwrap().0
+        }
+    };
+    assert_eq!(s.lab.ns.run(forwarded()), XDP_TX);
+
+    // Restart: the new program replaces the old one in the same link; tables untouched.
+    let (h, j) = s.start();
+    wait_until("restarted", Duration::from_secs(10), || {
+        s.state().pid != 0 && s.xdp_prog_id().is_some_and(|p| p != prog1)
+    });
+    assert_eq!(s.live_version(), Some(version_of(&v1)));
+    let st = s.state();
+    assert_eq!(st.interfaces.len(), 1);
+    assert_eq!(st.interfaces[0].mode, "generic");
+    assert!(
+        st.last_reload.unwrap().swapped.is_empty(),
+        "same config: no swap on restart"
+    );
+    assert_eq!(s.lab.ns.run(forwarded()), XDP_TX);
+
+    // status reads the pinned maps and the state file.
+    let status = director::status::gather(&s.cfg);
+    assert!(status.loaded);
+    assert_eq!(status.services.len(), 1);
+    assert!(status.services[0].live);
+    assert_eq!(
+        status.services[0].version,
+        format!("{:016x}", version_of(&v1))
+    );
+    let json: serde_json::Value = serde_json::from_str(&status.to_json()).unwrap();
+    assert_eq!(json["interfaces"][0]["name"], "dp0");
+    assert!(status.to_text().contains("interface dp0: xdp generic"));
+    h.shutdown();
+    j.join().unwrap().unwrap();
+
+    // detach: no program on the interface, nothing pinned.
+    let removed = director::datapath::detach_all(&s.cfg.pin_dir()).unwrap();
+    assert_eq!(removed, vec!["dp0".to_string()]);
+    assert_eq!(s.xdp_prog_id(), None);
+    assert!(!s.cfg.pin_dir().exists());
+    assert!(!director::status::gather(&s.cfg).loaded);
+}
+
+#[test]
+fn first_config_invalid_without_pinned_tables_fails_loudly() {
+    let s = Setup::new();
+    std::fs::write(s.backends_path(), "services: [\n").unwrap();
+    let (_h, j) = s.start();
+    let e = j.join().unwrap().unwrap_err();
+    assert!(e.to_string().contains("backends.yaml:"), "{e}");
+}
+
+/// Swap two table versions as fast as possible while another thread runs packets: every
+/// output must be exactly what one whole version gives.
+#[test]
+fn table_swaps_are_atomic_under_traffic() {
+    let lab = Lab::new();
+    let pin = lab.fs.pin_dir();
+    let dp0 = lab.dp0;
+    let a = backends(&[11, 12, 13], "");
+    let b = backends(&[21, 22, 23, 24], "");
+    let name = lab.ns.name.clone();
+    spawn_in(&name, move || {
+        let dp = Arc::new(Datapath::open(&pin).unwrap());
+        dp.set_config(&Settings {
+            src6: None,
+            ..settings()
+        })
+        .unwrap();
+        let ia = install(&dp, &a);
+        let ib = director::source::build(Path::new("b.yaml"), &b).unwrap();
+        let la = director::source::build(Path::new("a.yaml"), &a).unwrap();
+        let snap_a =
+            director::tables::snapshot(&la.config, &la.tables, &Default::default(), true, false)
+                .unwrap();
+        // As the daemon does: the second version keeps the first one's ids.
+        let snap_b =
+            director::tables::snapshot(&ib.config, &ib.tables, &snap_a.ids, true, false).unwrap();
+        let inst_b = Installed {
+            config: ib.config.clone(),
+            tables: ib.tables.clone(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let swapper = {
+            let dp = dp.clone();
+            let stop = stop.clone();
+            let swaps = swaps.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    dp.install_service(&snap_b.services[0]).unwrap();
+                    dp.install_service(&snap_a.services[0]).unwrap();
+                    swaps.fetch_add(2, Ordering::Relaxed);
+                }
+            })
+        };
+        let (mut seen_a, mut seen_b) = (0, 0);
+        // Each swap waits for an RCU grace period, which under this load takes long: run
+        // packets until enough swaps happened (bounded).
+        let t0 = Instant::now();
+        for i in 0.. {
+            if i >= 2000
+                && (swaps.load(Ordering::Relaxed) >= 10 || t0.elapsed() > Duration::from_secs(60))
+            {
+                break;
+            }
+            let i: u32 = i;
+            let f = Flow {
+                src: IpAddr::from((0xc0000200u32 + i).to_be_bytes()),
+                dst: "10.100.0.1".parse().unwrap(),
+                sport: (i * 7919) as u16,
+                dport: 80,
+            };
+            let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
+            let (ret, out) = dp.test_run(&frame, dp0).unwrap();
+            assert_eq!(ret, XDP_TX);
+            let want = |inst: &Installed| {
+                let (h, row) = inst.expect("web", &f);
+                expected_gue(backend_mac(row[0]), DIR_MAC, &row, h, &frame[14..])
+            };
+            if out == want(&ia) {
+                seen_a += 1;
+            } else if out == want(&inst_b) {
+                seen_b += 1;
+            } else {
+                panic!("packet {i} matches neither whole version");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        let swaps = swaps.load(Ordering::Relaxed);
+        eprintln!("swaps {swaps}, outputs: version a {seen_a}, version b {seen_b}");
+        assert!(swaps >= 10, "the swapper ran ({swaps})");
+        assert!(
+            seen_a > 0 && seen_b > 0,
+            "both versions were seen ({seen_a}/{seen_b})"
+        );
+    })
+    .join()
+    .unwrap();
+}
+
+/// Real packets: client namespace -> director (generic XDP, attached by the daemon) ->
+/// backend namespace. The backend's neighbour is unknown at first: the program hands the
+/// encapsulated packet to the kernel, which resolves it and forwards; later packets go by
+/// XDP redirect. The backend receives both as GUE on its UDP socket.
+#[test]
+fn unresolved_neighbour_really_reaches_the_backend() {
+    let c = Netns::new();
+    let d = Netns::new();
+    let b = Netns::new();
+    let (cl, dl, dr, br) = (unique("xc"), unique("xd"), unique("xe"), unique("xb"));
+    sh(&[
+        "ip", "link", "add", &cl, "netns", &c.name, "type", "veth", "peer", "name", &dl, "netns",
+        &d.name,
+    ]);
+    sh(&[
+        "ip", "link", "add", &dr, "netns", &d.name, "type", "veth", "peer", "name", &br, "netns",
+        &b.name,
+    ]);
+    c.ip(&["addr", "add", "10.50.0.2/24", "dev", &cl]);
+    c.ip(&["link", "set", &cl, "up"]);
+    c.ip(&["route", "add", "10.100.0.0/24", "via", "10.50.0.1"]);
+    d.ip(&["addr", "add", "10.50.0.1/24", "dev", &dl]);
+    d.ip(&["addr", "add", "10.60.0.1/24", "dev", &dr]);
+    d.ip(&["link", "set", &dl, "up"]);
+    d.ip(&["link", "set", &dr, "up"]);
+    b.ip(&["addr", "add", "10.60.0.2/24", "dev", &br]);
+    b.ip(&["link", "set", &br, "up"]);
+
+    let fs = Bpffs::new();
+    let dir = PathBuf::from(format!("/run/{}", unique("xdplb-e2e-")));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("backends.yaml"),
+        format!(
+            "services:\n  - name: udp\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    binds:\n      - {{ vip: 10.100.0.1, proto: udp, port: 7000 }}\n    backends:\n      - {{ name: b, address: 10.60.0.2 }}\n"
+        ),
+    )
+    .unwrap();
+    let yaml = format!(
+        "interfaces: [{dl}]\nxdp_mode: generic\nencap_source_v4: 10.60.0.1\nbpffs_dir: {}\nbackends: backends.yaml\nstate_dir: {}\n",
+        fs.root.display(),
+        dir.display()
+    );
+    let cfg = DirectorConfig::parse(&dir.join("director.yaml"), &yaml).unwrap();
+    let control = Control::new();
+    let handle = control.handle();
+    let cfg2 = cfg.clone();
+    let daemon = spawn_in(&d.name, move || director::run(cfg2, control));
+    wait_until("daemon ready", Duration::from_secs(10), || {
+        State::read(&cfg.state_file()).is_some_and(|s| !s.interfaces.is_empty())
+    });
+
+    let rx = spawn_in(&b.name, || {
+        let s = UdpSocket::bind("10.60.0.2:19523").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        for _ in 0..2 {
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            got.push((buf[..n].to_vec(), from));
+        }
+        got
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    spawn_in(&c.name, || {
+        let s = UdpSocket::bind("10.50.0.2:4000").unwrap();
+        s.send_to(b"first", "10.100.0.1:7000").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        s.send_to(b"second", "10.100.0.1:7000").unwrap();
+    })
+    .join()
+    .unwrap();
+    let got = rx.join().unwrap();
+    for ((payload, from), want) in got.iter().zip([&b"first"[..], b"second"]) {
+        assert_eq!(
+            from.ip(),
+            "10.60.0.1".parse::<IpAddr>().unwrap(),
+            "outer source: the director"
+        );
+        // GUE: hlen 1 (hop list header, no alternates), proto 4, then the inner IPv4 packet.
+        assert_eq!(&payload[..8], &[1, 4, 0, 0, 0, 0, 0, 0]);
+        let inner = &payload[8..];
+        assert_eq!(&inner[12..16], &[10, 50, 0, 2]);
+        assert_eq!(&inner[16..20], &[10, 100, 0, 1]);
+        assert!(inner.ends_with(want));
+    }
+    let view = PinnedView::open(&cfg.pin_dir()).unwrap();
+    let c_ = view.counters();
+    assert_eq!(
+        c_.reasons[director::counters::NO_NEIGH].packets,
+        1,
+        "first packet: kernel path"
+    );
+    assert_eq!(c_.services[0].packets, 2, "both forwarded for the service");
+    handle.shutdown();
+    daemon.join().unwrap().unwrap();
+    director::datapath::detach_all(&cfg.pin_dir()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,867 @@
+//! Packet tests: the real XDP program through BPF_PROG_TEST_RUN, maps filled by the daemon's
+//! own code (tables::snapshot + Datapath::install), exact expected bytes built independently.
+//! Runs as root; bpf_fib_lookup resolves next hops in a namespace each test builds.
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::*;
+use director::counters as reason;
+use director::datapath::Datapath;
+use tablegen::hash::Flow;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// One service per bind kind, v4 and v6 VIPs and backends.
+fn yaml() -> String {
+    format!(
+        r#"services:
+  - name: web
+    hash_key: {KEY}
+    seed: {SEED}
+    table_bits: 8
+    binds:
+      - {{ vip: 10.100.0.1, proto: tcp, port: 80 }}
+      - {{ vip: 10.100.0.1, proto: udp, ports: 5000-5100 }}
+    backends:
+      - {{ name: b1, address: 10.1.0.11 }}
+      - {{ name: b2, address: 10.1.0.12 }}
+      - {{ name: b3, address: 10.1.0.13 }}
+  - name: any
+    hash_key: {KEY}
+    seed: {SEED}
+    table_bits: 8
+    hops: 3
+    hash: [src_ip]
+    binds:
+      - {{ vip: 10.100.0.2, proto: tcp, ports: all }}
+    backends:
+      - {{ name: b1, address: 10.1.0.21 }}
+      - {{ name: b2, address: 10.1.0.22 }}
+      - {{ name: b3, address: 10.1.0.23 }}
+      - {{ name: b4, address: 10.1.0.24 }}
+  - name: web6
+    hash_key: {KEY}
+    seed: {SEED}
+    table_bits: 8
+    binds:
+      - {{ vip: "fd00:100::1", proto: tcp, port: 443 }}
+      - {{ vip: 10.100.0.3, proto: tcp, port: 443 }}
+      - {{ vip: 10.100.0.3, proto: udp, port: 443 }}
+    backends:
+      - {{ name: b1, address: "fd00:1::31" }}
+      - {{ name: b2, address: "fd00:1::32" }}
+      - {{ name: b3, address: "fd00:1::33" }}
+  - name: v6to4
+    hash_key: {KEY}
+    seed: {SEED}
+    table_bits: 8
+    binds:
+      - {{ vip: "fd00:100::2", proto: udp, port: 53 }}
+    backends:
+      - {{ name: b1, address: 10.1.0.41 }}
+      - {{ name: b2, address: 10.1.0.42 }}
+  - name: far
+    hash_key: {KEY}
+    seed: {SEED}
+    table_bits: 8
+    binds:
+      - {{ vip: 10.100.0.9, proto: tcp, port: 80 }}
+      - {{ vip: "fd00:100::9", proto: tcp, port: 80 }}
+    backends:
+      - {{ name: b1, address: 10.9.0.11 }}
+      - {{ name: b2, address: 10.9.0.12 }}
+  - name: far6
+    hash_key: {KEY}
+    seed: {SEED}
+    table_bits: 8
+    binds:
+      - {{ vip: "fd00:100::19", proto: tcp, port: 80 }}
+    backends:
+      - {{ name: b1, address: "fd00:9::11" }}
+      - {{ name: b2, address: "fd00:9::12" }}
+  - name: unresolved
+    hash_key: {KEY}
+    seed: {SEED}
+    table_bits: 8
+    binds:
+      - {{ vip: 10.100.0.10, proto: tcp, port: 80 }}
+    backends:
+      - {{ name: b1, address: 10.1.0.200 }}
+  - name: other-port
+    hash_key: {KEY}
+    seed: {SEED}
+    table_bits: 8
+    binds:
+      - {{ vip: 10.100.0.11, proto: tcp, port: 80 }}
+    backends:
+      - {{ name: b1, address: 10.2.0.10 }}
+  - name: empty
+    hash_key: {KEY}
+    seed: {SEED}
+    table_bits: 8
+    binds:
+      - {{ vip: 10.100.0.12, proto: tcp, port: 80 }}
+    backends:
+      - {{ name: b1, address: 10.1.0.51, state: inactive }}
+"#
+    )
+}
+
+struct T {
+    lab: Lab,
+}
+
+impl T {
+    fn new() -> T {
+        T { lab: Lab::new() }
+    }
+
+    /// Load, install, run `f` inside the namespace with the datapath and the installed config.
+    fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Datapath, &Installed, u32, u32) -> R + Send + 'static,
+    ) -> R {
+        let pin = self.lab.fs.pin_dir();
+        let (dp0, dq0) = (self.lab.dp0, self.lab.dq0);
+        self.lab.ns.run(move || {
+            let dp = Datapath::open(&pin).expect("load");
+            dp.set_config(&settings()).unwrap();
+            let inst = install(&dp, &yaml());
+            f(&dp, &inst, dp0, dq0)
+        })
+    }
+}
+
+fn flow(src: &str, dst: &str, sport: u16, dport: u16) -> Flow {
+    Flow {
+        src: ip(src),
+        dst: ip(dst),
+        sport,
+        dport,
+    }
+}
+
+fn reason_count(dp: &Datapath, r: usize) -> u64 {
+    dp.counters().reasons[r].packets
+}
+
+/// Run and expect a GUE frame to the flow's row, built independently.
+fn check_forward(
+    dp: &Datapath,
+    inst: &Installed,
+    ifindex: u32,
+    service: &str,
+    f: Flow,
+    frame: &[u8],
+    l3: usize,
+) {
+    let (hash, row) = inst.expect(service, &f);
+    let (ret, out) = dp.test_run(frame, ifindex).unwrap();
+    assert_eq!(ret, XDP_TX, "verdict for {f:?}");
+    let want = expected_gue(backend_mac(row[0]), DIR_MAC, &row, hash, &frame[l3..]);
+    assert_eq!(hex(&out), hex(&want), "frame for {f:?} to {row:?}");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn v4_tcp_single_port_bind_is_encapsulated_exactly() {
+    T::new().run(|dp, inst, dp0, _| {
+        let f = flow("192.0.2.7", "10.100.0.1", 40000, 80);
+        let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"hello");
+        check_forward(dp, inst, dp0, "web", f, &frame, 14);
+        let c = dp.counters();
+        let id = 0; // first service
+        assert_eq!(c.services[id].packets, 1);
+        assert_eq!(c.services[id].bytes, frame.len() as u64);
+        assert_eq!(
+            c.reasons.iter().map(|r| r.packets).sum::<u64>(),
+            0,
+            "a forward is no reason"
+        );
+    });
+}
+
+#[test]
+fn v4_udp_port_range_bind_and_all_ports_bind() {
+    T::new().run(|dp, inst, dp0, _| {
+        for port in [5000, 5050, 5100] {
+            let f = flow("192.0.2.8", "10.100.0.1", 1234, port);
+            let frame = udp_packet(f.src, f.dst, f.sport, f.dport, b"x");
+            check_forward(dp, inst, dp0, "web", f, &frame, 14);
+        }
+        // Outside the range: passes untouched.
+        let frame = udp_packet(ip("192.0.2.8"), ip("10.100.0.1"), 1234, 5101, b"x");
+        assert_eq!(dp.test_run(&frame, dp0).unwrap(), (XDP_PASS, frame.clone()));
+        assert_eq!(reason_count(dp, reason::PORT_NOT_BOUND), 1);
+        // All ports, width 3 (two alternates), hash on the source address only.
+        for port in [1, 80, 65535] {
+            let f = flow("192.0.2.9", "10.100.0.2", 999, port);
+            let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
+            check_forward(dp, inst, dp0, "any", f, &frame, 14);
+        }
+    });
+}
+
+#[test]
+fn v6_inner_v6_outer_has_valid_udp_checksum() {
+    T::new().run(|dp, inst, dp0, _| {
+        let f = flow("2001:db8::7", "fd00:100::1", 40000, 443);
+        let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"hello six");
+        check_forward(dp, inst, dp0, "web6", f, &frame, 14);
+        // Odd payload length and UDP inner.
+        let frame = tcp_packet(f.src, f.dst, 40001, f.dport, b"odd");
+        check_forward(
+            dp,
+            inst,
+            dp0,
+            "web6",
+            Flow { sport: 40001, ..f },
+            &frame,
+            14,
+        );
+    });
+}
+
+#[test]
+fn v4_inner_over_v6_outer_and_v6_inner_over_v4_outer() {
+    T::new().run(|dp, inst, dp0, _| {
+        let f = flow("192.0.2.7", "10.100.0.3", 40000, 443);
+        let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"four in six");
+        check_forward(dp, inst, dp0, "web6", f, &frame, 14);
+        let f = flow("2001:db8::9", "fd00:100::2", 5353, 53);
+        let frame = udp_packet(f.src, f.dst, f.sport, f.dport, b"six in four");
+        check_forward(dp, inst, dp0, "v6to4", f, &frame, 14);
+    });
+}
+
+#[test]
+fn vlan_tagged_frame_is_forwarded_untagged() {
+    T::new().run(|dp, inst, dp0, _| {
+        let f = flow("192.0.2.7", "10.100.0.1", 40000, 80);
+        let plain = tcp_packet(f.src, f.dst, f.sport, f.dport, b"vlan");
+        let mut tagged = plain[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+        tagged.extend_from_slice(&plain[12..]);
+        check_forward(dp, inst, dp0, "web", f, &tagged, 18);
+        // Truncated tag: passes untouched.
+        let cut = tagged[..16].to_vec();
+        assert_eq!(dp.test_run(&cut, dp0).unwrap(), (XDP_PASS, cut.clone()));
+        assert_eq!(reason_count(dp, reason::UNPARSED), 1);
+    });
+}
+
+/// An IPv4 header with `words` 32-bit option words (NOPs).
+fn with_ip_options(frame: &[u8], words: usize) -> Vec<u8> {
+    let mut out = frame[..14].to_vec();
+    let ihl = (frame[14] & 0x0f) as usize * 4;
+    let mut iph = frame[14..14 + ihl].to_vec();
+    iph.extend(std::iter::repeat_n(1u8, words * 4));
+    iph[0] = 0x40 | (5 + words) as u8;
+    let tot = u16::from_be_bytes([iph[2], iph[3]]) + (words * 4) as u16;
+    iph[2..4].copy_from_slice(&tot.to_be_bytes());
+    iph[10] = 0;
+    iph[11] = 0;
+    let ck = etherparse::checksum::Sum16BitWords::new()
+        .add_slice(&iph)
+        .ones_complement()
+        .to_be();
+    iph[10..12].copy_from_slice(&ck.to_be_bytes());
+    out.extend_from_slice(&iph);
+    out.extend_from_slice(&frame[14 + ihl..]);
+    out
+}
+
+#[test]
+fn ipv4_options_any_header_length() {
+    T::new().run(|dp, inst, dp0, _| {
+        for words in [1, 3, 10] {
+            let f = flow("192.0.2.7", "10.100.0.1", 40000 + words as u16, 80);
+            let frame = with_ip_options(&tcp_packet(f.src, f.dst, f.sport, f.dport, b"opt"), words);
+            check_forward(dp, inst, dp0, "web", f, &frame, 14);
+        }
+    });
+}
+
+#[test]
+fn ethernet_padding_is_not_carried() {
+    T::new().run(|dp, inst, dp0, _| {
+        let f = flow("192.0.2.7", "10.100.0.1", 40000, 80);
+        let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
+        let mut padded = frame.clone();
+        padded.resize(60, 0xee);
+        let (hash, row) = inst.expect("web", &f);
+        let (ret, out) = dp.test_run(&padded, dp0).unwrap();
+        assert_eq!(ret, XDP_TX);
+        assert_eq!(
+            out,
+            expected_gue(backend_mac(row[0]), DIR_MAC, &row, hash, &frame[14..])
+        );
+    });
+}
+
+#[test]
+fn non_vip_traffic_is_untouched_and_counted_once() {
+    T::new().run(|dp, _, dp0, _| {
+        let frames = vec![
+            tcp_packet(ip("192.0.2.7"), ip("10.1.0.1"), 40000, 22, b"ssh"),
+            udp_packet(ip("2001:db8::1"), ip("fd00:1::1"), 1, 53, b"dns"),
+            // ARP
+            eth([0xff; 6], CLIENT_MAC, 0x0806, &[0u8; 28]),
+            // ICMP echo to a non-VIP
+            {
+                let mut v = Vec::new();
+                etherparse::PacketBuilder::ethernet2(CLIENT_MAC, DIR_MAC)
+                    .ipv4([192, 0, 2, 7], [10, 1, 0, 1], 64)
+                    .icmpv4_echo_request(1, 1)
+                    .write(&mut v, b"ping")
+                    .unwrap();
+                v
+            },
+            // UDP to a VIP that only binds TCP: no (VIP, udp) entry
+            udp_packet(ip("192.0.2.7"), ip("10.100.0.2"), 1, 80, b""),
+        ];
+        for f in &frames {
+            assert_eq!(dp.test_run(f, dp0).unwrap(), (XDP_PASS, f.clone()));
+        }
+        let c = dp.counters();
+        assert_eq!(c.reasons[reason::NOT_VIP].packets, frames.len() as u64);
+        let others: u64 =
+            c.reasons.iter().map(|r| r.packets).sum::<u64>() - c.reasons[reason::NOT_VIP].packets;
+        assert_eq!(others, 0);
+        assert!(c.services.iter().all(|s| s.packets == 0));
+    });
+}
+
+#[test]
+fn truncated_and_malformed_headers_at_every_layer() {
+    T::new().run(|dp, _, dp0, _| {
+        let good = tcp_packet(ip("192.0.2.7"), ip("10.100.0.1"), 40000, 80, b"");
+        let good6 = tcp_packet(ip("2001:db8::7"), ip("fd00:100::1"), 40000, 443, b"");
+        let mut cases: Vec<(&str, Vec<u8>, u32, usize)> = vec![
+            // (BPF_PROG_TEST_RUN refuses frames under 14 bytes, so the shortest is a bare header.)
+            (
+                "ethernet only",
+                good[..14].to_vec(),
+                XDP_PASS,
+                reason::UNPARSED,
+            ),
+            (
+                "ipv4 cut",
+                good[..14 + 12].to_vec(),
+                XDP_PASS,
+                reason::UNPARSED,
+            ),
+            (
+                "ipv6 cut",
+                good6[..14 + 30].to_vec(),
+                XDP_PASS,
+                reason::UNPARSED,
+            ),
+            (
+                "tcp ports cut",
+                good[..14 + 20 + 6].to_vec(),
+                XDP_PASS,
+                reason::UNPARSED,
+            ),
+        ];
+        // tot_len says 20 + 6 bytes: consistent IP, but fewer than 8 L4 bytes for a VIP.
+        let mut short = good[..14 + 20 + 6].to_vec();
+        short[16..18].copy_from_slice(&26u16.to_be_bytes());
+        cases.push((
+            "tcp cut, consistent ip",
+            short,
+            XDP_DROP,
+            reason::L4_TRUNCATED,
+        ));
+        let mut bad_version = good.clone();
+        bad_version[14] = 0x55;
+        cases.push(("ipv4 version 5", bad_version, XDP_PASS, reason::UNPARSED));
+        let mut bad_ihl = good.clone();
+        bad_ihl[14] = 0x44;
+        cases.push(("ihl 4", bad_ihl, XDP_PASS, reason::UNPARSED));
+        let mut long_ihl = good.clone();
+        long_ihl[14] = 0x4f; // 60 bytes, more than tot_len
+        cases.push(("ihl beyond tot_len", long_ihl, XDP_PASS, reason::UNPARSED));
+        let mut big_tot = good.clone();
+        big_tot[16..18].copy_from_slice(&1500u16.to_be_bytes());
+        cases.push(("tot_len beyond frame", big_tot, XDP_PASS, reason::UNPARSED));
+        let mut big_pl = good6.clone();
+        big_pl[18..20].copy_from_slice(&1500u16.to_be_bytes());
+        cases.push((
+            "payload_len beyond frame",
+            big_pl,
+            XDP_PASS,
+            reason::UNPARSED,
+        ));
+        let mut jumbo = good6.clone();
+        jumbo[18..20].copy_from_slice(&0u16.to_be_bytes());
+        cases.push(("payload_len 0", jumbo, XDP_PASS, reason::UNPARSED));
+        let mut bad6 = good6.clone();
+        bad6[14] = 0x45;
+        cases.push(("ipv6 version 4", bad6, XDP_PASS, reason::UNPARSED));
+        let mut short6 = good6[..14 + 40 + 4].to_vec();
+        short6[18..20].copy_from_slice(&4u16.to_be_bytes());
+        cases.push((
+            "ipv6 tcp cut, consistent",
+            short6,
+            XDP_DROP,
+            reason::L4_TRUNCATED,
+        ));
+        for (name, frame, verdict, r) in cases {
+            let before = reason_count(dp, r);
+            let (ret, out) = dp.test_run(&frame, dp0).unwrap();
+            assert_eq!(ret, verdict, "{name}");
+            if verdict == XDP_PASS {
+                assert_eq!(out, frame, "{name}: a pass leaves the frame unchanged");
+            }
+            assert_eq!(reason_count(dp, r), before + 1, "{name}: counter");
+        }
+    });
+}
+
+/// An ICMP error sent by a router to the VIP, quoting the backend's reply (VIP -> client).
+fn icmp4_frag_needed(vip: &str, client: &str, vport: u16, cport: u16, mtu: u16) -> Vec<u8> {
+    let quoted = tcp_packet(ip(vip), ip(client), vport, cport, b"");
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ethernet2(CLIENT_MAC, DIR_MAC)
+        .ipv4([198, 51, 100, 1], ip4(vip), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+        ))
+        .write(&mut v, &quoted[14..14 + 28])
+        .unwrap();
+    v
+}
+
+fn ip4(s: &str) -> [u8; 4] {
+    match ip(s) {
+        IpAddr::V4(a) => a.octets(),
+        _ => panic!(),
+    }
+}
+
+fn ip6(s: &str) -> [u8; 16] {
+    match ip(s) {
+        IpAddr::V6(a) => a.octets(),
+        _ => panic!(),
+    }
+}
+
+#[test]
+fn icmp_frag_needed_and_packet_too_big_follow_the_flow() {
+    T::new().run(|dp, inst, dp0, _| {
+        // The flow client -> VIP and the router's ICMP about the reply VIP -> client.
+        let f = flow("192.0.2.7", "10.100.0.1", 40000, 80);
+        let (_, flow_row) = inst.expect("web", &f);
+        let icmp = icmp4_frag_needed("10.100.0.1", "192.0.2.7", 80, 40000, 1400);
+        let (hash, row) = inst.expect("web", &f);
+        assert_eq!(row, flow_row);
+        let (ret, out) = dp.test_run(&icmp, dp0).unwrap();
+        assert_eq!(ret, XDP_TX);
+        assert_eq!(
+            hex(&out),
+            hex(&expected_gue(
+                backend_mac(row[0]),
+                DIR_MAC,
+                &row,
+                hash,
+                &icmp[14..]
+            ))
+        );
+
+        let f6 = flow("2001:db8::7", "fd00:100::1", 40000, 443);
+        let quoted = tcp_packet(f6.dst, f6.src, 443, 40000, b"");
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ethernet2(CLIENT_MAC, DIR_MAC)
+            .ipv6(ip6("2001:db8:ff::1"), ip6("fd00:100::1"), 64)
+            .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+            .write(&mut v, &quoted[14..14 + 48])
+            .unwrap();
+        let (hash, row) = inst.expect("web6", &f6);
+        let (ret, out) = dp.test_run(&v, dp0).unwrap();
+        assert_eq!(ret, XDP_TX);
+        assert_eq!(
+            hex(&out),
+            hex(&expected_gue(
+                backend_mac(row[0]),
+                DIR_MAC,
+                &row,
+                hash,
+                &v[14..]
+            ))
+        );
+
+        // Other ICMP to a VIP: passes, counted.
+        let mut echo = Vec::new();
+        etherparse::PacketBuilder::ethernet2(CLIENT_MAC, DIR_MAC)
+            .ipv4([192, 0, 2, 7], [10, 100, 0, 1], 64)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut echo, b"ping")
+            .unwrap();
+        assert_eq!(dp.test_run(&echo, dp0).unwrap(), (XDP_PASS, echo.clone()));
+        // frag-needed quoting a port no bind covers: passes, counted as icmp.
+        let stray = icmp4_frag_needed("10.100.0.1", "192.0.2.7", 81, 40000, 1400);
+        assert_eq!(dp.test_run(&stray, dp0).unwrap(), (XDP_PASS, stray.clone()));
+        // frag-needed cut inside the quoted header.
+        let cut = icmp[..14 + 20 + 8 + 10].to_vec();
+        let mut cut = cut;
+        cut[16..18].copy_from_slice(&38u16.to_be_bytes());
+        assert_eq!(dp.test_run(&cut, dp0).unwrap().0, XDP_PASS);
+        assert_eq!(reason_count(dp, reason::ICMP), 3);
+    });
+}
+
+#[test]
+fn fragments_first_forwarded_later_passed() {
+    T::new().run(|dp, inst, dp0, _| {
+        let f = flow("192.0.2.7", "10.100.0.1", 40000, 80);
+        let mut first = tcp_packet(f.src, f.dst, f.sport, f.dport, b"first fragment");
+        first[20] |= 0x20; // MF
+        first[24] = 0;
+        first[25] = 0;
+        let ck = {
+            let mut h = first[14..34].to_vec();
+            h[10] = 0;
+            h[11] = 0;
+            etherparse::checksum::Sum16BitWords::new()
+                .add_slice(&h)
+                .ones_complement()
+                .to_be()
+        };
+        first[24..26].copy_from_slice(&ck.to_be_bytes());
+        check_forward(dp, inst, dp0, "web", f, &first, 14);
+
+        // A later fragment (offset 185*8) to the VIP: passes, counted.
+        let mut later = first.clone();
+        later[20] = 0x00;
+        later[21] = 185;
+        assert_eq!(dp.test_run(&later, dp0).unwrap(), (XDP_PASS, later.clone()));
+        assert_eq!(reason_count(dp, reason::FRAGMENT), 1);
+        // A later fragment to a non-VIP: passes, the one total only.
+        let mut other = later.clone();
+        other[30..34].copy_from_slice(&[10, 1, 0, 1]);
+        assert_eq!(dp.test_run(&other, dp0).unwrap(), (XDP_PASS, other.clone()));
+        assert_eq!(reason_count(dp, reason::FRAGMENT), 1);
+        assert_eq!(reason_count(dp, reason::NOT_VIP), 1);
+
+        // First fragment to an IPv6 backend: the outer checksum sums the bytes (slow path).
+        let f6 = flow("192.0.2.7", "10.100.0.3", 40000, 443);
+        let mut first6 = tcp_packet(f6.src, f6.dst, f6.sport, f6.dport, &[7u8; 301]);
+        first6[20] |= 0x20;
+        first6[24] = 0;
+        first6[25] = 0;
+        let ck = {
+            let h = first6[14..34].to_vec();
+            etherparse::checksum::Sum16BitWords::new()
+                .add_slice(&h)
+                .ones_complement()
+                .to_be()
+        };
+        first6[24..26].copy_from_slice(&ck.to_be_bytes());
+        check_forward(dp, inst, dp0, "web6", f6, &first6, 14);
+
+        // IPv6 fragment header to a VIP: passes, counted; other extension headers too.
+        let mut frag6 = tcp_packet(ip("2001:db8::7"), ip("fd00:100::1"), 1, 443, b"");
+        frag6[14 + 6] = 44;
+        assert_eq!(dp.test_run(&frag6, dp0).unwrap(), (XDP_PASS, frag6.clone()));
+        assert_eq!(reason_count(dp, reason::FRAGMENT), 2);
+        let mut hbh = frag6.clone();
+        hbh[14 + 6] = 0;
+        assert_eq!(dp.test_run(&hbh, dp0).unwrap(), (XDP_PASS, hbh.clone()));
+        assert_eq!(reason_count(dp, reason::IPV6_EXT), 1);
+    });
+}
+
+#[test]
+fn udp_zero_checksum_inner_over_ipv6_outer() {
+    T::new().run(|dp, inst, dp0, _| {
+        // UDP over IPv4 may carry checksum 0: its own checksum cannot stand in for the
+        // payload, so the IPv6 outer checksum sums the bytes (odd and even lengths).
+        for len in [0usize, 1, 2, 255, 300, 513, 1001] {
+            let f = flow("192.0.2.7", "10.100.0.3", 40000 + len as u16, 443);
+            let payload: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
+            let mut frame = udp_packet(f.src, f.dst, f.sport, f.dport, &payload);
+            frame[14 + 20 + 6] = 0;
+            frame[14 + 20 + 7] = 0;
+            check_forward(dp, inst, dp0, "web6", f, &frame, 14);
+        }
+    });
+}
+
+#[test]
+fn too_big_after_encapsulation_answers_frag_needed() {
+    T::new().run(|dp, inst, dp0, _| {
+        // Route to 10.9.0.0/24 has MTU 1000: 980 bytes of IP + 40 of GUE does not fit.
+        let f = flow("192.0.2.7", "10.100.0.9", 40000, 80);
+        let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, &[0u8; 980 - 40]);
+        assert_eq!(frame.len() - 14, 980);
+        let (ret, out) = dp.test_run(&frame, dp0).unwrap();
+        assert_eq!(ret, XDP_TX);
+        // Expected: from the VIP to the client, quoting IP header + 8 bytes, MTU 1000 - 40.
+        let mut want = Vec::new();
+        etherparse::PacketBuilder::ethernet2(DIR_MAC, CLIENT_MAC)
+            .ipv4([10, 100, 0, 9], [192, 0, 2, 7], 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: 960,
+                },
+            ))
+            .write(&mut want, &frame[14..14 + 28])
+            .unwrap();
+        want[15] = 0xc0; // TOS: network control
+        want[20] = 0; // no DF, as the kernel's own ICMP errors
+        want[24] = 0;
+        want[25] = 0;
+        let ck = etherparse::checksum::Sum16BitWords::new()
+            .add_slice(&want[14..34])
+            .ones_complement()
+            .to_be();
+        want[24..26].copy_from_slice(&ck.to_be_bytes());
+        assert_eq!(hex(&out), hex(&want));
+        assert_eq!(reason_count(dp, reason::TOO_BIG), 1);
+
+        // 939 bytes fit exactly? 960 + 40 = 1000: fits.
+        let fits = tcp_packet(f.src, f.dst, f.sport, f.dport, &[0u8; 960 - 40]);
+        let (ret, _) = dp.test_run(&fits, dp0).unwrap();
+        assert_eq!(ret, XDP_TX);
+        assert_eq!(reason_count(dp, reason::TOO_BIG), 1);
+
+        // Without DF: encapsulated without DF and handed to the kernel to fragment.
+        let mut nodf = frame.clone();
+        nodf[20] &= !0x40;
+        let ck = {
+            let mut h = nodf[14..34].to_vec();
+            h[10] = 0;
+            h[11] = 0;
+            etherparse::checksum::Sum16BitWords::new()
+                .add_slice(&h)
+                .ones_complement()
+                .to_be()
+        };
+        nodf[24..26].copy_from_slice(&ck.to_be_bytes());
+        let (hash, row) = inst.expect("far", &f);
+        let (ret, out) = dp.test_run(&nodf, dp0).unwrap();
+        assert_eq!(ret, XDP_PASS);
+        assert_eq!(
+            hex(&out),
+            hex(&expected_gue(DIR_MAC, CLIENT_MAC, &row, hash, &nodf[14..]))
+        );
+        assert_eq!(reason_count(dp, reason::TOO_BIG_FRAGMENT), 1);
+
+        // IPv6 client to a service whose backends are behind MTU 1400: packet too big, MTU
+        // minus 72 bytes of outer IPv6 + UDP + GUE + one 16-byte hop.
+        let f6 = flow("2001:db8::7", "fd00:100::19", 40000, 80);
+        let big6 = tcp_packet(f6.src, f6.dst, f6.sport, f6.dport, &[0u8; 1300]);
+        let (ret, out) = dp.test_run(&big6, dp0).unwrap();
+        assert_eq!(ret, XDP_TX);
+        let mut want6 = Vec::new();
+        etherparse::PacketBuilder::ethernet2(DIR_MAC, CLIENT_MAC)
+            .ipv6(ip6("fd00:100::19"), ip6("2001:db8::7"), 64)
+            .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1400 - 72 })
+            .write(&mut want6, &big6[14..14 + 48])
+            .unwrap();
+        assert_eq!(hex(&out), hex(&want6));
+        assert_eq!(reason_count(dp, reason::TOO_BIG), 2);
+    });
+}
+
+#[test]
+fn unresolved_neighbour_hands_the_encapsulated_packet_to_the_kernel() {
+    T::new().run(|dp, inst, dp0, _| {
+        let f = flow("192.0.2.7", "10.100.0.10", 40000, 80);
+        let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"arp first");
+        let (hash, row) = inst.expect("unresolved", &f);
+        let (ret, out) = dp.test_run(&frame, dp0).unwrap();
+        assert_eq!(ret, XDP_PASS);
+        // The frame keeps its own addresses: addressed to us, so the stack takes it.
+        assert_eq!(
+            hex(&out),
+            hex(&expected_gue(DIR_MAC, CLIENT_MAC, &row, hash, &frame[14..]))
+        );
+        assert_eq!(reason_count(dp, reason::NO_NEIGH), 1);
+        assert_eq!(
+            dp.counters().services[6].packets,
+            1,
+            "still counted for its service"
+        );
+    });
+}
+
+#[test]
+fn other_egress_interface_is_a_redirect_and_no_backend_drops() {
+    T::new().run(|dp, inst, dp0, dq0| {
+        let f = flow("192.0.2.7", "10.100.0.11", 40000, 80);
+        let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
+        let (hash, row) = inst.expect("other-port", &f);
+        let (ret, out) = dp.test_run(&frame, dp0).unwrap();
+        assert_eq!(ret, XDP_REDIRECT);
+        assert_ne!(dq0, dp0);
+        assert_eq!(
+            hex(&out),
+            hex(&expected_gue(
+                backend_mac(row[0]),
+                [0x02, 0, 0, 0, 0, 0x02],
+                &row,
+                hash,
+                &frame[14..]
+            ))
+        );
+        let frame = tcp_packet(ip("192.0.2.7"), ip("10.100.0.12"), 1, 80, b"");
+        assert_eq!(dp.test_run(&frame, dp0).unwrap().0, XDP_DROP);
+        assert_eq!(reason_count(dp, reason::NO_BACKEND), 1);
+    });
+}
+
+/// Many random flows through the program against tablegen's lookup: same row, same backend.
+#[test]
+fn random_flows_match_tablegen_lookup() {
+    T::new().run(|dp, inst, dp0, _| {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..1500 {
+            let r = next();
+            let (service, f, udp) = match i % 3 {
+                0 => {
+                    let src = IpAddr::from(((r >> 32) as u32).to_be_bytes());
+                    (
+                        "web",
+                        Flow {
+                            src,
+                            dst: ip("10.100.0.1"),
+                            sport: r as u16,
+                            dport: 80,
+                        },
+                        false,
+                    )
+                }
+                1 => {
+                    let mut a = [0u8; 16];
+                    a[..8].copy_from_slice(&r.to_be_bytes());
+                    a[8..].copy_from_slice(&next().to_be_bytes());
+                    a[0] = 0x20;
+                    let f = Flow {
+                        src: IpAddr::from(a),
+                        dst: ip("fd00:100::1"),
+                        sport: r as u16,
+                        dport: 443,
+                    };
+                    ("web6", f, false)
+                }
+                _ => {
+                    let src = IpAddr::from(((r >> 32) as u32).to_be_bytes());
+                    let f = Flow {
+                        src,
+                        dst: ip("10.100.0.2"),
+                        sport: r as u16,
+                        dport: (r >> 16) as u16,
+                    };
+                    ("any", f, true)
+                }
+            };
+            let frame = if udp && service != "any" {
+                udp_packet(f.src, f.dst, f.sport, f.dport, b"")
+            } else {
+                tcp_packet(f.src, f.dst, f.sport, f.dport, b"")
+            };
+            let (hash, row) = inst.expect(service, &f);
+            let (ret, out) = dp.test_run(&frame, dp0).unwrap();
+            assert_eq!(ret, XDP_TX);
+            // The primary is the outer destination; the whole frame must match too.
+            let want = expected_gue(backend_mac(row[0]), DIR_MAC, &row, hash, &frame[14..]);
+            assert_eq!(out, want, "flow {f:?}");
+        }
+    });
+}
+
+/// Next hops are reused for nexthop_ttl_ms; a changed neighbour is picked up after that, and
+/// at once when the daemon moves the generation on. No restart either way.
+#[test]
+fn changed_neighbour_is_picked_up_without_restart() {
+    let t = T::new();
+    let ns = t.lab.ns.name.clone();
+    t.run(move |dp, inst, dp0, _| {
+        let f = flow("192.0.2.7", "10.100.0.1", 40000, 80);
+        let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
+        let (hash, row) = inst.expect("web", &f);
+        let send = |mac: [u8; 6]| {
+            let (ret, out) = dp.test_run(&frame, dp0).unwrap();
+            assert_eq!(ret, XDP_TX);
+            assert_eq!(out, expected_gue(mac, DIR_MAC, &row, hash, &frame[14..]));
+        };
+        send(backend_mac(row[0]));
+        let new_mac = [0x02, 0, 0, 0, 0xaa, 0xbb];
+        let ip = row[0].to_string();
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "neigh",
+            "replace",
+            &ip,
+            "lladdr",
+            "02:00:00:00:aa:bb",
+            "dev",
+            "dp0",
+            "nud",
+            "permanent",
+        ]);
+        // Whether the cached next hop is still used right after the change depends on how
+        // long `ip` took (under load it can exceed the TTL), so only the outcome after the
+        // TTL is asserted: the new neighbour, without a restart.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        send(new_mac);
+        // Generation bump: immediate.
+        let m = backend_mac(row[0]);
+        let mac = format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        );
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "neigh",
+            "replace",
+            &ip,
+            "lladdr",
+            &mac,
+            "dev",
+            "dp0",
+            "nud",
+            "permanent",
+        ]);
+        dp.bump_generation().unwrap();
+        send(backend_mac(row[0]));
+        // A route change: the backend now goes out of dq0 (redirect), after a bump.
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            &format!("{ip}/32"),
+            "via",
+            "10.2.0.10",
+            "dev",
+            "dq0",
+        ]);
+        dp.bump_generation().unwrap();
+        let (ret, _) = dp.test_run(&frame, dp0).unwrap();
+        assert_eq!(ret, XDP_REDIRECT);
+    });
+}
