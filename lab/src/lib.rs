@@ -1,0 +1,34 @@
+//! The xdplb lab: the whole system on one machine, in network namespaces — a client, a router
+//! spreading the VIPs over two directors by ECMP, the directors, and backends that answer the
+//! client directly (DSR). The README's demo, the end-to-end tests and the benchmarks all run on
+//! it. See docs/development/lab.md for the picture and the address plan.
+//!
+//! - [`topology`]: builds and tears down the namespaces and links ([`topology::Lab`] is the guard).
+//! - [`addr`]: the address plan (lab-only ranges).
+//! - [`server`]: the backend server (`xdplb-lab-server`).
+//! - [`client`]: the client driver that counts broken connections precisely.
+//! - [`system`]: the real xdplb in the lab: the operator's files, the daemons, `tablegen`.
+//! - [`demo`], [`bench`]: the README's demo and the on-demand benchmarks.
+//! - [`icmp`]: "too big" messages about a live flow, and a watcher on the backends.
+//! - [`signal`]: Ctrl-C turned into an orderly teardown.
+//! - [`cleanup`]: removes what a killed run left behind.
+//! - [`cmd`], [`netns`]: the typed wrappers for `ip` and friends, and running code in a namespace.
+//!
+//! The lab only ever sends traffic to addresses inside namespaces it created, and bounds every
+//! loop in count and time.
+
+pub mod addr;
+pub mod bench;
+pub mod cleanup;
+pub mod client;
+pub mod cmd;
+pub mod demo;
+pub mod icmp;
+pub mod netns;
+pub mod server;
+pub mod signal;
+pub mod system;
+pub mod topology;
+
+pub use addr::Family;
+pub use topology::{Lab, LabError, LabOptions, Node, Routing};

@@ -1,0 +1,459 @@
+//! The real xdplb in the lab: the operator's files (`backends.yaml`, `director.yaml`,
+//! `redirector.yaml`, written as an operator would write them), the daemons
+//! (`xdplb-director run`, `xdplb-redirector run`) started in their namespaces, and `tablegen`
+//! for changes. [`System`] owns the [`Lab`], so dropping it stops the daemons and removes
+//! everything.
+//!
+//! Each node's files live in `<run dir>/<node>/` (its `/etc/xdplb`). Both directors watch one
+//! shared `backends.yaml` (`<run dir>/backends.yaml`): in production config management or the
+//! Consul sync puts the same file on every director.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::addr::{self, Family, FAMILIES};
+use crate::client::{probe_tcp, ProbeReport};
+use crate::cmd::{Cmd, CmdError};
+use crate::topology::{Lab, LabError, LabOptions, Node, Routing};
+
+/// Where the programs are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `xdplb-lab-server`.
+    pub server: PathBuf,
+    /// `xdplb-director`.
+    pub director: PathBuf,
+    /// `xdplb-redirector`.
+    pub redirector: PathBuf,
+    /// `tablegen`.
+    pub tablegen: PathBuf,
+}
+
+impl Binaries {
+    /// All four in one directory (cargo's `target/<profile>/`).
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            server: dir.join("xdplb-lab-server"),
+            director: dir.join("xdplb-director"),
+            redirector: dir.join("xdplb-redirector"),
+            tablegen: dir.join("tablegen"),
+        }
+    }
+
+    /// For the lab's own tests: the binaries cargo built beside the lab server. `cargo test
+    /// --workspace` builds every binary first; `cargo test -p xdplb-lab` does not, so missing
+    /// ones are built here with the same cargo and profile.
+    pub fn for_tests(server: &Path) -> Result<Self, CmdError> {
+        let dir = server.parent().expect("binary in a directory");
+        let bins = Self::in_dir(dir);
+        if !bins.missing().is_empty() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Cmd::new(cargo).args([
+                "build",
+                "--quiet",
+                "-p",
+                "xdplb-director",
+                "-p",
+                "xdplb-redirector",
+                "-p",
+                "xdplb-tablegen",
+            ]);
+            if dir.file_name().is_some_and(|p| p == "release") {
+                cmd = cmd.arg("--release");
+            }
+            cmd.run()?;
+        }
+        Ok(bins)
+    }
+
+    /// The ones that do not exist.
+    pub fn missing(&self) -> Vec<&Path> {
+        [
+            &self.server,
+            &self.director,
+            &self.redirector,
+            &self.tablegen,
+        ]
+        .into_iter()
+        .map(PathBuf::as_path)
+        .filter(|p| !p.exists())
+        .collect()
+    }
+}
+
+/// A backend line of backends.yaml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendLine {
+    /// Backend index (1-based): name `backend-i`, address 10.200.2.(20+i).
+    pub index: usize,
+    /// `active`, `filling`, `draining` or `inactive`.
+    pub state: &'static str,
+}
+
+/// The service's secret hash key in the lab's backends.yaml (a lab value, not a secret).
+pub const HASH_KEY: &str = "6c8d0f1e2a3b4c5d6e7f8091a2b3c4d5";
+/// The service's seed in the lab's backends.yaml.
+pub const SEED: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// backends.yaml for the lab's service `web`: both VIPs, TCP 80 and UDP 53, the given
+/// backends (by their IPv4 addresses; IPv6 clients reach them as IPv6 inside IPv4 GUE, as in
+/// GLB). Hashing on the full 4-tuple: the lab has one client address, whose connections must
+/// still spread.
+pub fn backends_yaml(backends: &[BackendLine]) -> String {
+    let mut s = String::from(
+        "# xdplb lab: the services the directors balance.\n\
+         services:\n\
+         \x20 - name: web\n",
+    );
+    let _ = writeln!(s, "    hash_key: {HASH_KEY}");
+    let _ = writeln!(s, "    seed: {SEED}");
+    s.push_str(
+        "    table_bits: 12\n\
+         \x20   hops: 2\n\
+         \x20   hash: [src_ip, src_port, dst_ip, dst_port]\n\
+         \x20   binds:\n",
+    );
+    for f in FAMILIES {
+        let vip = f.vip();
+        let _ = writeln!(
+            s,
+            "      - {{ vip: \"{vip}\", proto: tcp, port: {} }}",
+            addr::TCP_PORT
+        );
+        let _ = writeln!(
+            s,
+            "      - {{ vip: \"{vip}\", proto: udp, port: {} }}",
+            addr::UDP_PORT
+        );
+    }
+    s.push_str("    backends:\n");
+    for b in backends {
+        let a = addr::backend(Family::V4, b.index);
+        let _ = write!(s, "      - {{ name: backend-{}, address: {a}", b.index);
+        if b.state != "active" {
+            let _ = write!(s, ", state: {}", b.state);
+        }
+        s.push_str(" }\n");
+    }
+    s
+}
+
+/// How to start the system.
+#[derive(Debug, Clone)]
+pub struct SystemOptions {
+    /// The topology.
+    pub lab: LabOptions,
+    /// Backends in the initial backends.yaml (1..=n, all active); the others have a server and
+    /// a redirector but are not in the config yet (to be added later).
+    pub configured: usize,
+}
+
+impl Default for SystemOptions {
+    fn default() -> Self {
+        Self {
+            lab: LabOptions::default(),
+            configured: 3,
+        }
+    }
+}
+
+/// The lab running xdplb.
+#[derive(Debug)]
+pub struct System {
+    lab: Lab,
+    bins: Binaries,
+}
+
+impl System {
+    /// Builds the lab, writes the operator's files, starts servers, redirectors and directors,
+    /// routes the VIPs over the directors, and waits until new connections get answers.
+    pub fn start(bins: Binaries, opts: SystemOptions) -> Result<Self, LabError> {
+        let lab = Lab::up(opts.lab)?;
+        let sys = System { lab, bins };
+        sys.lab.start_servers(&sys.bins.server)?;
+        let lines: Vec<BackendLine> = (1..=opts.configured)
+            .map(|index| BackendLine {
+                index,
+                state: "active",
+            })
+            .collect();
+        sys.lab
+            .write_file("backends.yaml", &backends_yaml(&lines))?;
+        for i in 1..=opts.lab.backends {
+            sys.start_redirector(i)?;
+        }
+        for i in 1..=opts.lab.directors {
+            sys.start_director(i)?;
+        }
+        sys.lab.route_vips(Routing::Directors)?;
+        sys.wait_serving(Duration::from_secs(20))?;
+        Ok(sys)
+    }
+
+    /// The lab underneath.
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// The shared backends.yaml.
+    pub fn backends_yaml(&self) -> PathBuf {
+        self.lab.run_dir().join("backends.yaml")
+    }
+
+    fn label(node: Node) -> String {
+        match node {
+            Node::Director(i) => format!("xdplb-director-{i}"),
+            Node::Backend(i) => format!("xdplb-redirector-{i}"),
+            other => other.name(),
+        }
+    }
+
+    fn bpffs_dir(&self, node: Node) -> Result<PathBuf, LabError> {
+        Ok(self.lab.bpffs()?.join(node.name()))
+    }
+
+    /// The redirector.yaml of backend `i`, as its operator writes it.
+    pub fn redirector_yaml(&self, i: usize) -> Result<String, LabError> {
+        let node = Node::Backend(i);
+        let state = self.lab.run_dir().join(node.name()).join("state");
+        Ok(format!(
+            "# xdplb lab: the redirector on {name}.\n\
+             interfaces: [eth0]\n\
+             # GUE is accepted only from the directors and, for second chance, the other backends.\n\
+             allowed_sources: [\"{d4}\", \"{d6}\", \"{b4}\", \"{b6}\"]\n\
+             self_addresses: [\"{a4}\", \"{a6}\"]\n\
+             vips: [\"{v4}\", \"{v6}\"]\n\
+             vip_interface: lo\n\
+             # VIPs on lo, arp_ignore/arp_announce, reverse-path filter: done by the daemon.\n\
+             setup_on_run: true\n\
+             bpffs_dir: {bpffs}\n\
+             state_dir: {state}\n",
+            name = node.name(),
+            d4 = addr::DIRECTOR_RANGE_V4,
+            d6 = addr::DIRECTOR_RANGE_V6,
+            b4 = addr::BACKEND_NET_V4,
+            b6 = addr::BACKEND_NET_V6,
+            a4 = addr::backend(Family::V4, i),
+            a6 = addr::backend(Family::V6, i),
+            v4 = addr::VIP_V4,
+            v6 = addr::VIP_V6,
+            bpffs = self.bpffs_dir(node)?.display(),
+            state = state.display(),
+        ))
+    }
+
+    /// The director.yaml of director `i`, as its operator writes it.
+    pub fn director_yaml(&self, i: usize) -> Result<String, LabError> {
+        let node = Node::Director(i);
+        let state = self.lab.run_dir().join(node.name()).join("state");
+        Ok(format!(
+            "# xdplb lab: {name}.\n\
+             interfaces: [eth0]\n\
+             xdp_mode: native\n\
+             encap_source_v4: {s4}\n\
+             encap_source_v6: \"{s6}\"\n\
+             backends: {backends}\n\
+             bpffs_dir: {bpffs}\n\
+             state_dir: {state}\n",
+            name = node.name(),
+            s4 = addr::director(Family::V4, i),
+            s6 = addr::director(Family::V6, i),
+            backends = self.backends_yaml().display(),
+            bpffs = self.bpffs_dir(node)?.display(),
+            state = state.display(),
+        ))
+    }
+
+    fn config_path(&self, node: Node, file: &str) -> PathBuf {
+        self.lab.run_dir().join(node.name()).join(file)
+    }
+
+    /// Writes backend `i`'s redirector.yaml and starts `xdplb-redirector run` in its namespace.
+    pub fn start_redirector(&self, i: usize) -> Result<(), LabError> {
+        let node = Node::Backend(i);
+        let yaml = self.redirector_yaml(i)?;
+        let path = self
+            .lab
+            .write_file(&format!("{}/redirector.yaml", node.name()), &yaml)?;
+        let cmd = self
+            .lab
+            .ns(node)
+            .command(&self.bins.redirector)
+            .args(["--config"])
+            .arg(&path)
+            .arg("run");
+        self.lab.spawn(&Self::label(node), &cmd)?;
+        let ns = self.lab.ns(node);
+        self.lab
+            .wait_for(&Self::label(node), Duration::from_secs(15), || {
+                ns.command("tc")
+                    .args(["filter", "show", "dev", "eth0", "ingress"])
+                    .run()
+                    .is_ok_and(|out| out.contains("bpf"))
+            })
+    }
+
+    /// Writes director `i`'s director.yaml and starts `xdplb-director run` in its namespace.
+    pub fn start_director(&self, i: usize) -> Result<(), LabError> {
+        let node = Node::Director(i);
+        let yaml = self.director_yaml(i)?;
+        let path = self
+            .lab
+            .write_file(&format!("{}/director.yaml", node.name()), &yaml)?;
+        let cmd = self
+            .lab
+            .ns(node)
+            .command(&self.bins.director)
+            .arg("run")
+            .arg("--config")
+            .arg(&path);
+        self.lab.spawn(&Self::label(node), &cmd)?;
+        let ns = self.lab.ns(node);
+        self.lab
+            .wait_for(&Self::label(node), Duration::from_secs(15), || {
+                ns.ip(["-d", "link", "show", "dev", "eth0"])
+                    .is_ok_and(|out| out.contains("prog/xdp"))
+            })
+    }
+
+    /// Stops director `i`'s daemon (SIGTERM; its program keeps forwarding from bpffs).
+    pub fn stop_director(&self, i: usize) -> Result<(), LabError> {
+        self.lab.stop(
+            &Self::label(Node::Director(i)),
+            Signal::SIGTERM,
+            Duration::from_secs(5),
+        )?;
+        Ok(())
+    }
+
+    /// Director `i`'s host dies: its link goes down and its daemon is killed (SIGKILL).
+    pub fn kill_director_host(&self, i: usize) -> Result<(), LabError> {
+        self.lab.set_director_link(i, false)?;
+        self.lab.stop(
+            &Self::label(Node::Director(i)),
+            Signal::SIGKILL,
+            Duration::from_secs(1),
+        )?;
+        Ok(())
+    }
+
+    /// Director `i`'s host comes back: daemon started, then the link up (the router takes it
+    /// back into the ECMP group when the carrier returns).
+    pub fn revive_director_host(&self, i: usize) -> Result<(), LabError> {
+        self.start_director(i)?;
+        self.lab.set_director_link(i, true)
+    }
+
+    /// Runs `tablegen --config <backends.yaml> <args>` as the operator would.
+    pub fn tablegen(&self, args: &[&str]) -> Result<String, CmdError> {
+        Cmd::new(&self.bins.tablegen)
+            .arg("--config")
+            .arg(self.backends_yaml())
+            .args(args)
+            .run()
+    }
+
+    /// `xdplb-redirector status --json` on backend `i`.
+    pub fn redirector_status(&self, i: usize) -> Result<String, CmdError> {
+        let node = Node::Backend(i);
+        self.lab
+            .ns(node)
+            .command(&self.bins.redirector)
+            .arg("--config")
+            .arg(self.config_path(node, "redirector.yaml"))
+            .args(["status", "--json"])
+            .run()
+    }
+
+    /// Backend `i`'s redirector counter for `reason` (packets), from `status --json`; e.g.
+    /// `forward`: packets it passed on to the next hop (second chance).
+    pub fn redirector_counter(&self, i: usize, reason: &str) -> Result<u64, LabError> {
+        let text = self.redirector_status(i)?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| LabError::BadConfig(format!("redirector status --json: {e}")))?;
+        let counters = json["counters"].as_array().cloned().unwrap_or_default();
+        Ok(counters
+            .iter()
+            .filter(|c| c["reason"] == reason)
+            .filter_map(|c| c["packets"].as_u64())
+            .sum())
+    }
+
+    /// Share of table rows whose primary is each backend, per the tablegen library: where new
+    /// flows should land.
+    pub fn expected_shares(&self) -> Result<BTreeMap<String, f64>, LabError> {
+        let path = self.backends_yaml();
+        let text = std::fs::read_to_string(&path).map_err(|source| LabError::Io {
+            what: "read",
+            path: path.clone(),
+            source,
+        })?;
+        self.expected_shares_of(&text)
+    }
+
+    /// [`System::expected_shares`] for the backends.yaml text `text`.
+    pub fn expected_shares_of(&self, text: &str) -> Result<BTreeMap<String, f64>, LabError> {
+        let path = self.backends_yaml();
+        let config = tablegen::config::Config::parse(&path, text)
+            .map_err(|e| LabError::BadConfig(e.to_string()))?;
+        let service = &config.services[0];
+        let table = tablegen::table::build(service);
+        let mut shares = BTreeMap::new();
+        for b in &service.backends {
+            shares.insert(b.name.clone(), 0.0);
+        }
+        if table.width > 0 {
+            for r in 0..table.rows {
+                let primary = table.row(r)[0] as usize;
+                *shares
+                    .get_mut(&service.backends[primary].name)
+                    .expect("known backend") += 1.0 / f64::from(table.rows);
+            }
+        }
+        Ok(shares)
+    }
+
+    /// New connections through the VIP of `family` until `pred` holds for a probe of `n` (or
+    /// `within` passes): the way to see a table change take effect on both directors.
+    pub fn wait_new_flows(
+        &self,
+        family: Family,
+        n: usize,
+        within: Duration,
+        pred: impl Fn(&ProbeReport) -> bool,
+    ) -> Result<ProbeReport, LabError> {
+        let start = Instant::now();
+        let client = self.lab.ns(Node::Client);
+        loop {
+            crate::signal::check()?;
+            let p = probe_tcp(&client, addr::vip_tcp(family), n, 16)?;
+            if pred(&p) {
+                return Ok(p);
+            }
+            if start.elapsed() > within {
+                return Err(LabError::Timeout {
+                    what: format!("new connections to match (last probe: {p})"),
+                    after: within,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_serving(&self, within: Duration) -> Result<(), LabError> {
+        for f in FAMILIES {
+            self.wait_new_flows(f, 40, within, |p| p.failures() == 0)?;
+        }
+        Ok(())
+    }
+
+    /// The VIP TCP service of `family`.
+    pub fn vip(&self, family: Family) -> SocketAddr {
+        addr::vip_tcp(family)
+    }
+}
