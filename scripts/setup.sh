@@ -8,6 +8,9 @@ set -euo pipefail
 PKGS=(
   clang llvm libelf-dev zlib1g-dev libbpf-dev bpftool gcc gcc-multilib pkg-config make
   iproute2 iputils-ping ethtool tcpdump procps psmisc
+  # packaging: dpkg-shlibdeps and rpmbuild to build; lintian, debootstrap and systemd
+  # (systemd-analyze), systemd-container (systemd-nspawn boots the units) to test the packages
+  dpkg-dev rpm lintian debootstrap debian-archive-keyring systemd systemd-container
 )
 
 missing=()
@@ -72,3 +75,6 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: no Rust toolchain (cargo) found; install Rust >= 1.82 (rustup) and run again" >&2
   exit 1
 fi
+
+# cargo-deb (packaging/build.sh packs the .debs with it), at the version build.sh pins.
+bash "$(dirname "$0")/../packaging/build.sh" --tools
