@@ -66,6 +66,14 @@ struct {
 	__type(value, struct director_vip);
 } director_vips SEC(".maps");
 
+/* Which addresses may be VIPs (abi.h): the early exit for host traffic. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct director_vip_filter);
+} director_vip_filter SEC(".maps");
+
 /* A map, not rodata, so a restarted daemon can change addresses without reloading. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -169,6 +177,20 @@ static __always_inline int match_port(struct pkt *p, const struct director_vip *
 	return 1;
 }
 
+/* 0: this address is certainly no VIP (its bit in director_vip_filter is clear); 1: maybe. */
+static __always_inline int maybe_vip(const __u8 *vip16)
+{
+	const struct director_vip_filter *f;
+	const __u32 *w = (const __u32 *)vip16;
+	__u32 zero = 0, bit;
+
+	f = bpf_map_lookup_elem(&director_vip_filter, &zero);
+	if (!f || !f->enabled)
+		return 1;
+	bit = ((w[0] ^ w[1] ^ w[2] ^ w[3]) * 0x9e3779b1u) >> 20;
+	return (f->bits[bit >> 6] >> (bit & 63)) & 1;
+}
+
 /* Is this address a VIP at all? For the paths that have no port to match. */
 static __always_inline int is_vip(const __u8 *vip16)
 {
@@ -184,14 +206,19 @@ static __always_inline __u16 fold64(__u64 s)
 	return csum_fold((__u32)s);
 }
 
+/* The unfolded ones' complement sum of bytes (even) bytes at p. Summed as 32-bit words: half
+ * the loads of 16-bit words, and folding gives the same 16-bit sum. Packet data only (x86
+ * allows unaligned packet loads; stack loads must be aligned). */
 static __always_inline __u64 sum16(const void *p, int bytes)
 {
-	const __u16 *w = p;
+	const __u32 *w = p;
 	__u64 s = 0;
 
 #pragma unroll
-	for (int i = 0; i < bytes / 2; i++)
+	for (int i = 0; i < bytes / 4; i++)
 		s += w[i];
+	if (bytes & 2)
+		s += *(const __u16 *)(p + bytes - 2);
 	return s;
 }
 
@@ -286,9 +313,12 @@ static __always_inline __u64 inner_sum(struct xdp_md *ctx, struct pkt *p)
 
 		if ((void *)(ip6 + 1) > data_end) /* verifier: checked while parsing */
 			return 0;
-		s = sum16(ip6, sizeof(*ip6));
-		return s + (__u16)~fold64(pseudo_sum(1, &ip6->saddr, &ip6->daddr, l4_len,
-						     p->ip_proto));
+		/* header + L4 = header - pseudo header: the addresses cancel, leaving the first
+		 * 8 header bytes minus the pseudo header's length and protocol. */
+		s = sum16(ip6, 8);
+		return s + (__u16)~fold64(bpf_htons((__u16)l4_len) +
+					  bpf_htons((__u16)(l4_len >> 16)) +
+					  bpf_htons(p->ip_proto));
 	}
 	if (p->ip_proto == IPPROTO_ICMP_)
 		return 0; /* ICMPv4 has no pseudo header: a valid message sums to zero */
@@ -345,7 +375,8 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, const struct
 	data_end = (void *)(long)ctx->data_end;
 	if (data + 12 > data_end) /* verifier: the L2 header was parsed */
 		return -1;
-	__builtin_memcpy(old_mac, data, 12);
+	if (!a->use_macs)
+		__builtin_memcpy(old_mac, data, 12);
 
 	if (bpf_xdp_adjust_head(ctx, 0 - (int)(ETH_HLEN_ + overhead - p->l3_off)))
 		return -1;
@@ -565,7 +596,7 @@ static __always_inline int reply_too_big(struct xdp_md *ctx, struct pkt *p, __u3
 
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 {
-	struct bpf_fib_lookup fib = {};
+	struct bpf_fib_lookup fib; /* zeroed on the path that calls bpf_fib_lookup */
 	struct encap_args a = {};
 	const union director_slot *slot;
 	const struct director_table_hdr *hdr;
@@ -585,7 +616,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	if (!slot)
 		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
 	hdr = &slot->hdr;
-	if ( hdr->width == 0 || hdr->width > GUE_MAX_HOPS)
+	if (hdr->width == 0 || hdr->width > GUE_MAX_HOPS)
 		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
 
 	/* Unhashed fields are zero, exactly as tablegen's flow_key_bytes. */
@@ -656,6 +687,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 		}
 	}
 
+	__builtin_memset(&fib, 0, sizeof(fib));
 	fib.family = outer_v6 ? AF_INET6_ : AF_INET_;
 	fib.l4_protocol = IPPROTO_UDP_;
 	fib.sport = bpf_htons(0xc000 | ((a.hash >> 32) & 0x3fff));
@@ -803,6 +835,9 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct pkt *p, const 
 {
 	__be16 sport, dport;
 
+	/* Every branch below starts by asking whether the destination is a VIP. */
+	if (!maybe_vip(vip16))
+		return verdict(p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);
 	if (p->ip_proto == IPPROTO_TCP_ || p->ip_proto == IPPROTO_UDP_) {
 		/* The one lookup that all host traffic to TCP/UDP pays. */
 		struct director_vip *v = lookup_vip(vip16, p->ip_proto);
@@ -887,7 +922,7 @@ static __always_inline int classify_v4(struct xdp_md *ctx, struct pkt *p, void *
 
 	if (ip->frag_off & bpf_htons(IP_OFFSET_)) {
 		/* A later fragment carries no ports: no bind can be matched, no flow hashed. */
-		if (!is_vip(vip))
+		if (!maybe_vip(vip) || !is_vip(vip))
 			return verdict(p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);
 		return verdict(p, DIRECTOR_PASS_FRAGMENT, XDP_PASS);
 	}

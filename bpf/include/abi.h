@@ -88,6 +88,18 @@ struct director_vip {
 	struct director_port_range ranges[DIRECTOR_VIP_RANGES];
 };
 
+/* Value of the one-entry `director_vip_filter`: a superset of the VIP addresses as a bit set,
+ * so traffic to other addresses leaves after one array read instead of a hash lookup. The bit
+ * of an address (IPv4 as ::ffff:a.b.c.d): xor its four 32-bit words (native order), multiply
+ * by 0x9e3779b1 mod 2^32, keep the top 12 bits. The daemon sets a VIP's bit before adding the
+ * VIP and clears it only after removing it. enabled 0 (a fresh map) = no filter. */
+#define DIRECTOR_VIP_FILTER_BITS 4096
+struct director_vip_filter {
+	__u32 enabled;
+	__u32 pad;
+	__u64 bits[DIRECTOR_VIP_FILTER_BITS / 64];
+};
+
 /* Entry 0 of a service's table (inner map of `director_tables`): everything a packet needs
  * besides its row, in the same map as the rows so one lookup sees one consistent version. */
 struct director_table_hdr {

@@ -23,7 +23,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, Object, ObjectBuilder};
 
 use crate::bpf::types::{
     director_config, director_counter, director_slot, director_table_hdr, director_vip,
-    director_vip_key,
+    director_vip_filter, director_vip_key,
 };
 use crate::error::DatapathError;
 use crate::tables::{ServiceImage, Snapshot, VipKey, MAX_BINDS, MAX_SERVICES};
@@ -34,6 +34,7 @@ const PROG_NAME: &str = "xdplb_director";
 const MAP_TABLES: &str = "director_tables";
 const MAP_VIPS: &str = "director_vips";
 const MAP_CONFIG: &str = "director_config";
+const MAP_VIP_FILTER: &str = "director_vip_filter";
 const MAP_REASON: &str = "stats_reason";
 const MAP_SERVICE: &str = "stats_service";
 const MAP_BIND: &str = "stats_bind";
@@ -45,6 +46,10 @@ const _: () = assert!(SLOT_SIZE == 72);
 const _: () = assert!(std::mem::size_of::<director_config>() == 32);
 const _: () = assert!(std::mem::size_of::<director_vip_key>() == 20);
 const _: () = assert!(std::mem::size_of::<director_counter>() == 16);
+const _: () = assert!(std::mem::size_of::<director_vip_filter>() == 8 + VIP_FILTER_BITS / 8);
+
+/// DIRECTOR_VIP_FILTER_BITS of abi.h.
+const VIP_FILTER_BITS: usize = 4096;
 
 /// The bytes of a plain `repr(C)` map type from abi.h (explicit padding, no pointers).
 fn bytes_of<T: Copy>(v: &T) -> &[u8] {
@@ -123,6 +128,7 @@ pub struct Datapath {
     pin_dir: PathBuf,
     tables: MapHandle,
     vips: MapHandle,
+    vip_filter: MapHandle,
     config: MapHandle,
     reason: MapHandle,
     service: MapHandle,
@@ -179,6 +185,7 @@ impl Datapath {
         let dp = Datapath {
             tables: handle(MAP_TABLES)?,
             vips: handle(MAP_VIPS)?,
+            vip_filter: handle(MAP_VIP_FILTER)?,
             config: handle(MAP_CONFIG)?,
             reason: handle(MAP_REASON)?,
             service: handle(MAP_SERVICE)?,
@@ -186,6 +193,10 @@ impl Datapath {
             pin_dir: pin_dir.into(),
             obj,
         };
+        // The filter may be fresh, or left by another version of the daemon: make it match the
+        // VIPs now pinned before the program is attached.
+        let pinned: Vec<Vec<u8>> = dp.vips.keys().collect();
+        dp.write_vip_filter(pinned.iter().map(Vec::as_slice))?;
         // The program pin is for bpftool and the curious: the links keep it alive.
         let prog_pin = pin_dir.join("prog");
         let _ = fs::remove_file(&prog_pin);
@@ -432,6 +443,16 @@ impl Datapath {
                 swapped.push(img.name.clone());
             }
         }
+        // The filter must cover every VIP the program can find: old and new ones while the
+        // VIP map changes, only the new ones afterwards.
+        let new_keys: Vec<director_vip_key> = snap.vips.keys().map(vip_key).collect();
+        let old_keys: Vec<Vec<u8>> = self.vips.keys().collect();
+        self.write_vip_filter(
+            new_keys
+                .iter()
+                .map(bytes_of)
+                .chain(old_keys.iter().map(Vec::as_slice)),
+        )?;
         for (key, v) in &snap.vips {
             self.vips
                 .update(bytes_of(&vip_key(key)), bytes_of(v), MapFlags::ANY)
@@ -450,6 +471,7 @@ impl Datapath {
         for k in stale {
             let _ = self.vips.delete(&k);
         }
+        self.write_vip_filter(new_keys.iter().map(bytes_of))?;
         let live: BTreeSet<u32> = snap.services.iter().map(|s| s.id).collect();
         for id in 0..MAX_SERVICES as u32 {
             if !live.contains(&id) && self.inner_id(id).is_some() {
@@ -461,6 +483,31 @@ impl Datapath {
             self.bump_generation()?;
         }
         Ok(swapped)
+    }
+
+    /// Write director_vip_filter with the bits of these director_vip_key byte strings.
+    fn write_vip_filter<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(), DatapathError> {
+        let mut bits = [0u64; VIP_FILTER_BITS / 64];
+        for k in keys {
+            let b = vip_filter_bit(k[..16].try_into().expect("a 20-byte VIP key"));
+            bits[b / 64] |= 1 << (b % 64);
+        }
+        let mut v = Vec::with_capacity(std::mem::size_of::<director_vip_filter>());
+        v.extend_from_slice(&1u32.to_ne_bytes()); // enabled
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        for w in bits {
+            v.extend_from_slice(&w.to_ne_bytes());
+        }
+        self.vip_filter
+            .update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)
+            .map_err(|source| DatapathError::Map {
+                map: MAP_VIP_FILTER,
+                what: "writing the VIP filter".into(),
+                source,
+            })
     }
 
     fn inner_id(&self, service: u32) -> Option<u32> {
@@ -515,6 +562,13 @@ impl Datapath {
         out.truncate(n);
         Ok((ret, out, dur))
     }
+}
+
+/// The bit of a VIP address (IPv4 as ::ffff:a.b.c.d) in director_vip_filter: as maybe_vip in
+/// bpf/director.bpf.c computes it.
+fn vip_filter_bit(addr: &[u8; 16]) -> usize {
+    let w = |i: usize| u32::from_ne_bytes(addr[4 * i..4 * i + 4].try_into().unwrap());
+    ((w(0) ^ w(1) ^ w(2) ^ w(3)).wrapping_mul(0x9e37_79b1) >> 20) as usize
 }
 
 fn vip_key(k: &VipKey) -> director_vip_key {

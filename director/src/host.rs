@@ -6,7 +6,15 @@
 //! martian unless accept_local is on. send_redirects off: the kernel would otherwise answer
 //! those packets with ICMP redirects to itself.
 //!
-//! Must not do: change anything on interfaces the operator did not list.
+//! IPv6 is stricter: ip6_forward (which the handed-over packets go through) ignores
+//! conf/<iface>/forwarding and checks conf/all/forwarding, or from Linux 6.17 the ingress
+//! interface's force_forwarding. So on kernels that have force_forwarding we set that (only the
+//! listed interface changes); on older ones the global switch is the only one the kernel
+//! honours, and we set it: without it every IPv6 packet whose neighbour is unresolved is lost.
+//!
+//! Must not do: change anything on interfaces the operator did not list, except
+//! net.ipv6.conf.all.forwarding on kernels without force_forwarding (documented in
+//! docs/setup/director.md).
 
 use std::path::PathBuf;
 
@@ -33,6 +41,12 @@ pub fn fallback_sysctls(iface: &str, v6: bool) -> Vec<(PathBuf, &'static str)> {
             format!("/proc/sys/net/ipv6/conf/{iface}/forwarding").into(),
             "1",
         ));
+        let force: PathBuf = format!("/proc/sys/net/ipv6/conf/{iface}/force_forwarding").into();
+        if force.exists() {
+            out.push((force, "1"));
+        } else {
+            out.push(("/proc/sys/net/ipv6/conf/all/forwarding".into(), "1"));
+        }
     }
     out
 }
