@@ -21,10 +21,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load, attach, and serve tables from backends.yaml in the foreground (reload: file
-    /// change or SIGHUP; stop: SIGTERM/SIGINT, the program stays attached).
+    /// Load, attach, and serve tables from backends.yaml or, with `source: consul`, the
+    /// cluster's live version, in the foreground (reload: file change, new version or SIGHUP;
+    /// stop: SIGTERM/SIGINT, the program stays attached).
     Run,
-    /// Show interfaces, tables, last reload, last rejected config and counters.
+    /// Show interfaces, tables, last reload, last rejected config, the Consul state (cluster
+    /// mode) and counters.
     Status {
         /// Machine-readable output.
         #[arg(long)]

@@ -52,6 +52,32 @@ struct File {
     reload_debounce_ms: u64,
     #[serde(default = "default_nexthop_ttl")]
     nexthop_ttl_ms: u32,
+    #[serde(default)]
+    source: SourceKind,
+    /// Also read by `tablegen cluster` (publishing from an operator's machine), so it may be
+    /// present with `source: file`; only validated when the director follows Consul.
+    #[serde(default)]
+    consul: Option<cluster::ConsulSection>,
+    #[serde(default)]
+    publish: bool,
+}
+
+/// `source:` in director.yaml.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SourceKind {
+    #[default]
+    File,
+    Consul,
+}
+
+/// Where the director takes its tables from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// `backends` on disk, watched.
+    File,
+    /// The `current` version of a Consul cluster (design.md §7), verified before it is swapped.
+    Consul(Box<cluster::ConsulConfig>),
 }
 
 fn default_mode() -> XdpMode {
@@ -80,7 +106,7 @@ fn default_debounce() -> u64 {
 }
 
 /// The validated director configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct DirectorConfig {
     /// Interfaces to attach to; empty = load and pin, attach nowhere.
     pub interfaces: Vec<String>,
@@ -99,6 +125,11 @@ pub struct DirectorConfig {
     /// How long the program reuses a next hop (route + neighbour) per backend and CPU; 0 =
     /// look it up for every packet.
     pub nexthop_ttl_ms: u32,
+    /// `source:` (and, for Consul, the validated `consul:` section).
+    pub source: Source,
+    /// `source: consul` only: also publish `backends` (watched) to the cluster when it
+    /// changes (`Store::publish_if_changed`).
+    pub publish: bool,
 }
 
 impl DirectorConfig {
@@ -156,6 +187,28 @@ impl DirectorConfig {
                 "reload_debounce_ms must be at most 10000".into(),
             ));
         }
+        let source = match (file.source, file.consul) {
+            (SourceKind::File, _) => Source::File,
+            (SourceKind::Consul, None) => {
+                return Err(invalid(
+                    1,
+                    1,
+                    "source: consul needs a consul: section (address, prefix, ...)".into(),
+                ))
+            }
+            (SourceKind::Consul, Some(section)) => Source::Consul(Box::new(
+                section
+                    .validate()
+                    .map_err(|e| invalid(1, 1, error_chain(&e)))?,
+            )),
+        };
+        if file.publish && matches!(source, Source::File) {
+            return Err(invalid(
+                1,
+                1,
+                "publish: true needs source: consul (it publishes backends to the cluster)".into(),
+            ));
+        }
         let base = path.parent().unwrap_or(Path::new("/"));
         let backends = if file.backends.is_absolute() {
             file.backends
@@ -174,6 +227,8 @@ impl DirectorConfig {
             kernel_fallback: file.kernel_fallback,
             reload_debounce: Duration::from_millis(file.reload_debounce_ms),
             nexthop_ttl_ms: file.nexthop_ttl_ms,
+            source,
+            publish: file.publish,
         })
     }
 
@@ -196,6 +251,17 @@ impl DirectorConfig {
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("director-state.json")
     }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
 }
 
 #[cfg(test)]
@@ -244,6 +310,41 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
         assert_eq!(c.interfaces, vec!["eth0".to_string()]);
         assert_eq!(c.nexthop_ttl_ms, 100);
+    }
+
+    #[test]
+    fn source_defaults_to_file_and_consul_needs_its_section() {
+        let c = DirectorConfig::parse(Path::new("/x/d.yaml"), "interfaces: []\n").unwrap();
+        assert!(matches!(c.source, Source::File));
+        // A consul: section alone (for tablegen cluster) keeps the file source.
+        let c = DirectorConfig::parse(
+            Path::new("/x/d.yaml"),
+            "consul: { address: http://127.0.0.1:8500, prefix: xdplb/a }\n",
+        )
+        .unwrap();
+        assert!(matches!(c.source, Source::File));
+        let e = DirectorConfig::parse(Path::new("/x/d.yaml"), "publish: true\n").unwrap_err();
+        assert!(e.to_string().contains("needs source: consul"), "{e}");
+        let e = DirectorConfig::parse(Path::new("/x/d.yaml"), "source: consul\n").unwrap_err();
+        assert!(e.to_string().contains("consul: section"), "{e}");
+        let e = DirectorConfig::parse(
+            Path::new("/x/d.yaml"),
+            "source: consul\nconsul: { address: ftp://x, prefix: a }\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("consul.address"), "{e}");
+        let c = DirectorConfig::parse(
+            Path::new("/x/d.yaml"),
+            "source: consul\nconsul:\n  address: http://127.0.0.1:8500\n  prefix: xdplb/a\n  state_file: /tmp/s.json\n",
+        )
+        .unwrap();
+        match c.source {
+            Source::Consul(cc) => {
+                assert_eq!(cc.prefix, "xdplb/a");
+                assert_eq!(cc.state_file, PathBuf::from("/tmp/s.json"));
+            }
+            Source::File => panic!("expected consul"),
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The daemon: load and attach, install the first tables, then reload on file change or
-//! SIGHUP until told to stop. Runs in the foreground; the caller passes the control channel,
+//! The daemon: load and attach, install the first tables, then reload on file change (or a
+//! new Consul version) or SIGHUP until told to stop. Runs in the foreground; the caller passes the control channel,
 //! so tests run the whole daemon in-process and stop it with a [`Handle`].
 //!
 //! A reload builds a whole new snapshot and swaps it in; an invalid source is refused with its
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use crate::config::{DirectorConfig, XdpMode};
+use crate::config::{DirectorConfig, Source, XdpMode};
+use crate::consul::ConsulSource;
 use crate::datapath::{AttachMode, Datapath};
 use crate::error::{DaemonError, ReloadError, SourceError};
 use crate::source::{FileSource, TableSource};
@@ -25,6 +26,8 @@ pub enum Event {
     Changed,
     /// Reload now (SIGHUP).
     Reload,
+    /// The source's status changed (Consul reachable or not, ...): rewrite the state file.
+    Status,
     Shutdown,
 }
 
@@ -70,10 +73,16 @@ impl Default for Control {
     }
 }
 
-/// Run with backends.yaml as the table source.
+/// Run with the table source director.yaml names (`source: file | consul`).
 pub fn run(cfg: DirectorConfig, control: Control) -> Result<(), DaemonError> {
-    let source = FileSource::new(&cfg.backends);
-    run_with(cfg, Box::new(source), control)
+    let source: Box<dyn TableSource> = match &cfg.source {
+        Source::File => Box::new(FileSource::new(&cfg.backends)),
+        Source::Consul(c) => Box::new(ConsulSource::start(
+            (**c).clone(),
+            cfg.publish.then(|| cfg.backends.clone()),
+        )?),
+    };
+    run_with(cfg, source, control)
 }
 
 /// Run with any table source.
@@ -88,6 +97,7 @@ pub fn run_with(
     let mut st = State::read(&state_path).unwrap_or_default();
     st.pid = std::process::id();
     st.source = source.describe();
+    st.cluster = source.cluster();
 
     // The first version. If it is unusable but a previous run left tables pinned, those keep
     // forwarding and we wait for a fix; with nothing to forward, fail loudly.
@@ -135,6 +145,7 @@ pub fn run_with(
             info!(iface, "xdp detached: no longer configured");
         }
     }
+    st.cluster = source.cluster();
     write_state(&st, &state_path)?;
     sd_notify("READY=1");
 
@@ -142,6 +153,10 @@ pub fn run_with(
     while let Ok(ev) = control.rx.recv() {
         match ev {
             Event::Shutdown => break,
+            Event::Status => {
+                st.cluster = source.cluster();
+                write_state(&st, &state_path)?;
+            }
             Event::Changed | Event::Reload => {
                 debug!(event = ?ev, "woken");
                 // Debounce: an editor's save is several events (write, rename, chmod).
@@ -166,12 +181,17 @@ pub fn run_with(
                 if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st) {
                     warn!(source = %source.describe(), error = %e, "config rejected, keeping last good tables");
                 }
+                st.cluster = source.cluster();
                 write_state(&st, &state_path)?;
                 sd_notify("READY=1");
             }
         }
     }
     st.pid = 0;
+    st.cluster = source.cluster();
+    if let Some(c) = &mut st.cluster {
+        c.connected = false;
+    }
     write_state(&st, &state_path)?;
     info!("stopped; the program stays attached (xdplb-director detach removes it)");
     Ok(())
@@ -184,9 +204,20 @@ fn write_state(st: &State, path: &std::path::Path) -> Result<(), DaemonError> {
     })
 }
 
-/// Load the source, build, install. On error, records it in `st` and leaves the kernel as it
-/// was (nothing is touched before the whole snapshot is built).
+/// Load the source, build, install, and tell the source how it went. On error, records it in
+/// `st` and leaves the kernel as it was (nothing is touched before the whole snapshot is built).
 fn reload(
+    cfg: &DirectorConfig,
+    dp: &Datapath,
+    source: &mut dyn TableSource,
+    st: &mut State,
+) -> Result<(), ReloadError> {
+    let r = load_and_install(cfg, dp, source, st);
+    source.finished(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    r
+}
+
+fn load_and_install(
     cfg: &DirectorConfig,
     dp: &Datapath,
     source: &mut dyn TableSource,
@@ -206,7 +237,7 @@ fn reload(
             cfg.encap_source_v6.is_some(),
         )
         .map_err(|e| SourceError::Unusable {
-            path: cfg.backends.clone(),
+            path: source_path(cfg),
             source: e,
         })
     });
@@ -288,5 +319,13 @@ pub fn sd_notify(msg: &str) {
     };
     if let Err(e) = r {
         warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// What an unusable config is called in messages: the file, or the Consul prefix.
+fn source_path(cfg: &DirectorConfig) -> std::path::PathBuf {
+    match &cfg.source {
+        Source::File => cfg.backends.clone(),
+        Source::Consul(c) => format!("consul:{}", c.prefix).into(),
     }
 }

@@ -93,6 +93,9 @@ pub enum SourceError {
     Invalid(#[from] tablegen::config::ConfigErrors),
     #[error("{path}: {source}")]
     Unusable { path: PathBuf, source: TablesError },
+    /// Consul source: nothing to serve yet (no persisted version, Consul down or empty).
+    #[error("{0}")]
+    NoVersion(String),
 }
 
 /// Why a reload did not go live.
@@ -122,4 +125,8 @@ pub enum DaemonError {
     State { path: PathBuf, source: io::Error },
     #[error("setting {path}: {source}")]
     Sysctl { path: PathBuf, source: io::Error },
+    #[error("consul source: {0}")]
+    Cluster(#[from] cluster::Error),
+    #[error("consul source: starting its runtime: {0}")]
+    Runtime(#[source] io::Error),
 }

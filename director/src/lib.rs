@@ -1,12 +1,14 @@
 //! xdplb director: the XDP GUE forwarder (bpf/director.bpf.c) and its daemon.
 //!
-//! Module map: `config` (director.yaml), `source` (where table versions come from),
+//! Module map: `config` (director.yaml), `source` (where table versions come from: the
+//! file, or `consul` following a cluster),
 //! `tables` (pure: config + tables -> kernel images), `datapath` (the only module touching
 //! BPF objects), `daemon` (the run loop), `state` + `status` (what `status` shows), `host`
 //! (sysctls), `counters` (reason names), `cli` (the clap definition).
 
 pub mod cli;
 pub mod config;
+pub mod consul;
 pub mod counters;
 pub mod daemon;
 pub mod datapath;

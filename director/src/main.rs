@@ -22,6 +22,15 @@ fn main() -> std::process::ExitCode {
                         | Some(director::error::DaemonError::FirstLoad(
                             director::error::ReloadError::Source(_)
                         ))
+                )
+                // Consul down or empty: a restart may well fix that.
+                && !matches!(
+                    e.downcast_ref::<director::error::DaemonError>(),
+                    Some(director::error::DaemonError::FirstLoad(
+                        director::error::ReloadError::Source(
+                            director::error::SourceError::NoVersion(_)
+                        )
+                    ))
                 );
             std::process::ExitCode::from(if config { EX_CONFIG } else { 1 })
         }

@@ -1,6 +1,7 @@
-//! Where table versions come from. Today: the backends.yaml file. The seam for the coming
-//! Consul source (design.md §7): anything that can produce a validated config and its tables,
-//! and wake the daemon when a new version may be there.
+//! Where table versions come from: the backends.yaml file ([`FileSource`]) or a Consul
+//! cluster ([`crate::consul::ConsulSource`], design.md §7). A source produces a validated
+//! config and its tables and wakes the daemon when a new version may be there; the daemon
+//! installs it and tells the source how that went.
 //!
 //! Must not do: touch maps (the daemon installs what a source returns).
 
@@ -29,6 +30,13 @@ pub trait TableSource: Send {
     /// Start sending [`Event::Changed`] on `wake` whenever a new version may be available.
     /// The returned guard stops watching when dropped.
     fn watch(&mut self, wake: Sender<Event>) -> Result<Box<dyn std::any::Any + Send>, DaemonError>;
+    /// The outcome of the reload that followed the last [`TableSource::load`]: `Ok` once its
+    /// tables are live, `Err` (the message) if they were refused or not installed.
+    fn finished(&mut self, _result: Result<(), String>) {}
+    /// For `status`: a cluster source's view of Consul.
+    fn cluster(&self) -> Option<crate::state::ClusterState> {
+        None
+    }
 }
 
 /// backends.yaml on disk, watched through its directory so that editors which save by

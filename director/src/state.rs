@@ -42,6 +42,35 @@ pub struct Rejected {
     pub error: String,
 }
 
+/// A version the director refused (Consul source).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRejection {
+    pub version: u64,
+    pub error: String,
+}
+
+/// Where a Consul-following director stands (cluster::FollowerStatus, flattened).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub address: String,
+    pub prefix: String,
+    /// The last request to Consul got an answer.
+    pub connected: bool,
+    /// Seconds since the Unix epoch.
+    pub last_contact: Option<u64>,
+    pub last_error: Option<String>,
+    /// What Consul says is live.
+    pub current_version: Option<u64>,
+    /// What this director serves.
+    pub applied_version: Option<u64>,
+    /// `consul` or `state_file` (the persisted copy, applied at start).
+    pub applied_from: Option<String>,
+    pub applied_at: Option<u64>,
+    /// The newest version refused (checksum not reproduced, unreadable, not installable);
+    /// cleared once a version is applied.
+    pub rejected: Option<ClusterRejection>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub pid: u32,
@@ -51,6 +80,9 @@ pub struct State {
     pub ids: Ids,
     pub last_reload: Option<Reload>,
     pub last_rejected: Option<Rejected>,
+    /// Consul source only.
+    #[serde(default)]
+    pub cluster: Option<ClusterState>,
 }
 
 impl State {

@@ -52,6 +52,8 @@ pub struct Status {
     pub reasons: Vec<ReasonStatus>,
     pub last_reload: Option<crate::state::Reload>,
     pub last_rejected: Option<crate::state::Rejected>,
+    /// Consul source only: connected, last contact, current and applied version, refusal.
+    pub cluster: Option<crate::state::ClusterState>,
 }
 
 /// Gather the status of the director configured by `cfg`.
@@ -121,6 +123,7 @@ pub fn gather(cfg: &DirectorConfig) -> Status {
         reasons,
         last_reload: st.last_reload,
         last_rejected: st.last_rejected,
+        cluster: st.cluster,
     }
 }
 
@@ -151,6 +154,46 @@ impl Status {
         };
         let _ = writeln!(o, "director: loaded ({}), daemon {daemon}", self.pin_dir);
         let _ = writeln!(o, "source: {}", self.source);
+        if let Some(c) = &self.cluster {
+            let show = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                o,
+                "consul: {}, last contact {}",
+                if c.connected {
+                    "connected"
+                } else {
+                    "NOT CONNECTED"
+                },
+                c.last_contact.map_or("never".to_string(), ago)
+            );
+            let sync = match (c.current_version, c.applied_version) {
+                (Some(a), Some(b)) if a == b => " (in sync)",
+                (None, _) => "",
+                _ => " (NOT IN SYNC)",
+            };
+            let _ = writeln!(
+                o,
+                "cluster version: current {}, applied {}{}{}",
+                show(c.current_version),
+                show(c.applied_version),
+                c.applied_from
+                    .as_deref()
+                    .map(|f| format!(" from {f}"))
+                    .unwrap_or_default(),
+                sync
+            );
+            match &c.rejected {
+                Some(r) => {
+                    let _ = writeln!(o, "cluster version REFUSED: {}: {}", r.version, r.error);
+                }
+                None => {
+                    let _ = writeln!(o, "cluster version refused: none");
+                }
+            }
+            if let (false, Some(e)) = (c.connected, &c.last_error) {
+                let _ = writeln!(o, "consul error: {e}");
+            }
+        }
         if self.interfaces.is_empty() {
             let _ = writeln!(o, "interfaces: none attached");
         }

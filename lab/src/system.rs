@@ -151,6 +151,10 @@ pub struct SystemOptions {
     /// Backends in the initial backends.yaml (1..=n, all active); the others have a server and
     /// a redirector but are not in the config yet (to be added later).
     pub configured: usize,
+    /// Directors take their tables from Consul (`source: consul`): a `consul agent -dev` runs
+    /// in the router namespace, backends.yaml is published with `tablegen cluster publish`
+    /// (see [`System::cluster_publish`]) before the directors start.
+    pub consul: bool,
 }
 
 impl Default for SystemOptions {
@@ -158,6 +162,7 @@ impl Default for SystemOptions {
         Self {
             lab: LabOptions::default(),
             configured: 3,
+            consul: false,
         }
     }
 }
@@ -167,14 +172,22 @@ impl Default for SystemOptions {
 pub struct System {
     lab: Lab,
     bins: Binaries,
+    consul: bool,
 }
+
+/// The lab's Consul: the router's address on director-1's link (every director reaches it).
+const CONSUL_PREFIX: &str = "xdplb/lab";
 
 impl System {
     /// Builds the lab, writes the operator's files, starts servers, redirectors and directors,
     /// routes the VIPs over the directors, and waits until new connections get answers.
     pub fn start(bins: Binaries, opts: SystemOptions) -> Result<Self, LabError> {
         let lab = Lab::up(opts.lab)?;
-        let sys = System { lab, bins };
+        let sys = System {
+            lab,
+            bins,
+            consul: opts.consul,
+        };
         sys.lab.start_servers(&sys.bins.server)?;
         let lines: Vec<BackendLine> = (1..=opts.configured)
             .map(|index| BackendLine {
@@ -186,6 +199,10 @@ impl System {
             .write_file("backends.yaml", &backends_yaml(&lines))?;
         for i in 1..=opts.lab.backends {
             sys.start_redirector(i)?;
+        }
+        if sys.consul {
+            sys.start_consul()?;
+            sys.cluster_publish("lab start")?;
         }
         for i in 1..=opts.lab.directors {
             sys.start_director(i)?;
@@ -247,10 +264,65 @@ impl System {
         ))
     }
 
+    /// The lab's Consul agent URL (consul mode).
+    pub fn consul_address(&self) -> String {
+        format!("http://{}:8500", addr::router_director_side(Family::V4, 1))
+    }
+
+    /// Starts `consul agent -dev` in the router namespace, HTTP on [`System::consul_address`];
+    /// waits until it answers KV reads (a leader is elected).
+    fn start_consul(&self) -> Result<(), LabError> {
+        let ip = addr::router_director_side(Family::V4, 1).to_string();
+        let cmd = self.lab.ns(Node::Router).command("consul").args([
+            "agent",
+            "-dev",
+            "-bind=127.0.0.1",
+            &format!("-client={ip}"),
+            "-log-level=warn",
+        ]);
+        self.lab.spawn("consul", &cmd)?;
+        self.lab.wait_for("consul", Duration::from_secs(30), || {
+            self.cluster(&["current"]).is_ok()
+        })
+    }
+
+    /// `tablegen --config <backends.yaml> cluster <args>` against the lab's Consul, run in the
+    /// router namespace (where the agent listens), as an operator would.
+    pub fn cluster(&self, args: &[&str]) -> Result<String, CmdError> {
+        self.lab
+            .ns(Node::Router)
+            .command(&self.bins.tablegen)
+            .arg("--config")
+            .arg(self.backends_yaml())
+            .arg("cluster")
+            .args(["--consul-address", &self.consul_address()])
+            .args(["--prefix", CONSUL_PREFIX])
+            .args(args)
+            .run()
+    }
+
+    /// Publishes backends.yaml as the cluster's new live version.
+    pub fn cluster_publish(&self, comment: &str) -> Result<String, CmdError> {
+        self.cluster(&["publish", "--comment", comment])
+    }
+
     /// The director.yaml of director `i`, as its operator writes it.
     pub fn director_yaml(&self, i: usize) -> Result<String, LabError> {
         let node = Node::Director(i);
         let state = self.lab.run_dir().join(node.name()).join("state");
+        let consul = if self.consul {
+            format!(
+                "source: consul\n\
+                 consul:\n\
+                 \x20 address: {}\n\
+                 \x20 prefix: {CONSUL_PREFIX}\n\
+                 \x20 state_file: {}\n",
+                self.consul_address(),
+                state.join("cluster-state.json").display()
+            )
+        } else {
+            String::new()
+        };
         Ok(format!(
             "# xdplb lab: {name}.\n\
              interfaces: [eth0]\n\
@@ -259,7 +331,8 @@ impl System {
              encap_source_v6: \"{s6}\"\n\
              backends: {backends}\n\
              bpffs_dir: {bpffs}\n\
-             state_dir: {state}\n",
+             state_dir: {state}\n\
+             {consul}",
             name = node.name(),
             s4 = addr::director(Family::V4, i),
             s6 = addr::director(Family::V6, i),

@@ -149,6 +149,7 @@ fn a_backend_not_in_the_config_before_is_added_without_breaking_connections() {
             ..LabOptions::default()
         },
         configured: 3,
+        consul: false,
     };
     let (_g, sys) = start(opts);
     let p = pool(&sys, addr::vip_tcp(Family::V4), 300);
@@ -393,18 +394,6 @@ fn ipv6_backends_get_gue_over_ipv6_and_drain_without_breaking() {
             ));
         }
     }
-    // KNOWN DIRECTOR GAP, worked around here only: with IPv6 backends, packets whose next hop
-    // has no neighbour entry yet are handed to the kernel, which forwards IPv6 only with the
-    // global switch on (ip6_forward checks conf/all/forwarding; a per-interface
-    // force_forwarding exists only from Linux 6.17). The director's kernel_fallback sets only
-    // conf/<iface>/forwarding, so without this line the directors never resolve the router's
-    // IPv6 neighbour and every GUE-over-IPv6 packet is lost (`no_neigh` in their status).
-    for i in 1..=2 {
-        sys.lab()
-            .ns(Node::Director(i))
-            .sysctl(&[("net.ipv6.conf.all.forwarding", "1")])
-            .unwrap();
-    }
     sys.lab().write_file("backends.yaml", &text).unwrap();
     sys.tablegen(&["check"]).unwrap();
     let client = sys.lab().ns(Node::Client);
@@ -454,4 +443,74 @@ fn stopping_the_system_leaves_nothing_behind() {
         "bpffs still mounted"
     );
     assert!(!run_dir.exists(), "{} left", run_dir.display());
+}
+
+#[test]
+fn consul_mode_a_published_drain_reaches_both_directors_and_breaks_no_connection() {
+    let (_g, sys) = start(SystemOptions {
+        consul: true,
+        ..SystemOptions::default()
+    });
+    let p = pool(&sys, addr::vip_tcp(Family::V4), 300);
+    let on3 = p.open_on("backend-3");
+    assert!(on3 > 50, "{}", p.stats());
+
+    // The operator edits the file, then publishes it; the directors only read Consul.
+    sys.tablegen(&["drain", "backend-3"]).unwrap();
+    sys.cluster_publish("drain backend-3").unwrap();
+    sys.wait_new_flows(
+        Family::V4,
+        200,
+        Duration::from_secs(10),
+        avoids("backend-3"),
+    )
+    .unwrap();
+    hold(Duration::from_secs(2));
+    assert_no_broken(&p);
+    assert_eq!(
+        p.open_on("backend-3"),
+        on3,
+        "backend-3 keeps its connections while draining"
+    );
+
+    // Both directors serve the published version, with the same checksum.
+    let bins = Binaries::for_tests(Path::new(SERVER)).unwrap();
+    let current = sys.cluster(&["current", "--json"]).unwrap();
+    let current: serde_json::Value = serde_json::from_str(&current).unwrap();
+    assert_eq!(current["current"].as_u64(), Some(2), "{current}");
+    let mut checksums = Vec::new();
+    for i in 1..=2 {
+        let node = Node::Director(i);
+        let out = sys
+            .lab()
+            .ns(node)
+            .command(&bins.director)
+            .arg("--config")
+            .arg(sys.lab().run_dir().join(node.name()).join("director.yaml"))
+            .args(["status", "--json"])
+            .run()
+            .unwrap();
+        let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            st["cluster"]["applied_version"], current["current"],
+            "{out}"
+        );
+        assert_eq!(st["cluster"]["connected"], true, "{out}");
+        assert!(
+            st["source"].as_str().unwrap().starts_with("consul "),
+            "{out}"
+        );
+        let sums: Vec<(String, String)> = st["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].to_string(), s["checksum"].to_string()))
+            .collect();
+        assert!(!sums.is_empty(), "{out}");
+        checksums.push(sums);
+    }
+    assert_eq!(checksums[0], checksums[1]);
+
+    let report = p.stop();
+    assert_unbroken(&report);
 }
