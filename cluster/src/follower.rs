@@ -376,8 +376,8 @@ where
     }
 }
 
-/// `error: cause: cause` on one line.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// `error: cause: cause` on one line (for logs and status fields that hold one string).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -199,7 +199,7 @@ impl DirectorConfig {
             (SourceKind::Consul, Some(section)) => Source::Consul(Box::new(
                 section
                     .validate()
-                    .map_err(|e| invalid(1, 1, error_chain(&e)))?,
+                    .map_err(|e| invalid(1, 1, cluster::error_chain(&e)))?,
             )),
         };
         if file.publish && matches!(source, Source::File) {
@@ -251,17 +251,6 @@ impl DirectorConfig {
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("director-state.json")
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
