@@ -91,11 +91,18 @@ impl Pkg {
                 "/usr/share/man/man{section}/{bin}-{sub}.{section}.gz"
             ));
         }
-        if format == Format::Deb {
-            for doc in ["copyright", "changelog.Debian.gz"] {
-                files.insert(format!("/usr/share/doc/{}/{doc}", self.name));
+        // The license, where each format puts it: Debian's machine-readable copyright file
+        // (pointing at /usr/share/common-licenses), rpm's %license directory (the full text).
+        match format {
+            Format::Deb => {
+                for doc in ["copyright", "changelog.Debian.gz"] {
+                    files.insert(format!("/usr/share/doc/{}/{doc}", self.name));
+                }
+                files.insert(format!("/usr/share/lintian/overrides/{}", self.name));
             }
-            files.insert(format!("/usr/share/lintian/overrides/{}", self.name));
+            Format::Rpm => {
+                files.insert(format!("/usr/share/licenses/{}/LICENSE", self.name));
+            }
         }
         files
     }
@@ -591,6 +598,7 @@ fn check_rpm_metadata(pkg: &Pkg) {
     for dir in [
         "/etc/xdplb".to_owned(),
         format!("/usr/share/doc/{}", pkg.name),
+        format!("/usr/share/licenses/{}", pkg.name),
     ] {
         assert!(dirs.contains(dir.as_str()), "{dir} not owned: {dirs:?}");
     }
@@ -607,6 +615,15 @@ fn check_rpm_metadata(pkg: &Pkg) {
             "{conf} is not %config(noreplace): {line}"
         );
     }
+
+    // The license: the tag, and the text marked %license (rpm prints the flag as "l"), which
+    // rpm installs even with --excludedocs.
+    assert_eq!(rpm_query(&rpm, &["--qf", "%{LICENSE}"]), "Apache-2.0");
+    let license = format!("/usr/share/licenses/{}/LICENSE", pkg.name);
+    assert!(
+        flags.lines().any(|l| l == format!("{license} l")),
+        "{license} is not %license:\n{flags}"
+    );
 
     let requires = rpm_query(&rpm, &["--requires"]);
     let deb = package(pkg, Format::Deb, 1);
@@ -793,6 +810,7 @@ fn deb_lifecycle(pkg: &Pkg) {
     assert_scripts_clean("install", &out);
     assert!(out.contains("installed, not enabled"), "install:\n{out}");
     check_installed(&root, pkg);
+    check_license(&root, pkg, Format::Deb);
 
     // The operator edits a config and enables the unit; an upgrade keeps both.
     let edited = edit_config(&root, pkg);
@@ -848,6 +866,42 @@ fn deb_lifecycle(pkg: &Pkg) {
     );
 }
 
+/// The license as installed: a .deb's machine-readable (DEP-5) copyright file names it and points
+/// at the text in /usr/share/common-licenses (Debian policy 12.5); an .rpm ships the text itself.
+fn check_license(root: &Root, pkg: &Pkg, format: Format) {
+    match format {
+        Format::Deb => {
+            let path = format!("/usr/share/doc/{}/copyright", pkg.name);
+            let copyright = fs::read_to_string(root.file(&path)).unwrap();
+            assert!(
+                copyright.starts_with(
+                    "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+                ),
+                "{path} is not DEP-5:\n{copyright}"
+            );
+            for line in [
+                "Files: *",
+                "License: Apache-2.0",
+                " can be found in \"/usr/share/common-licenses/Apache-2.0\".",
+            ] {
+                assert!(
+                    copyright.lines().any(|l| l == line),
+                    "{path} lacks {line:?}:\n{copyright}"
+                );
+            }
+            assert!(root.exists("/usr/share/common-licenses/Apache-2.0"));
+        }
+        Format::Rpm => {
+            let path = format!("/usr/share/licenses/{}/LICENSE", pkg.name);
+            assert_eq!(
+                fs::read_to_string(root.file(&path)).unwrap(),
+                fs::read_to_string(workspace().join("LICENSE")).unwrap(),
+                "{path}"
+            );
+        }
+    }
+}
+
 fn check_installed_after_upgrade(root: &Root, pkg: &Pkg) {
     let version = run(&mut root.chroot(&[pkg.daemon(), "--version"]));
     assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
@@ -882,6 +936,7 @@ fn rpm_lifecycle(pkg: &Pkg) {
     assert!(out.contains("installed, not enabled"), "install:\n{out}");
     run(&mut rpm(&["-V", "--nodeps", pkg.name]));
     check_installed(&root, pkg);
+    check_license(&root, pkg, Format::Rpm);
 
     let edited = edit_config(&root, pkg);
     let out = run(&mut rpm(&["-U", "--nodeps", rev2.to_str().unwrap()]));
