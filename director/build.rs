@@ -1,4 +1,5 @@
-//! Compiles bpf/director.bpf.c into a libbpf skeleton in OUT_DIR.
+//! Compiles bpf/director.bpf.c into a libbpf skeleton in OUT_DIR, and the bench-only
+//! bpf/bench/director_bench.bpf.c into an object beside it.
 
 use std::env;
 use std::path::PathBuf;
@@ -19,19 +20,29 @@ fn main() {
         "s390x" => "s390x-linux-gnu",
         other => panic!("no multiarch include dir known for {other}"),
     };
+    let clang_args = [
+        "-I../bpf/include".to_string(),
+        format!("-I/usr/include/{multiarch}"),
+        "-O2".into(),
+        "-g".into(),
+        "-Wall".into(),
+    ];
     SkeletonBuilder::new()
         .source(src)
         // The object itself too: the daemon loads it with ObjectBuilder (owned, no lifetimes).
         .obj(out_dir.join("director.bpf.o"))
-        .clang_args([
-            "-I../bpf/include".to_string(),
-            format!("-I/usr/include/{multiarch}"),
-            "-O2".into(),
-            "-g".into(),
-            "-Wall".into(),
-        ])
+        .clang_args(clang_args.clone())
         .build_and_generate(&out)
         .expect("compile bpf/director.bpf.c (clang and libbpf headers must be installed)");
+    // The bench-only entry points (benches/datapath.rs): the same program plus a frame restore.
+    let bench = "../bpf/bench/director_bench.bpf.c";
+    SkeletonBuilder::new()
+        .source(bench)
+        .obj(out_dir.join("director_bench.bpf.o"))
+        .clang_args(clang_args)
+        .build()
+        .expect("compile bpf/bench/director_bench.bpf.c");
+    println!("cargo:rerun-if-changed={bench}");
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-changed=../bpf/include");
 }

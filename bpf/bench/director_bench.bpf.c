@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Bench-only entry points around the director's XDP program (design.md §11): never shipped,
+ * never attached. director/benches/datapath.rs loads this object with every map reused from
+ * the daemon's pins, so the program sees real tables.
+ *
+ * BPF_PROG_TEST_RUN with repeat > 1 runs the program again and again on one buffer; an
+ * encapsulating program would see its own output from the second run on. So after each run
+ * xdplb_director_bench puts the original frame back: the head moves back to where it was and
+ * the first BENCH_RESTORE bytes are rewritten from `bench_frame` (the program only writes in
+ * front of the inner IP header, which starts within them). xdplb_bench_restore does only the
+ * restoring, so its cost can be reported and subtracted. The bench checks that the frame
+ * left after a million runs is the original. */
+#include "../director.bpf.c"
+
+#define BENCH_RESTORE 64
+
+struct bench_frame {
+	__u32 len; /* the original frame's length */
+	__u32 pad;
+	__u8 bytes[BENCH_RESTORE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bench_frame);
+} bench_frame SEC(".maps");
+
+static __always_inline int restore(struct xdp_md *ctx)
+{
+	const struct bench_frame *f;
+	__u32 zero = 0;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 *dst;
+	const __u64 *src;
+
+	f = bpf_map_lookup_elem(&bench_frame, &zero);
+	if (!f)
+		return -1;
+	/* Always one helper call, also when the head did not move (pass paths, restore only). */
+	if (bpf_xdp_adjust_head(ctx, (int)(data_end - data) - (int)f->len))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + BENCH_RESTORE > data_end)
+		return -1;
+	dst = data;
+	src = (const __u64 *)f->bytes;
+#pragma unroll
+	for (int i = 0; i < BENCH_RESTORE / 8; i++)
+		dst[i] = src[i];
+	return 0;
+}
+
+SEC("xdp")
+int xdplb_director_bench(struct xdp_md *ctx)
+{
+	int rc = director(ctx);
+
+	if (restore(ctx))
+		return XDP_ABORTED; /* never expected: the bench asserts the verdict */
+	return rc;
+}
+
+SEC("xdp")
+int xdplb_bench_restore(struct xdp_md *ctx)
+{
+	if (restore(ctx))
+		return XDP_ABORTED;
+	return XDP_PASS;
+}
