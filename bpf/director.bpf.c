@@ -8,8 +8,9 @@
  * - ICMP frag-needed / ICMPv6 packet-too-big quoting a bound flow is hashed on the quoted tuple
  *   reversed, so it reaches the backend that owns the flow. Other ICMP to a VIP passes.
  * - First fragments are forwarded by their ports; later fragments (no ports) pass.
- * - Next hops come from bpf_fib_lookup on every packet. An unresolved neighbour: the packet is
- *   encapsulated and handed to the kernel (XDP_PASS), which resolves it and forwards.
+ * - Next hops come from bpf_fib_lookup, its answer reused per backend and CPU for a short
+ *   while. An unresolved neighbour: the packet is encapsulated and handed to the kernel
+ *   (XDP_PASS), which resolves it and forwards.
  * - Too big after encapsulation: frag-needed / packet-too-big back to the client (PMTU keeps
  *   working); an IPv4 packet without DF is encapsulated without DF and the kernel fragments.
  *
@@ -66,6 +67,25 @@ struct {
 	__type(value, struct director_vip);
 } director_vips SEC(".maps");
 
+/* The bind index (abi.h): the fast path of every TCP/UDP packet to a VIP. No BPF_F_INNER_MAP:
+ * every version has the same size, so the verifier inlines the lookup. */
+struct director_vip_index_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DIRECTOR_VIP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct director_vip_slot);
+};
+
+/* For BTF, as director_table_template. */
+struct director_vip_index_map director_vip_index_template SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct director_vip_index_map);
+} director_vip_index SEC(".maps");
+
 /* Which addresses may be VIPs (abi.h): the early exit for host traffic. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -113,6 +133,19 @@ struct {
 	__type(value, struct director_counter);
 } stats_bind SEC(".maps");
 
+/* The kernel's tick rate, for the next-hop expiry in jiffies (libbpf reads it from the kernel
+ * config). Unknown (0): assume 100, the lowest Linux has, so a next hop is never kept longer
+ * than asked. */
+extern const unsigned int CONFIG_HZ __kconfig __weak;
+
+/* A TTL in ms as jiffies, rounded up so a short TTL still caches for one tick. */
+static __always_inline __u64 ttl_jiffies(__u32 ms)
+{
+	__u64 hz = CONFIG_HZ ? CONFIG_HZ : 100;
+
+	return ((__u64)ms * hz + 999) / 1000;
+}
+
 /* ---- per-packet state ---- */
 
 struct pkt {
@@ -151,13 +184,38 @@ static __always_inline int verdict(struct pkt *p, __u32 reason, int action)
 
 /* ---- bind match ---- */
 
-static __always_inline struct director_vip *lookup_vip(const __u8 *vip16, __u8 proto)
+static __always_inline const struct director_vip *lookup_vip(const __u8 *vip16, __u8 proto)
 {
 	struct director_vip_key key = {};
 
 	__builtin_memcpy(key.addr, vip16, 16);
 	key.proto = proto;
 	return bpf_map_lookup_elem(&director_vips, &key);
+}
+
+/* The binds of a (VIP, TCP/UDP): the index slot, or the hash map when the slot overflowed (or
+ * no index is installed yet). vip16 must be 8-byte aligned. */
+static __always_inline const struct director_vip *find_vip(const __u8 *vip16, __u8 proto)
+{
+	const __u32 *w = (const __u32 *)vip16;
+	const __u64 *a = (const __u64 *)vip16;
+	const struct director_vip_slot *s;
+	__u32 zero = 0, slot;
+	void *index;
+
+	index = bpf_map_lookup_elem(&director_vip_index, &zero);
+	if (!index)
+		return lookup_vip(vip16, proto);
+	slot = (((w[0] ^ w[1] ^ w[2] ^ w[3]) + proto) * 0x9e3779b1u) >> 20;
+	s = bpf_map_lookup_elem(index, &slot);
+	if (!s)
+		return NULL;
+	if (s->proto == proto && *(const __u64 *)s->addr == a[0] &&
+	    *(const __u64 *)(s->addr + 8) == a[1])
+		return &s->vip;
+	if (s->overflow)
+		return lookup_vip(vip16, proto);
+	return NULL;
 }
 
 /* Find the bind covering port among a (VIP, protocol)'s ranges: 0 and p->service/bind set on
@@ -345,10 +403,8 @@ static __always_inline __u32 encap_overhead(int outer_v6, __u32 alternates)
 struct encap_args {
 	const struct director_row *row;
 	const struct director_config *cfg;
-	__u8 dmac[6];
-	__u8 smac[6];
-	__u8 use_macs; /* 0: keep the frame's own addresses (kernel path) */
-	__u8 pad[3];
+	const __u8 *dmac; /* NULL: keep the frame's own addresses (kernel path) */
+	const __u8 *smac;
 	__u64 hash;
 	__u64 payload_sum; /* inner packet sum, IPv6 outer only */
 	__u32 alternates;
@@ -356,135 +412,144 @@ struct encap_args {
 	__u8 outer_df;
 };
 
+/* 6 bytes as three 16-bit words (MAC addresses sit at even offsets everywhere here). */
+static __always_inline void copy_mac(void *dst, const void *src)
+{
+	const __u16 *s = src;
+	__u16 *d = dst;
+
+	d[0] = s[0];
+	d[1] = s[1];
+	d[2] = s[2];
+}
+
 /* Grow the frame and write Ethernet / outer IP / UDP / GUE / hop list in front of the inner
- * IP packet. The old Ethernet (and VLAN) header is dropped. Returns 0 or -1. */
+ * IP packet. The old Ethernet (and VLAN) header is dropped. Returns 0 or -1.
+ *
+ * Every header word is computed in a register and stored once, and the checksums are summed
+ * from those registers and from the map values, never read back from the packet: a load that
+ * spans several just-made smaller stores waits for them to retire (store forwarding fails),
+ * which cost 10 ns for the IPv4 header checksum alone. */
 static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, const struct encap_args *a)
 {
-	__u32 overhead = encap_overhead(a->outer_v6, a->alternates);
-	__u8 old_mac[12];
-	struct ethhdr *eth;
-	struct udphdr *udp;
-	struct gue_hdr *gue;
-	struct gue_hoplist *hl;
-	void *data, *data_end, *hops;
-	__u32 udp_len = sizeof(struct udphdr) + sizeof(struct gue_hdr) +
-			sizeof(struct gue_hoplist) + (a->outer_v6 ? 16 : 4) * a->alternates +
-			p->ip_len;
+	__u32 alternates = a->alternates;
+	__u32 gue_len = sizeof(struct udphdr) + sizeof(struct gue_hdr) + sizeof(struct gue_hoplist) +
+			(a->outer_v6 ? 16 : 4) * alternates;
+	__u32 udp_len = gue_len + p->ip_len;
+	__u32 ip_hlen = a->outer_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	const __u32 *dst = (const __u32 *)a->row->hops[0];
+	/* UDP / GUE / hop list words, network order as they sit in the packet */
+	__be16 sport = bpf_htons(0xc000 | ((a->hash >> 32) & 0x3fff));
+	__be16 dport = a->cfg->gue_port;
+	__be16 ulen = bpf_htons((__u16)udp_len);
+	__be16 gue_w = bpf_htons((__u16)(((1 + (a->outer_v6 ? 4 : 1) * alternates) << 8) |
+					 (p->is_v6 ? GUE_PROTO_IPV6 : GUE_PROTO_IPV4)));
+	__be16 type_w = bpf_htons(a->outer_v6 ? GUE_HOPS_IPV6 : GUE_HOPS_IPV4);
+	__be16 count_w = bpf_htons((__u16)alternates); /* next_hop 0, hop_count */
+	__u16 old_mac[6];
+	__u16 *w16;
+	__u32 *w;
+	void *data, *data_end;
 
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	if (data + 12 > data_end) /* verifier: the L2 header was parsed */
 		return -1;
-	if (!a->use_macs)
-		__builtin_memcpy(old_mac, data, 12);
+	if (!a->dmac) {
+		copy_mac(old_mac, data);
+		copy_mac(old_mac + 3, data + 6);
+	}
 
-	if (bpf_xdp_adjust_head(ctx, 0 - (int)(ETH_HLEN_ + overhead - p->l3_off)))
+	if (bpf_xdp_adjust_head(ctx, 0 - (int)(ETH_HLEN_ + ip_hlen + gue_len - p->l3_off)))
 		return -1;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-
-	eth = data;
-	if ((void *)(eth + 1) > data_end)
+	/* The longest fixed part: Ethernet, IPv6, UDP, GUE, hop list word. */
+	if (data + ETH_HLEN_ + sizeof(struct ipv6hdr) + 16 > data_end)
 		return -1;
-	if (a->use_macs) {
-		__builtin_memcpy(eth->h_dest, a->dmac, ETH_ALEN_);
-		__builtin_memcpy(eth->h_source, a->smac, ETH_ALEN_);
-	} else {
-		__builtin_memcpy(eth->h_dest, old_mac, 12);
-	}
 
+	w16 = data;
+	if (a->dmac) {
+		copy_mac(w16, a->dmac);
+		copy_mac(w16 + 3, a->smac);
+	} else {
+		copy_mac(w16, old_mac);
+		copy_mac(w16 + 3, old_mac + 3);
+	}
+	w16[6] = a->outer_v6 ? bpf_htons(ETH_P_IPV6_) : bpf_htons(ETH_P_IP_);
+
+	w = data + ETH_HLEN_;
 	if (a->outer_v6) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		const __u32 *src = (const __u32 *)a->cfg->src6;
 		__u32 fl = (__u32)a->hash & 0xfffff; /* flow label: spreads the flow on ECMP paths */
-
-		if ((void *)(ip6 + 1) > data_end)
-			return -1;
-		eth->h_proto = bpf_htons(ETH_P_IPV6_);
-		*(__be32 *)ip6 = bpf_htonl((6u << 28) | ((__u32)p->tos << 20) | fl);
-		ip6->payload_len = bpf_htons((__u16)udp_len);
-		ip6->nexthdr = IPPROTO_UDP_;
-		ip6->hop_limit = DEFAULT_TTL_;
-		__builtin_memcpy(&ip6->saddr, a->cfg->src6, 16);
-		__builtin_memcpy(&ip6->daddr, a->row->hops[0], 16);
-		udp = (void *)(ip6 + 1);
-	} else {
-		struct iphdr *ip = (void *)(eth + 1);
-
-		if ((void *)(ip + 1) > data_end)
-			return -1;
-		eth->h_proto = bpf_htons(ETH_P_IP_);
-		ip->version = 4;
-		ip->ihl = 5;
-		ip->tos = p->tos;
-		ip->tot_len = bpf_htons((__u16)(sizeof(*ip) + udp_len));
-		ip->id = 0;
-		ip->frag_off = a->outer_df ? bpf_htons(IP_DF_) : 0;
-		ip->ttl = DEFAULT_TTL_;
-		ip->protocol = IPPROTO_UDP_;
-		ip->check = 0;
-		ip->saddr = a->cfg->src4;
-		__builtin_memcpy(&ip->daddr, a->row->hops[0], 4);
-		ip->check = ~fold64(sum16(ip, sizeof(*ip)));
-		udp = (void *)(ip + 1);
-	}
-
-	gue = (void *)(udp + 1);
-	hl = (void *)(gue + 1);
-	hops = (void *)(hl + 1);
-	if (hops > data_end)
-		return -1;
-	udp->source = bpf_htons(0xc000 | ((a->hash >> 32) & 0x3fff));
-	udp->dest = a->cfg->gue_port;
-	udp->len = bpf_htons((__u16)udp_len);
-	udp->check = 0; /* over IPv4: none (GLB does the same); over IPv6: filled in below */
-	gue->ver_c_hlen = (__u8)(1 + (a->outer_v6 ? 4 : 1) * a->alternates);
-	gue->proto = p->is_v6 ? GUE_PROTO_IPV6 : GUE_PROTO_IPV4;
-	gue->flags = 0;
-	hl->type = bpf_htons(a->outer_v6 ? GUE_HOPS_IPV6 : GUE_HOPS_IPV4);
-	hl->next_hop = 0;
-	hl->hop_count = (__u8)a->alternates;
-
-#pragma unroll
-	for (int i = 1; i < GUE_MAX_HOPS; i++) {
-		if (i > a->alternates)
-			break;
-		if (a->outer_v6) {
-			__u8 *h = hops + 16 * (i - 1);
-
-			if ((void *)(h + 16) > data_end)
-				return -1;
-			__builtin_memcpy(h, a->row->hops[i], 16);
-		} else {
-			__u8 *h = hops + 4 * (i - 1);
-
-			if ((void *)(h + 4) > data_end)
-				return -1;
-			__builtin_memcpy(h, a->row->hops[i], 4);
-		}
-	}
-
-	if (a->outer_v6) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		__u64 s;
 
-		/* verifier: re-established after the loop's pointer arithmetic */
-		if ((void *)(ip6 + 1) > data_end)
-			return -1;
-		s = pseudo_sum(1, &ip6->saddr, &ip6->daddr, udp_len, IPPROTO_UDP_);
-		s += sum16(udp, sizeof(*udp) + sizeof(*gue) + sizeof(*hl));
+		w[0] = bpf_htonl((6u << 28) | ((__u32)p->tos << 20) | fl);
+		w[1] = bpf_htonl((udp_len << 16) | (IPPROTO_UDP_ << 8) | DEFAULT_TTL_);
+		w[2] = src[0];
+		w[3] = src[1];
+		w[4] = src[2];
+		w[5] = src[3];
+		w[6] = dst[0];
+		w[7] = dst[1];
+		w[8] = dst[2];
+		w[9] = dst[3];
+		w16 = (void *)(w + 10);
+		/* pseudo header, UDP header, GUE, hop list word, then the hops and the payload */
+		s = (__u64)src[0] + src[1] + src[2] + src[3] + dst[0] + dst[1] + dst[2] + dst[3] +
+		    ulen + bpf_htons(IPPROTO_UDP_) + sport + dport + ulen + gue_w + type_w + count_w;
+		w = (void *)(w16 + 8);
 #pragma unroll
 		for (int i = 1; i < GUE_MAX_HOPS; i++) {
-			__u8 *h = hops + 16 * (i - 1);
+			const __u32 *h = (const __u32 *)a->row->hops[i];
 
-			if (i > a->alternates)
+			__u32 *o = w + 4 * (i - 1);
+
+			if (i > alternates)
 				break;
-			if ((void *)(h + 16) > data_end)
+			if ((void *)(o + 4) > data_end)
 				return -1;
-			s += sum16(h, 16);
+			o[0] = h[0];
+			o[1] = h[1];
+			o[2] = h[2];
+			o[3] = h[3];
+			s += (__u64)h[0] + h[1] + h[2] + h[3];
 		}
 		s += a->payload_sum;
-		udp->check = csum_udp_mangle0(~fold64(s));
+		w16[3] = csum_udp_mangle0(~fold64(s));
+	} else {
+		__u32 w0 = bpf_htonl((0x45u << 24) | ((__u32)p->tos << 16) | (ip_hlen + udp_len));
+		__u32 w1 = a->outer_df ? bpf_htonl(IP_DF_) : 0; /* id 0, flags, offset 0 */
+		__u32 w2 = bpf_htonl((DEFAULT_TTL_ << 24) | (IPPROTO_UDP_ << 16)); /* check 0 */
+		__u32 src = a->cfg->src4;
+
+		w[0] = w0;
+		w[1] = w1;
+		w[2] = w2;
+		w[3] = src;
+		w[4] = dst[0];
+		w16 = (void *)(w + 5);
+		((__u16 *)w)[5] = ~fold64((__u64)w0 + w1 + w2 + src + dst[0]);
+		w16[3] = 0; /* over IPv4: no UDP checksum (GLB does the same) */
+		w = (void *)(w16 + 8);
+#pragma unroll
+		for (int i = 1; i < GUE_MAX_HOPS; i++) {
+			__u32 *o = w + (i - 1);
+
+			if (i > alternates)
+				break;
+			if ((void *)(o + 1) > data_end)
+				return -1;
+			*o = *(const __u32 *)a->row->hops[i];
+		}
 	}
+	w16[0] = sport;
+	w16[1] = dport;
+	w16[2] = ulen;
+	w16[4] = gue_w;
+	w16[5] = 0; /* GUE flags */
+	w16[6] = type_w;
+	w16[7] = count_w;
 	return 0;
 }
 
@@ -620,26 +685,21 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
 
 	/* Unhashed fields are zero, exactly as tablegen's flow_key_bytes. */
-	if (p->is_v6) {
-		if (!(hdr->fields & XDPLB_HASH_SRC_IP))
-			__builtin_memset(p->flow.v6.src, 0, 16);
-		if (!(hdr->fields & XDPLB_HASH_DST_IP))
-			__builtin_memset(p->flow.v6.dst, 0, 16);
-		if (!(hdr->fields & XDPLB_HASH_SRC_PORT))
-			p->flow.v6.sport = 0;
-		if (!(hdr->fields & XDPLB_HASH_DST_PORT))
-			p->flow.v6.dport = 0;
-	} else {
-		if (!(hdr->fields & XDPLB_HASH_SRC_IP))
-			p->flow.v4.src = 0;
-		if (!(hdr->fields & XDPLB_HASH_DST_IP))
-			p->flow.v4.dst = 0;
-		if (!(hdr->fields & XDPLB_HASH_SRC_PORT))
-			p->flow.v4.sport = 0;
-		if (!(hdr->fields & XDPLB_HASH_DST_PORT))
-			p->flow.v4.dport = 0;
+	{
+		__u64 src = hdr->fields & XDPLB_HASH_SRC_IP ? ~0ULL : 0;
+		__u64 dst = hdr->fields & XDPLB_HASH_DST_IP ? ~0ULL : 0;
+		__u32 ports = p->flow.ports &
+			      sip_join16(hdr->fields & XDPLB_HASH_SRC_PORT ? 0xffff : 0,
+					 hdr->fields & XDPLB_HASH_DST_PORT ? 0xffff : 0);
+
+		if (p->is_v6)
+			a.hash = siphash13_v6(hdr->hash_k0, hdr->hash_k1, p->flow.w[0] & src,
+					      p->flow.w[1] & src, p->flow.w[2] & dst,
+					      p->flow.w[3] & dst, ports);
+		else
+			a.hash = siphash13_v4(hdr->hash_k0, hdr->hash_k1,
+					      p->flow.w[0] & sip_join32(src, dst), ports);
 	}
-	a.hash = siphash13_flow(hdr->hash_k0, hdr->hash_k1, &p->flow, p->is_v6);
 	idx = 1 + ((__u32)a.hash & hdr->rows_mask);
 	slot = bpf_map_lookup_elem(table, &idx);
 	if (!slot)
@@ -673,14 +733,13 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 		__u32 nk = row->primary_nh;
 
 		nh = bpf_map_lookup_elem(&director_nexthops, &nk);
-		now = bpf_ktime_get_coarse_ns();
-		if (nh && nh->expires_ns > now && nh->generation == cfg->generation &&
+		now = bpf_jiffies64(); /* inlined by the verifier: a load, not a call */
+		if (nh && nh->expires > now && nh->generation == cfg->generation &&
 		    nh->ingress == ingress && tot_len <= nh->mtu &&
 		    *(__u64 *)nh->addr == *(__u64 *)row->hops[0] &&
 		    *(__u64 *)(nh->addr + 8) == *(__u64 *)(row->hops[0] + 8)) {
-			__builtin_memcpy(a.dmac, nh->dmac, 6);
-			__builtin_memcpy(a.smac, nh->smac, 6);
-			a.use_macs = 1;
+			a.dmac = nh->dmac;
+			a.smac = nh->smac;
 			egress = nh->ifindex;
 			rc = BPF_FIB_LKUP_RET_SUCCESS;
 			goto send;
@@ -703,13 +762,12 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	}
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		__builtin_memcpy(a.dmac, fib.dmac, 6);
-		__builtin_memcpy(a.smac, fib.smac, 6);
-		a.use_macs = 1;
+		a.dmac = fib.dmac;
+		a.smac = fib.smac;
 		egress = fib.ifindex;
 		if (nh) {
 			__builtin_memcpy(nh->addr, row->hops[0], 16);
-			nh->expires_ns = now + (__u64)cfg->nexthop_ttl_ms * 1000000;
+			nh->expires = now + ttl_jiffies(cfg->nexthop_ttl_ms);
 			nh->generation = cfg->generation;
 			nh->ingress = ingress;
 			nh->ifindex = fib.ifindex;
@@ -784,9 +842,9 @@ static __always_inline int read_ports(void *l4, void *data_end, __be16 *sport, _
  * it (client -> VIP) and match its bind. 0: bound; otherwise not. */
 static __always_inline int classify_icmp_error(struct pkt *p, void *quoted, void *data_end)
 {
-	struct director_vip *v;
+	const struct director_vip *v;
 	__be16 qsport, qdport;
-	__u8 vip[16];
+	__u8 vip[16] __attribute__((aligned(8)));
 
 	if (p->is_v6) {
 		struct ipv6hdr *q = quoted;
@@ -797,12 +855,13 @@ static __always_inline int classify_icmp_error(struct pkt *p, void *quoted, void
 			return -1;
 		if (read_ports(q + 1, data_end, &qsport, &qdport))
 			return -1;
-		__builtin_memcpy(p->flow.v6.src, &q->daddr, 16);
-		__builtin_memcpy(p->flow.v6.dst, &q->saddr, 16);
-		p->flow.v6.sport = qdport;
-		p->flow.v6.dport = qsport;
+		p->flow.w[0] = *(const __u64 *)&q->daddr;
+		p->flow.w[1] = *(const __u64 *)((void *)&q->daddr + 8);
+		p->flow.w[2] = *(const __u64 *)&q->saddr;
+		p->flow.w[3] = *(const __u64 *)((void *)&q->saddr + 8);
+		p->flow.ports = sip_join16(qdport, qsport);
 		__builtin_memcpy(vip, &q->saddr, 16);
-		v = lookup_vip(vip, q->nexthdr);
+		v = find_vip(vip, q->nexthdr);
 		return v ? match_port(p, v, bpf_ntohs(qsport)) : -1;
 	} else {
 		struct iphdr *q = quoted;
@@ -819,12 +878,10 @@ static __always_inline int classify_icmp_error(struct pkt *p, void *quoted, void
 			return -1;
 		if (read_ports(quoted + qihl, data_end, &qsport, &qdport))
 			return -1;
-		p->flow.v4.src = q->daddr;
-		p->flow.v4.dst = q->saddr;
-		p->flow.v4.sport = qdport;
-		p->flow.v4.dport = qsport;
+		p->flow.w[0] = sip_join32(q->daddr, q->saddr);
+		p->flow.ports = sip_join16(qdport, qsport);
 		addr_v4mapped(vip, q->saddr);
-		v = lookup_vip(vip, q->protocol);
+		v = find_vip(vip, q->protocol);
 		return v ? match_port(p, v, bpf_ntohs(qsport)) : -1;
 	}
 }
@@ -840,7 +897,7 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct pkt *p, const 
 		return verdict(p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);
 	if (p->ip_proto == IPPROTO_TCP_ || p->ip_proto == IPPROTO_UDP_) {
 		/* The one lookup that all host traffic to TCP/UDP pays. */
-		struct director_vip *v = lookup_vip(vip16, p->ip_proto);
+		const struct director_vip *v = find_vip(vip16, p->ip_proto);
 
 		if (!v)
 			return verdict(p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);
@@ -850,13 +907,7 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct pkt *p, const 
 			return verdict(p, DIRECTOR_DROP_L4_TRUNCATED, XDP_DROP);
 		if (match_port(p, v, bpf_ntohs(dport)))
 			return verdict(p, DIRECTOR_PASS_PORT_NOT_BOUND, XDP_PASS);
-		if (p->is_v6) {
-			p->flow.v6.sport = sport;
-			p->flow.v6.dport = dport;
-		} else {
-			p->flow.v4.sport = sport;
-			p->flow.v4.dport = dport;
-		}
+		p->flow.ports = sip_join16(sport, dport);
 		/* The inner checksum covers more than this packet (first fragment), or nothing
 		 * (UDP over IPv4 may send 0): the IPv6 outer checksum has to sum the bytes. */
 		if (first_fragment)
@@ -898,7 +949,7 @@ static __always_inline int classify_v4(struct xdp_md *ctx, struct pkt *p, void *
 {
 	struct iphdr *ip = data + p->l3_off;
 	__u32 ihl, tot;
-	__u8 vip[16];
+	__u8 vip[16] __attribute__((aligned(8)));
 
 	if ((void *)(ip + 1) > data_end)
 		return verdict(p, DIRECTOR_PASS_UNPARSED, XDP_PASS);
@@ -916,8 +967,7 @@ static __always_inline int classify_v4(struct xdp_md *ctx, struct pkt *p, void *
 	p->ip_proto = ip->protocol;
 	p->tos = ip->tos;
 	p->df = !!(ip->frag_off & bpf_htons(IP_DF_));
-	p->flow.v4.src = ip->saddr;
-	p->flow.v4.dst = ip->daddr;
+	p->flow.w[0] = sip_join32(ip->saddr, ip->daddr);
 	addr_v4mapped(vip, ip->daddr);
 
 	if (ip->frag_off & bpf_htons(IP_OFFSET_)) {
@@ -934,7 +984,7 @@ static __always_inline int classify_v6(struct xdp_md *ctx, struct pkt *p, void *
 				       void *data_end)
 {
 	struct ipv6hdr *ip6 = data + p->l3_off;
-	__u8 vip[16];
+	__u8 vip[16] __attribute__((aligned(8)));
 
 	if ((void *)(ip6 + 1) > data_end)
 		return verdict(p, DIRECTOR_PASS_UNPARSED, XDP_PASS);
@@ -948,8 +998,10 @@ static __always_inline int classify_v6(struct xdp_md *ctx, struct pkt *p, void *
 	p->l4_off = p->l3_off + sizeof(*ip6);
 	p->ip_proto = ip6->nexthdr;
 	p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-	__builtin_memcpy(p->flow.v6.src, &ip6->saddr, 16);
-	__builtin_memcpy(p->flow.v6.dst, &ip6->daddr, 16);
+	p->flow.w[0] = *(const __u64 *)&ip6->saddr;
+	p->flow.w[1] = *(const __u64 *)((void *)&ip6->saddr + 8);
+	p->flow.w[2] = *(const __u64 *)&ip6->daddr;
+	p->flow.w[3] = *(const __u64 *)((void *)&ip6->daddr + 8);
 	__builtin_memcpy(vip, &ip6->daddr, 16);
 	return classify_l4(ctx, p, vip, ip6 + 1, data_end, 0);
 }

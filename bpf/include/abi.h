@@ -100,6 +100,22 @@ struct director_vip_filter {
 	__u64 bits[DIRECTOR_VIP_FILTER_BITS / 64];
 };
 
+/* The bind index: what TCP/UDP packets to a VIP read instead of the `director_vips` hash map
+ * (an array lookup the verifier inlines, against a hash map lookup: ~15 ns less per packet).
+ * An inner map of the one-slot `director_vip_index`, rebuilt whole and swapped on every bind
+ * change, so a packet sees one version. The slot of a (VIP, protocol): xor the address's four
+ * 32-bit words (native order), add the protocol, multiply by 0x9e3779b1 mod 2^32, keep the top
+ * 12 bits. When several pairs share a slot, the smallest (address, protocol) gets it and
+ * `overflow` sends the others to `director_vips`, which always holds every pair. */
+#define DIRECTOR_VIP_SLOTS 4096
+struct director_vip_slot {
+	__u8 addr[16]; /* network order; IPv4 as ::ffff:a.b.c.d */
+	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP; 0 = empty */
+	__u8 overflow; /* other pairs with this slot: look them up in director_vips */
+	__u8 pad[6];
+	struct director_vip vip;
+};
+
 /* Entry 0 of a service's table (inner map of `director_tables`): everything a packet needs
  * besides its row, in the same map as the rows so one lookup sees one consistent version. */
 struct director_table_hdr {
@@ -127,7 +143,7 @@ struct director_row {
  * on (value of the per-CPU array `director_nexthops`, indexed by backend). */
 struct director_nexthop {
 	__u8 addr[16];    /* the backend it is for, as in the row: a reused slot never misleads */
-	__u64 expires_ns; /* bpf_ktime_get_coarse_ns() deadline */
+	__u64 expires;    /* bpf_jiffies64() deadline */
 	__u32 generation; /* director_config.generation when filled */
 	__u32 ingress;    /* ingress ifindex the lookup was made for */
 	__u32 ifindex;    /* egress */

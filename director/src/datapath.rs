@@ -9,7 +9,7 @@
 //!
 //! Must not do: decide policy (which tables, when); that is the daemon's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -23,7 +23,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, Object, ObjectBuilder};
 
 use crate::bpf::types::{
     director_config, director_counter, director_slot, director_table_hdr, director_vip,
-    director_vip_filter, director_vip_key,
+    director_vip_filter, director_vip_key, director_vip_slot,
 };
 use crate::error::DatapathError;
 use crate::tables::{ServiceImage, Snapshot, VipKey, MAX_BINDS, MAX_SERVICES};
@@ -35,6 +35,7 @@ const MAP_TABLES: &str = "director_tables";
 const MAP_VIPS: &str = "director_vips";
 const MAP_CONFIG: &str = "director_config";
 const MAP_VIP_FILTER: &str = "director_vip_filter";
+const MAP_VIP_INDEX: &str = "director_vip_index";
 const MAP_REASON: &str = "stats_reason";
 const MAP_SERVICE: &str = "stats_service";
 const MAP_BIND: &str = "stats_bind";
@@ -47,9 +48,12 @@ const _: () = assert!(std::mem::size_of::<director_config>() == 32);
 const _: () = assert!(std::mem::size_of::<director_vip_key>() == 20);
 const _: () = assert!(std::mem::size_of::<director_counter>() == 16);
 const _: () = assert!(std::mem::size_of::<director_vip_filter>() == 8 + VIP_FILTER_BITS / 8);
+const _: () = assert!(std::mem::size_of::<director_vip_slot>() == 160);
 
 /// DIRECTOR_VIP_FILTER_BITS of abi.h.
 const VIP_FILTER_BITS: usize = 4096;
+/// DIRECTOR_VIP_SLOTS of abi.h.
+const VIP_SLOTS: usize = 4096;
 
 /// The bytes of a plain `repr(C)` map type from abi.h (explicit padding, no pointers).
 fn bytes_of<T: Copy>(v: &T) -> &[u8] {
@@ -64,6 +68,12 @@ fn from_bytes<T: Copy + Default>(b: &[u8]) -> T {
     // SAFETY: T is a plain abi.h type for which every bit pattern is valid.
     unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (&mut v as *mut T).cast::<u8>(), n) };
     v
+}
+
+/// libbpf's own maps (".kconfig": the kernel's settings this boot, e.g. CONFIG_HZ) are named
+/// "<object>.<section>". They belong to one load: never pinned, never reused.
+fn is_internal(map_name: &str) -> bool {
+    map_name.contains('.')
 }
 
 fn cpath(p: &Path) -> CString {
@@ -129,6 +139,7 @@ pub struct Datapath {
     tables: MapHandle,
     vips: MapHandle,
     vip_filter: MapHandle,
+    vip_index: MapHandle,
     config: MapHandle,
     reason: MapHandle,
     service: MapHandle,
@@ -149,6 +160,9 @@ impl Datapath {
         let mut fresh = Vec::new();
         for mut m in open.maps_mut() {
             let name = m.name().to_string_lossy().into_owned();
+            if is_internal(&name) {
+                continue;
+            }
             let path = pin_dir.join(&name);
             if path.exists() {
                 m.reuse_pinned_map(&path)
@@ -186,6 +200,7 @@ impl Datapath {
             tables: handle(MAP_TABLES)?,
             vips: handle(MAP_VIPS)?,
             vip_filter: handle(MAP_VIP_FILTER)?,
+            vip_index: handle(MAP_VIP_INDEX)?,
             config: handle(MAP_CONFIG)?,
             reason: handle(MAP_REASON)?,
             service: handle(MAP_SERVICE)?,
@@ -197,6 +212,15 @@ impl Datapath {
         // VIPs now pinned before the program is attached.
         let pinned: Vec<Vec<u8>> = dp.vips.keys().collect();
         dp.write_vip_filter(pinned.iter().map(Vec::as_slice))?;
+        // Likewise the bind index (absent when the pins come from a version without it).
+        let mut binds = BTreeMap::new();
+        for k in &pinned {
+            let key: director_vip_key = from_bytes(k);
+            if let Ok(Some(v)) = dp.vips.lookup(k, MapFlags::ANY) {
+                binds.insert((key.addr, key.proto), from_bytes::<director_vip>(&v));
+            }
+        }
+        dp.write_vip_index(&binds)?;
         // The program pin is for bpftool and the curious: the links keep it alive.
         let prog_pin = pin_dir.join("prog");
         let _ = fs::remove_file(&prog_pin);
@@ -462,6 +486,8 @@ impl Datapath {
                     source,
                 })?;
         }
+        // Every pair is in the hash map now: the index may send overflowed slots there.
+        self.write_vip_index(&snap.vips)?;
         let want: BTreeSet<Vec<u8>> = snap
             .vips
             .keys()
@@ -483,6 +509,53 @@ impl Datapath {
             self.bump_generation()?;
         }
         Ok(swapped)
+    }
+
+    /// Build a new bind index for these binds and swap it in whole (abi.h: the smallest pair
+    /// of a slot gets it, the others are marked to be looked up in director_vips).
+    fn write_vip_index(&self, binds: &BTreeMap<VipKey, director_vip>) -> Result<(), DatapathError> {
+        let err = |what: &str| {
+            let what = what.to_string();
+            move |source| DatapathError::Map {
+                map: MAP_VIP_INDEX,
+                what,
+                source,
+            }
+        };
+        let mut slots: BTreeMap<usize, director_vip_slot> = BTreeMap::new();
+        // Protocol 0 marks "is a VIP" for the slow paths; the index is for TCP/UDP only.
+        for ((addr, proto), v) in binds.iter().filter(|((_, p), _)| *p != 0) {
+            let slot = slots.entry(vip_slot(addr, *proto)).or_default();
+            if slot.proto == 0 {
+                slot.addr = *addr;
+                slot.proto = *proto;
+                slot.vip = *v;
+            } else {
+                slot.overflow = 1;
+            }
+        }
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let inner = MapHandle::create(
+            MapType::Array,
+            Some("vip_index"),
+            4,
+            std::mem::size_of::<director_vip_slot>() as u32,
+            VIP_SLOTS as u32,
+            &opts,
+        )
+        .map_err(err("creating a bind index"))?;
+        for (i, slot) in &slots {
+            inner
+                .update(&(*i as u32).to_ne_bytes(), bytes_of(slot), MapFlags::ANY)
+                .map_err(err("filling the bind index"))?;
+        }
+        let fd = inner.as_fd().as_raw_fd() as u32;
+        self.vip_index
+            .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(err("swapping in the bind index"))
     }
 
     /// Write director_vip_filter with the bits of these director_vip_key byte strings.
@@ -569,6 +642,15 @@ impl Datapath {
 fn vip_filter_bit(addr: &[u8; 16]) -> usize {
     let w = |i: usize| u32::from_ne_bytes(addr[4 * i..4 * i + 4].try_into().unwrap());
     ((w(0) ^ w(1) ^ w(2) ^ w(3)).wrapping_mul(0x9e37_79b1) >> 20) as usize
+}
+
+/// The bind index slot of a (VIP, protocol): as find_vip in bpf/director.bpf.c computes it.
+pub fn vip_slot(addr: &[u8; 16], proto: u8) -> usize {
+    let w = |i: usize| u32::from_ne_bytes(addr[4 * i..4 * i + 4].try_into().unwrap());
+    ((w(0) ^ w(1) ^ w(2) ^ w(3))
+        .wrapping_add(u32::from(proto))
+        .wrapping_mul(0x9e37_79b1)
+        >> 20) as usize
 }
 
 fn vip_key(k: &VipKey) -> director_vip_key {

@@ -191,6 +191,42 @@ fn v4_tcp_single_port_bind_is_encapsulated_exactly() {
     });
 }
 
+/// Two VIPs whose (VIP, TCP) pairs share a slot of the bind index: the smaller one gets the
+/// slot, the other is found through the director_vips hash map; both reach their own service,
+/// and a port neither binds still passes.
+#[test]
+fn vips_sharing_a_bind_index_slot_both_forward() {
+    let mapped = |a: std::net::Ipv4Addr| a.to_ipv6_mapped().octets();
+    let addr = |i: u32| std::net::Ipv4Addr::from(0x0a64_0100 + i); // 10.100.1.0 + i
+    let mut first_in_slot = std::collections::HashMap::new();
+    let (a, b) = (0..4096u32)
+        .find_map(|i| {
+            let slot = director::datapath::vip_slot(&mapped(addr(i)), 6);
+            first_in_slot.insert(slot, i).map(|j| (addr(j), addr(i)))
+        })
+        .expect("4096 addresses in 4096 slots collide somewhere");
+    let yaml = format!(
+        "services:\n  - name: first\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    binds:\n      - {{ vip: {a}, proto: tcp, port: 80 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.11 }}\n      - {{ name: b2, address: 10.1.0.12 }}\n  - name: second\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    binds:\n      - {{ vip: {b}, proto: tcp, port: 80 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.21 }}\n      - {{ name: b2, address: 10.1.0.22 }}\n"
+    );
+    let lab = Lab::new();
+    let pin = lab.fs.pin_dir();
+    let dp0 = lab.dp0;
+    lab.ns.run(move || {
+        let dp = Datapath::open(&pin).expect("load");
+        dp.set_config(&settings()).unwrap();
+        let inst = install(&dp, &yaml);
+        for (service, vip) in [("first", a), ("second", b)] {
+            let f = flow("192.0.2.7", &vip.to_string(), 40000, 80);
+            let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"hello");
+            check_forward(&dp, &inst, dp0, service, f, &frame, 14);
+        }
+        let other = tcp_packet(ip("192.0.2.7"), IpAddr::V4(b), 40000, 81, b"hello");
+        let (ret, out) = dp.test_run(&other, dp0).unwrap();
+        assert_eq!((ret, out), (XDP_PASS, other));
+        assert_eq!(reason_count(&dp, reason::PORT_NOT_BOUND), 1);
+    });
+}
+
 #[test]
 fn v4_udp_port_range_bind_and_all_ports_bind() {
     T::new().run(|dp, inst, dp0, _| {
