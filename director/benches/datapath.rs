@@ -68,22 +68,8 @@ fn empty_prog() -> OwnedFd {
 
 /// Kernel-measured ns of one run of `prog` on `frame` (fresh copy each syscall).
 fn run_once(prog: i32, frame: &[u8], ifindex: u32, repeat: u32) -> (u32, u32) {
-    let mut ctx = [0u8; 24];
-    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut out = [0u8; 4096];
-    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
-    opts.sz = std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _;
-    opts.data_in = frame.as_ptr().cast();
-    opts.data_size_in = frame.len() as u32;
-    opts.data_out = out.as_mut_ptr().cast();
-    opts.data_size_out = out.len() as u32;
-    opts.ctx_in = ctx.as_ptr().cast();
-    opts.ctx_size_in = ctx.len() as u32;
-    opts.repeat = repeat as i32;
-    let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog, &mut opts) };
-    assert_eq!(rc, 0, "test run");
-    (opts.retval, opts.duration)
+    let (ret, ns, _) = run_batch(prog, frame, ifindex, repeat);
+    (ret, ns as u32)
 }
 
 fn median_ns(prog: i32, frame: &[u8], ifindex: u32) -> (f64, f64, u32) {
@@ -175,7 +161,8 @@ fn restored(pin: &Path, empty: i32, ifindex: u32, frames: &[(&str, &Vec<u8>, u32
     }
 }
 
-/// One BPF_PROG_TEST_RUN of `repeat` runs: verdict, kernel-timed ns per run, output frame.
+/// One BPF_PROG_TEST_RUN of `repeat` runs (fresh copy of `frame` in): verdict, kernel-timed ns
+/// per run, output frame.
 fn run_batch(prog: i32, frame: &[u8], ifindex: u32, repeat: u32) -> (u32, f64, Vec<u8>) {
     let mut ctx = [0u8; 24];
     ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
