@@ -443,6 +443,51 @@ impl System {
             .run()
     }
 
+    /// `xdplb-director status --json` on director `i`.
+    pub fn director_status(&self, i: usize) -> Result<String, CmdError> {
+        let node = Node::Director(i);
+        self.lab
+            .ns(node)
+            .command(&self.bins.director)
+            .arg("--config")
+            .arg(self.config_path(node, "director.yaml"))
+            .args(["status", "--json"])
+            .run()
+    }
+
+    /// Until every director has each of `services` live in its kernel (or `within` passes).
+    /// New flows alone cannot show that a config which moves a VIP to another service is in
+    /// on both directors: the old one answers them just as well.
+    pub fn wait_directors_serve(
+        &self,
+        services: &[&str],
+        within: Duration,
+    ) -> Result<(), LabError> {
+        let serves = |i: usize| -> bool {
+            let Ok(text) = self.director_status(i) else {
+                return false;
+            };
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let live = json["services"].as_array().cloned().unwrap_or_default();
+            services
+                .iter()
+                .all(|name| live.iter().any(|s| s["name"] == *name && s["live"] == true))
+        };
+        let directors = self.lab.options().directors;
+        let start = Instant::now();
+        while !(1..=directors).all(serves) {
+            crate::signal::check()?;
+            if start.elapsed() > within {
+                return Err(LabError::Timeout {
+                    what: format!("every director to serve {services:?}"),
+                    after: within,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// Backend `i`'s redirector counter for `reason` (packets), from `status --json`; e.g.
     /// `forward`: packets it passed on to the next hop (second chance).
     pub fn redirector_counter(&self, i: usize, reason: &str) -> Result<u64, LabError> {

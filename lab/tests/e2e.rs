@@ -397,7 +397,10 @@ fn ipv6_backends_get_gue_over_ipv6_and_drain_without_breaking() {
     sys.lab().write_file("backends.yaml", &text).unwrap();
     sys.tablegen(&["check"]).unwrap();
     let client = sys.lab().ns(Node::Client);
-    // The new table is in once the IPv6 VIP answers from all three again over the new service.
+    // The IPv6 VIP moves to another service (another seed): connections opened before both
+    // directors have it would move too, so wait for the directors, not for new flows.
+    sys.wait_directors_serve(&["web", "web6"], Duration::from_secs(10))
+        .unwrap();
     sys.wait_new_flows(Family::V6, 300, Duration::from_secs(10), |p| {
         p.failures() == 0 && p.per_backend.len() == 3
     })
