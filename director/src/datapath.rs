@@ -135,6 +135,9 @@ pub struct Count {
 #[derive(Debug)]
 pub struct Datapath {
     obj: Object,
+    /// The bind index this process last swapped in (slot -> slot bytes): a reload that
+    /// changes only tables skips building and swapping an identical one (and its RCU wait).
+    vip_index_written: std::sync::Mutex<Option<BTreeMap<usize, Vec<u8>>>>,
     pin_dir: PathBuf,
     tables: MapHandle,
     vips: MapHandle,
@@ -207,6 +210,7 @@ impl Datapath {
             bind: handle(MAP_BIND)?,
             pin_dir: pin_dir.into(),
             obj,
+            vip_index_written: std::sync::Mutex::new(None),
         };
         // The filter may be fresh, or left by another version of the daemon: make it match the
         // VIPs now pinned before the program is attached.
@@ -534,6 +538,17 @@ impl Datapath {
                 slot.overflow = 1;
             }
         }
+        let image: BTreeMap<usize, Vec<u8>> = slots
+            .iter()
+            .map(|(i, slot)| (*i, bytes_of(slot).to_vec()))
+            .collect();
+        let mut written = self
+            .vip_index_written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if written.as_ref() == Some(&image) {
+            return Ok(());
+        }
         let opts = libbpf_sys::bpf_map_create_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
             ..Default::default()
@@ -555,7 +570,9 @@ impl Datapath {
         let fd = inner.as_fd().as_raw_fd() as u32;
         self.vip_index
             .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-            .map_err(err("swapping in the bind index"))
+            .map_err(err("swapping in the bind index"))?;
+        *written = Some(image);
+        Ok(())
     }
 
     /// Write director_vip_filter with the bits of these director_vip_key byte strings.
