@@ -99,6 +99,10 @@ pub fn run_with(
     st.source = source.describe();
     st.cluster = source.cluster();
 
+    // Watch before the first load: an edit saved while we load and attach is then a queued
+    // event for the loop below, not a change nobody notices until the next one.
+    let _guard = source.watch(control.tx.clone())?;
+
     // The first version. If it is unusable but a previous run left tables pinned, those keep
     // forwarding and we wait for a fix; with nothing to forward, fail loudly.
     let had_tables = st.services.iter().any(|s| dp.table_hdr(s.id).is_some());
@@ -149,7 +153,6 @@ pub fn run_with(
     write_state(&st, &state_path)?;
     sd_notify("READY=1");
 
-    let _guard = source.watch(control.tx.clone())?;
     while let Ok(ev) = control.rx.recv() {
         match ev {
             Event::Shutdown => break,
