@@ -431,28 +431,25 @@ impl System {
             .run()
     }
 
-    /// `xdplb-redirector status --json` on backend `i`.
-    pub fn redirector_status(&self, i: usize) -> Result<String, CmdError> {
-        let node = Node::Backend(i);
+    /// `<bin> --config <node's file> status --json` inside the node.
+    fn status_json(&self, node: Node, bin: &Path, config: &str) -> Result<String, CmdError> {
         self.lab
             .ns(node)
-            .command(&self.bins.redirector)
+            .command(bin)
             .arg("--config")
-            .arg(self.config_path(node, "redirector.yaml"))
+            .arg(self.config_path(node, config))
             .args(["status", "--json"])
             .run()
     }
 
+    /// `xdplb-redirector status --json` on backend `i`.
+    pub fn redirector_status(&self, i: usize) -> Result<String, CmdError> {
+        self.status_json(Node::Backend(i), &self.bins.redirector, "redirector.yaml")
+    }
+
     /// `xdplb-director status --json` on director `i`.
     pub fn director_status(&self, i: usize) -> Result<String, CmdError> {
-        let node = Node::Director(i);
-        self.lab
-            .ns(node)
-            .command(&self.bins.director)
-            .arg("--config")
-            .arg(self.config_path(node, "director.yaml"))
-            .args(["status", "--json"])
-            .run()
+        self.status_json(Node::Director(i), &self.bins.director, "director.yaml")
     }
 
     /// Until every director has each of `services` live in its kernel (or `within` passes).
