@@ -34,20 +34,7 @@ const IDLE: Duration = Duration::from_secs(10);
 
 /// 100 backends, 2^16 rows; `drained` is draining.
 fn text(drained: usize) -> String {
-    let mut s = format!("services:\n  - name: web\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 16\n    binds:\n      - {{ vip: 10.100.0.1, proto: tcp, port: 80 }}\n    backends:\n");
-    for i in 0..100 {
-        let state = if i == drained {
-            ", state: draining"
-        } else {
-            ""
-        };
-        s.push_str(&format!(
-            "      - {{ name: b{i}, address: 10.3.{}.{}{state} }}\n",
-            i / 200,
-            10 + i % 200
-        ));
-    }
-    s
+    hundred_backends("web", drained)
 }
 
 /// What tablegen computes for `text`: the digests a publisher sends.

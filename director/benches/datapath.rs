@@ -230,22 +230,7 @@ fn packets(lab: &Lab) {
 fn reload(lab: &Lab) {
     let dir = PathBuf::from(format!("/run/{}", unique("xdplb-bench-")));
     std::fs::create_dir_all(&dir).unwrap();
-    let text = |drained: usize| {
-        let mut s = format!("services:\n  - name: big\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 16\n    binds:\n      - {{ vip: 10.100.0.1, proto: tcp, port: 80 }}\n    backends:\n");
-        for i in 0..100 {
-            let state = if i == drained {
-                ", state: draining"
-            } else {
-                ""
-            };
-            s.push_str(&format!(
-                "      - {{ name: b{i}, address: 10.3.{}.{}{state} }}\n",
-                i / 200,
-                10 + i % 200
-            ));
-        }
-        s
-    };
+    let text = |drained: usize| hundred_backends("big", drained);
     let path = dir.join("backends.yaml");
     std::fs::write(&path, text(0)).unwrap();
     // Pure costs first: tablegen build and the kernel swap.

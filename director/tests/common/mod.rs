@@ -451,3 +451,22 @@ pub fn expected_gue(
     out.extend_from_slice(&gue);
     out
 }
+
+/// backends.yaml with one service `name` (2^16 rows) of 100 backends, backend `drained`
+/// draining (none if out of range): what the benches reload.
+pub fn hundred_backends(name: &str, drained: usize) -> String {
+    let mut s = format!("services:\n  - name: {name}\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 16\n    binds:\n      - {{ vip: 10.100.0.1, proto: tcp, port: 80 }}\n    backends:\n");
+    for i in 0..100 {
+        let state = if i == drained {
+            ", state: draining"
+        } else {
+            ""
+        };
+        s.push_str(&format!(
+            "      - {{ name: b{i}, address: 10.3.{}.{}{state} }}\n",
+            i / 200,
+            10 + i % 200
+        ));
+    }
+    s
+}
