@@ -251,6 +251,11 @@ impl DirectorConfig {
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("director-state.json")
     }
+
+    /// The sysctls the daemon changed, with their earlier values (`host::SysctlLog`).
+    pub fn sysctl_log(&self) -> PathBuf {
+        self.state_dir.join("director-sysctls.json")
+    }
 }
 
 #[cfg(test)]

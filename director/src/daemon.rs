@@ -122,7 +122,7 @@ pub fn run_with(
     st.interfaces.clear();
     for iface in &cfg.interfaces {
         if cfg.kernel_fallback {
-            crate::host::apply_fallback_sysctls(iface, v6)?;
+            crate::host::apply_fallback_sysctls(iface, v6, &cfg.sysctl_log())?;
         }
         let want = match cfg.xdp_mode {
             XdpMode::Auto => None,
@@ -146,6 +146,7 @@ pub fn run_with(
     for iface in dp.attached() {
         if !cfg.interfaces.contains(&iface) {
             dp.detach_iface(&iface)?;
+            crate::host::restore_sysctls(&cfg.sysctl_log(), Some(&iface))?;
             info!(iface, "xdp detached: no longer configured");
         }
     }

@@ -15,8 +15,14 @@
 //! Must not do: change anything on interfaces the operator did not list, except
 //! net.ipv6.conf.all.forwarding on kernels without force_forwarding (documented in
 //! docs/setup/director.md).
+//!
+//! Every value changed is first recorded with the value it had (`SysctlLog`, next to the
+//! state file), and `detach` puts those values back: detaching leaves the host as it was.
+//! A value the operator changed since is theirs and stays.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::DaemonError;
 
@@ -51,18 +57,121 @@ pub fn fallback_sysctls(iface: &str, v6: bool) -> Vec<(PathBuf, &'static str)> {
     out
 }
 
-/// Apply [`fallback_sysctls`], skipping values already set.
-pub fn apply_fallback_sysctls(iface: &str, v6: bool) -> Result<(), DaemonError> {
+/// One sysctl the daemon changed: what it was before, what the daemon wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlChange {
+    pub path: PathBuf,
+    pub before: String,
+    pub set: String,
+}
+
+/// The sysctls the daemon changed and not yet put back (`<state_dir>/director-sysctls.json`).
+/// An entry is written before its sysctl, and a path keeps its first `before`: restarts,
+/// which find the value already set, never record the daemon's own value as the original.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlLog {
+    pub changes: Vec<SysctlChange>,
+}
+
+impl SysctlLog {
+    pub fn read(path: &Path) -> SysctlLog {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Atomically (temp file + rename); an empty log removes the file.
+    fn write(&self, path: &Path) -> Result<(), DaemonError> {
+        let err = |source| DaemonError::Sysctl {
+            path: path.into(),
+            source,
+        };
+        if self.changes.is_empty() {
+            return match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
+                _ => Ok(()),
+            };
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).expect("plain data serializes");
+        std::fs::write(&tmp, text).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
+/// Apply [`fallback_sysctls`], skipping values already set, recording each change in `log`.
+pub fn apply_fallback_sysctls(iface: &str, v6: bool, log: &Path) -> Result<(), DaemonError> {
+    let mut rec = SysctlLog::read(log);
     for (path, value) in fallback_sysctls(iface, v6) {
-        let cur = std::fs::read_to_string(&path).unwrap_or_default();
-        if cur.trim() == value {
+        let cur = std::fs::read_to_string(&path).map_err(|source| DaemonError::Sysctl {
+            path: path.clone(),
+            source,
+        })?;
+        let cur = cur.trim();
+        if cur == value {
             continue;
+        }
+        if !rec.changes.iter().any(|c| c.path == path) {
+            rec.changes.push(SysctlChange {
+                path: path.clone(),
+                before: cur.to_string(),
+                set: value.to_string(),
+            });
+            rec.write(log)?;
         }
         std::fs::write(&path, value).map_err(|source| DaemonError::Sysctl {
             path: path.clone(),
             source,
         })?;
-        tracing::info!(path = %path.display(), value, "sysctl set");
+        tracing::info!(path = %path.display(), before = cur, value, "sysctl set");
     }
     Ok(())
+}
+
+/// What [`restore_sysctls`] did with each recorded change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restored {
+    /// Put back to its value from before the daemon.
+    Reverted(SysctlChange),
+    /// Changed by someone else since (or gone with its interface): left as it is.
+    Kept { change: SysctlChange, now: String },
+}
+
+/// Put back the sysctls recorded in `log`: all of them (`iface` None, for `detach`), or only
+/// those of one interface (it is no longer configured; host-wide ones stay until detach).
+pub fn restore_sysctls(log: &Path, iface: Option<&str>) -> Result<Vec<Restored>, DaemonError> {
+    let mut rec = SysctlLog::read(log);
+    let mut done = Vec::new();
+    let mut keep = Vec::new();
+    for c in rec.changes.drain(..) {
+        let mine = match iface {
+            None => true,
+            Some(i) => c.path.to_string_lossy().contains(&format!("/conf/{i}/")),
+        };
+        if !mine {
+            keep.push(c);
+            continue;
+        }
+        let now = std::fs::read_to_string(&c.path)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default();
+        if now != c.set {
+            tracing::info!(path = %c.path.display(), now, "sysctl changed since: left as it is");
+            done.push(Restored::Kept { change: c, now });
+            continue;
+        }
+        std::fs::write(&c.path, &c.before).map_err(|source| DaemonError::Sysctl {
+            path: c.path.clone(),
+            source,
+        })?;
+        tracing::info!(path = %c.path.display(), value = c.before, "sysctl restored");
+        done.push(Restored::Reverted(c));
+    }
+    rec.changes = keep;
+    rec.write(log)?;
+    Ok(done)
 }

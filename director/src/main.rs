@@ -88,6 +88,19 @@ fn real_main() -> anyhow::Result<()> {
                 ifaces.len(),
                 cfg.pin_dir().display()
             );
+            for r in director::host::restore_sysctls(&cfg.sysctl_log(), None)? {
+                match r {
+                    director::host::Restored::Reverted(c) => {
+                        println!("restored {} = {}", c.path.display(), c.before)
+                    }
+                    director::host::Restored::Kept { change, now } => println!(
+                        "left {} = {} (changed since xdplb-director set it to {})",
+                        change.path.display(),
+                        now,
+                        change.set
+                    ),
+                }
+            }
             Ok(())
         }
     }

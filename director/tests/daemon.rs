@@ -180,11 +180,36 @@ fn reload_refuses_a_bad_edit_and_picks_up_the_next_good_one() {
     j.join().unwrap().unwrap();
 }
 
+/// The sysctls `kernel_fallback` sets on dp0 (IPv4 only here), read in the lab namespace.
+const DP0_SYSCTLS: [&str; 3] = [
+    "/proc/sys/net/ipv4/conf/dp0/forwarding",
+    "/proc/sys/net/ipv4/conf/dp0/accept_local",
+    "/proc/sys/net/ipv4/conf/dp0/send_redirects",
+];
+
+fn read_sysctls(s: &Setup) -> Vec<String> {
+    s.lab.ns.run(|| {
+        DP0_SYSCTLS
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap().trim().to_string())
+            .collect()
+    })
+}
+
 #[test]
 fn restart_keeps_forwarding_and_detach_removes_everything() {
     let s = Setup::new();
     let v1 = backends(&[11, 12], "");
     std::fs::write(s.backends_path(), &v1).unwrap();
+    // Known values before: forwarding on (the lab's), the other two as the daemon does not
+    // want them.
+    s.lab.ns.run(|| {
+        for (p, v) in DP0_SYSCTLS.iter().zip(["1", "0", "1"]) {
+            std::fs::write(p, v).unwrap();
+        }
+    });
+    let before = read_sysctls(&s);
+    assert_eq!(before, ["1", "0", "1"]);
     let (h, j) = s.start();
     wait_until("first table", Duration::from_secs(10), || {
         s.live_version() == Some(version_of(&v1))
@@ -193,6 +218,9 @@ fn restart_keeps_forwarding_and_detach_removes_everything() {
     let prog1 = s.xdp_prog_id().unwrap();
     h.shutdown();
     j.join().unwrap().unwrap();
+    assert_eq!(read_sysctls(&s), ["1", "1", "0"], "kernel_fallback applied");
+    let log = director::host::SysctlLog::read(&s.cfg.sysctl_log());
+    assert_eq!(log.changes.len(), 2, "only what it changed: {log:?}");
 
     // Daemon gone: still attached, tables still in the kernel, packets still forwarded.
     assert_eq!(s.xdp_prog_id(), Some(prog1));
@@ -228,6 +256,8 @@ fn restart_keeps_forwarding_and_detach_removes_everything() {
         st.last_reload.unwrap().swapped.is_empty(),
         "same config: no swap on restart"
     );
+    // The restart found the values set: the originals recorded first are kept.
+    assert_eq!(director::host::SysctlLog::read(&s.cfg.sysctl_log()), log);
     assert_eq!(s.lab.ns.run(forwarded()), XDP_TX);
 
     // status reads the pinned maps and the state file.
@@ -251,6 +281,26 @@ fn restart_keeps_forwarding_and_detach_removes_everything() {
     assert_eq!(s.xdp_prog_id(), None);
     assert!(!s.cfg.pin_dir().exists());
     assert!(!director::status::gather(&s.cfg).loaded);
+
+    // ... and the host settings are back, except one the operator changed in the meantime.
+    s.lab
+        .ns
+        .run(|| std::fs::write(DP0_SYSCTLS[1], "0").unwrap());
+    let path = s.cfg.sysctl_log();
+    let done = s
+        .lab
+        .ns
+        .run(move || director::host::restore_sysctls(&path, None).unwrap());
+    let kept: Vec<_> = done
+        .iter()
+        .filter_map(|r| match r {
+            director::host::Restored::Kept { change, now } => Some((change.path.clone(), now)),
+            director::host::Restored::Reverted(_) => None,
+        })
+        .collect();
+    assert_eq!(kept, [(PathBuf::from(DP0_SYSCTLS[1]), &"0".to_string())]);
+    assert_eq!(read_sysctls(&s), before);
+    assert!(!s.cfg.sysctl_log().exists());
 }
 
 #[test]
