@@ -16,7 +16,8 @@
 //! The naive repeat = 1,000,000 number is printed too, to show the pitfall.
 //!
 //! `XDPLB_BENCH_OBJECT=<file.o>` measures another build of the bench object (an experiment:
-//! compile bpf/bench/director_bench.bpf.c with other -D flags) with the second method only.
+//! compile bpf/bench/director_bench.bpf.c with other -D flags) by both methods, its plain
+//! `xdplb_director` entry point for the first.
 //!
 //! Reload: the daemon in-process; write backends.yaml (100 backends, 2^16 rows), poll the
 //! pinned table header until the new version is live; median over the runs.
@@ -120,6 +121,20 @@ fn restored(pin: &Path, empty: i32, ifindex: u32, frames: &[(&str, &Vec<u8>, u32
             .as_raw_fd()
     };
     let (bench, restore) = (prog("xdplb_director_bench"), prog("xdplb_bench_restore"));
+    if other.is_some() {
+        // An experiment: its plain entry point by the other method too, so both can be
+        // compared with the main numbers.
+        println!("per packet, one syscall per packet (repeat 1), {RUNS} runs, XDPLB_BENCH_OBJECT:");
+        let (floor, _, _) = median_ns(empty, frames[0].1, ifindex);
+        for (name, frame, want) in frames {
+            let (m, _, ret) = median_ns(prog("xdplb_director"), frame, ifindex);
+            assert_eq!(ret, *want, "{name}");
+            println!(
+                "  {name:<34} median {m:>5.0} ns  (floor {floor:.0} ns, program alone ~{:.0} ns)",
+                m - floor
+            );
+        }
+    }
     let map = obj.maps().find(|m| m.name() == "bench_frame").unwrap();
     let per_run = |fd: i32, frame: &[u8], want: u32| -> f64 {
         let mut value = vec![0u8; 8 + BENCH_RESTORE];
