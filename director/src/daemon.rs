@@ -28,6 +28,8 @@ pub enum Event {
     Reload,
     /// The source's status changed (Consul reachable or not, ...): rewrite the state file.
     Status,
+    /// A route, neighbour or link changed (`netwatch`): cached next hops are stale.
+    NextHops,
     Shutdown,
 }
 
@@ -102,6 +104,15 @@ pub fn run_with(
     // Watch before the first load: an edit saved while we load and attach is then a queued
     // event for the loop below, not a change nobody notices until the next one.
     let _guard = source.watch(control.tx.clone())?;
+    // Route and neighbour changes: the cached next hops follow them at once (without this,
+    // within nexthop_ttl_ms). Not needed when nothing is cached.
+    let _net = if cfg.nexthop_ttl_ms > 0 {
+        crate::netwatch::watch(control.tx.clone())
+            .map_err(|e| warn!(error = %e, "no route/neighbour notifications: next hops follow nexthop_ttl_ms only"))
+            .ok()
+    } else {
+        None
+    };
 
     // The first version. If it is unusable but a previous run left tables pinned, those keep
     // forwarding and we wait for a fix; with nothing to forward, fail loudly.
@@ -161,6 +172,7 @@ pub fn run_with(
                 st.cluster = source.cluster();
                 write_state(&st, &state_path)?;
             }
+            Event::NextHops => next_hops_changed(&dp),
             Event::Changed | Event::Reload => {
                 debug!(event = ?ev, "woken");
                 // Debounce: an editor's save is several events (write, rename, chmod).
@@ -173,6 +185,7 @@ pub fn run_with(
                             stop = true;
                             break;
                         }
+                        Ok(Event::NextHops) => next_hops_changed(&dp),
                         Ok(_) => continue,
                         Err(RecvTimeoutError::Timeout) => break,
                         Err(RecvTimeoutError::Disconnected) => break,
@@ -199,6 +212,14 @@ pub fn run_with(
     write_state(&st, &state_path)?;
     info!("stopped; the program stays attached (xdplb-director detach removes it)");
     Ok(())
+}
+
+/// A route or neighbour changed: every CPU looks each backend's next hop up again.
+fn next_hops_changed(dp: &Datapath) {
+    match dp.bump_generation() {
+        Ok(()) => debug!("route or neighbour changed: cached next hops are stale"),
+        Err(e) => warn!(error = %e, "could not make cached next hops stale"),
+    }
 }
 
 fn write_state(st: &State, path: &std::path::Path) -> Result<(), DaemonError> {

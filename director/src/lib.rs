@@ -4,7 +4,8 @@
 //! file, or `consul` following a cluster),
 //! `tables` (pure: config + tables -> kernel images), `datapath` (the only module touching
 //! BPF objects), `daemon` (the run loop), `state` + `status` (what `status` shows), `host`
-//! (sysctls), `counters` (reason names), `cli` (the clap definition).
+//! (sysctls), `netwatch` (route and neighbour notifications), `counters` (reason names), `cli`
+//! (the clap definition).
 
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod error;
 pub mod host;
+pub mod netwatch;
 pub mod source;
 pub mod state;
 pub mod status;

@@ -69,12 +69,17 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with("")
+    }
+
+    /// With more director.yaml lines.
+    fn with(extra: &str) -> Setup {
         logs();
         let lab = Lab::new();
         let dir = PathBuf::from(format!("/run/{}", unique("xdplb-daemon-test-")));
         std::fs::create_dir_all(&dir).unwrap();
         let yaml = format!(
-            "interfaces: [dp0]\nxdp_mode: generic\nencap_source_v4: 10.1.0.1\nbpffs_dir: {}\nbackends: {}\nstate_dir: {}\nreload_debounce_ms: 5\n",
+            "interfaces: [dp0]\nxdp_mode: generic\nencap_source_v4: 10.1.0.1\nbpffs_dir: {}\nbackends: {}\nstate_dir: {}\nreload_debounce_ms: 5\n{extra}",
             lab.fs.root.display(),
             dir.join("backends.yaml").display(),
             dir.display()
@@ -400,6 +405,89 @@ fn table_swaps_are_atomic_under_traffic() {
     })
     .join()
     .unwrap();
+}
+
+/// Next hops are cached per backend and CPU for nexthop_ttl_ms (here a minute); a changed
+/// neighbour or route must still be used by the next packets, not a minute later.
+#[test]
+fn route_and_neighbour_changes_are_used_at_once() {
+    let s = Setup::with("nexthop_ttl_ms: 60000\n");
+    let v1 = backends(&[11], "");
+    std::fs::write(s.backends_path(), &v1).unwrap();
+    let (h, j) = s.start();
+    wait_until("first table", Duration::from_secs(10), || {
+        s.live_version() == Some(version_of(&v1))
+    });
+    wait_until("attached", Duration::from_secs(10), || s.state().pid != 0);
+    // (verdict, destination MAC) of a packet to the VIP on dp0, run on every CPU (the cache
+    // is per CPU: a CPU that had not cached the old next hop proves nothing).
+    let cpus: Vec<usize> = {
+        let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+        (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap())
+            .collect()
+    };
+    let send = || {
+        let pin = s.cfg.pin_dir();
+        let dp0 = s.lab.dp0;
+        let cpus = cpus.clone();
+        s.lab.ns.run(move || {
+            let dp = Datapath::open(&pin).unwrap();
+            let f = tcp_packet(
+                "192.0.2.1".parse().unwrap(),
+                "10.100.0.1".parse().unwrap(),
+                1,
+                80,
+                b"",
+            );
+            let mut seen = Vec::new();
+            for c in cpus {
+                let mut one = nix::sched::CpuSet::new();
+                one.set(c).unwrap();
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).unwrap();
+                let (ret, out) = dp.test_run(&f, dp0).unwrap();
+                seen.push((ret, out[..6].to_vec()));
+            }
+            seen.dedup();
+            seen
+        })
+    };
+    let b11 = backend_mac("10.1.0.11".parse().unwrap()).to_vec();
+    assert_eq!(send(), [(XDP_TX, b11)], "cached on every CPU from here on");
+
+    // The backend's neighbour entry gets another MAC.
+    let moved = vec![0x02, 0, 0, 0, 0xee, 0x01];
+    s.lab.ns.ip(&[
+        "neigh",
+        "replace",
+        "10.1.0.11",
+        "lladdr",
+        "02:00:00:00:ee:01",
+        "dev",
+        "dp0",
+        "nud",
+        "permanent",
+    ]);
+    wait_until("the new neighbour", Duration::from_secs(5), || {
+        send() == [(XDP_TX, moved.clone())]
+    });
+
+    // A route sends the backend out of another interface, through a gateway there.
+    s.lab.ns.ip(&[
+        "route",
+        "add",
+        "10.1.0.11/32",
+        "via",
+        "10.2.0.10",
+        "dev",
+        "dq0",
+    ]);
+    let gw = backend_mac("10.2.0.10".parse().unwrap()).to_vec();
+    wait_until("the new route", Duration::from_secs(5), || {
+        send() == [(XDP_REDIRECT, gw.clone())]
+    });
+    h.shutdown();
+    j.join().unwrap().unwrap();
 }
 
 /// Real packets: client namespace -> director (generic XDP, attached by the daemon) ->

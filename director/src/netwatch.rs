@@ -1,0 +1,107 @@
+//! Route and neighbour changes as they happen: the kernel's rtnetlink notifications.
+//!
+//! The program reuses each backend's next hop (route + neighbour from `bpf_fib_lookup`) per
+//! CPU until `nexthop_ttl_ms` runs out or the generation in `director_config` moves on. This
+//! module listens to every link, route and neighbour notification of the daemon's network
+//! namespace and turns each burst into one [`Event::NextHops`]; the daemon then moves the
+//! generation on, so the next packet to every backend asks the kernel again. A change is
+//! used within milliseconds; the TTL stays the bound when a notification is lost (socket
+//! overrun) or no daemon runs.
+//!
+//! The messages are not parsed: any change may move a next hop, and a lookup per backend and
+//! CPU after it costs less than telling changes apart.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, recv, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+use nix::sys::time::{TimeVal, TimeValLike};
+use tracing::{debug, warn};
+
+use crate::daemon::Event;
+
+/// rtnetlink multicast groups: links (a link going down takes its routes with it), IPv4 and
+/// IPv6 routes, neighbours.
+const GROUPS: u32 =
+    (libc::RTMGRP_LINK | libc::RTMGRP_NEIGH | libc::RTMGRP_IPV4_ROUTE | libc::RTMGRP_IPV6_ROUTE)
+        as u32;
+
+/// How often the listening thread looks at its stop flag.
+const POLL_MS: i64 = 200;
+
+/// The listening thread; dropping it stops the thread.
+#[derive(Debug)]
+pub struct NetWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for NetWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Subscribe in the calling thread's network namespace and send [`Event::NextHops`] to `tx`
+/// after every burst of notifications.
+pub fn watch(tx: Sender<Event>) -> nix::Result<NetWatch> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, GROUPS))?;
+    setsockopt(
+        &fd,
+        sockopt::ReceiveTimeout,
+        &TimeVal::milliseconds(POLL_MS),
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("netwatch".into())
+        .spawn(move || listen(&fd, &flag, &tx))
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
+    Ok(NetWatch {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn listen(fd: &OwnedFd, stop: &AtomicBool, tx: &Sender<Event>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            // ENOBUFS: notifications were lost, so something changed.
+            Ok(_) | Err(Errno::ENOBUFS) => {}
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+            Err(e) => {
+                warn!(error = %e, "route/neighbour notifications: reading failed; next hops now follow nexthop_ttl_ms only");
+                return;
+            }
+        }
+        // The rest of the burst (a route change is often several messages): one event.
+        loop {
+            match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) if n > 0 => continue,
+                Err(Errno::ENOBUFS) => continue,
+                _ => break,
+            }
+        }
+        debug!("route, neighbour or link changed");
+        if tx.send(Event::NextHops).is_err() {
+            return; // the daemon is gone
+        }
+    }
+}
