@@ -60,6 +60,15 @@ struct {
 	__array(values, struct director_table);
 } director_tables SEC(".maps");
 
+/* The hash key copies of the bind index's slots (abi.h): the hash need not wait for the bind
+ * match and the table lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DIRECTOR_VIP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct director_slot_key);
+} director_slot_keys SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, DIRECTOR_MAX_VIPS);
@@ -154,6 +163,7 @@ struct pkt {
 	__u32 l3_off;             /* 14, or 18 with an 802.1Q tag */
 	__u32 ip_len;             /* IPv4 tot_len or 40 + IPv6 payload_len */
 	__u32 l4_off;             /* offset of the L4 header of the packet itself */
+	__u32 slot;               /* bind index slot of the destination (director_slot_keys) */
 	__u16 service;
 	__u16 bind;
 	__u8 is_v6;      /* family of the packet (becomes the inner family) */
@@ -194,8 +204,9 @@ static __always_inline const struct director_vip *lookup_vip(const __u8 *vip16, 
 }
 
 /* The binds of a (VIP, TCP/UDP): the index slot, or the hash map when the slot overflowed (or
- * no index is installed yet). vip16 must be 8-byte aligned. */
-static __always_inline const struct director_vip *find_vip(const __u8 *vip16, __u8 proto)
+ * no index is installed yet). vip16 must be 8-byte aligned. Sets p->slot. */
+static __always_inline const struct director_vip *find_vip(struct pkt *p, const __u8 *vip16,
+							   __u8 proto)
 {
 	const __u32 *w = (const __u32 *)vip16;
 	const __u64 *a = (const __u64 *)vip16;
@@ -203,10 +214,11 @@ static __always_inline const struct director_vip *find_vip(const __u8 *vip16, __
 	__u32 zero = 0, slot;
 	void *index;
 
+	slot = (((w[0] ^ w[1] ^ w[2] ^ w[3]) + proto) * 0x9e3779b1u) >> 20;
+	p->slot = slot;
 	index = bpf_map_lookup_elem(&director_vip_index, &zero);
 	if (!index)
 		return lookup_vip(vip16, proto);
-	slot = (((w[0] ^ w[1] ^ w[2] ^ w[3]) + proto) * 0x9e3779b1u) >> 20;
 	s = bpf_map_lookup_elem(index, &slot);
 	if (!s)
 		return NULL;
@@ -659,6 +671,21 @@ static __always_inline int reply_too_big(struct xdp_md *ctx, struct pkt *p, __u3
 
 /* ---- forwarding ---- */
 
+/* The flow hash with a service's key; unhashed fields are zero, exactly as tablegen's
+ * flow_key_bytes. */
+static __always_inline __u64 flow_hash(const struct pkt *p, __u64 k0, __u64 k1, __u8 fields)
+{
+	__u64 src = fields & XDPLB_HASH_SRC_IP ? ~0ULL : 0;
+	__u64 dst = fields & XDPLB_HASH_DST_IP ? ~0ULL : 0;
+	__u32 ports = p->flow.ports & sip_join16(fields & XDPLB_HASH_SRC_PORT ? 0xffff : 0,
+						 fields & XDPLB_HASH_DST_PORT ? 0xffff : 0);
+
+	if (p->is_v6)
+		return siphash13_v6(k0, k1, p->flow.w[0] & src, p->flow.w[1] & src,
+				    p->flow.w[2] & dst, p->flow.w[3] & dst, ports);
+	return siphash13_v4(k0, k1, p->flow.w[0] & sip_join32(src, dst), ports);
+}
+
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 {
 	struct bpf_fib_lookup fib; /* zeroed on the path that calls bpf_fib_lookup */
@@ -668,11 +695,23 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	const struct director_row *row;
 	const struct director_config *cfg;
 	void *table, *data, *data_end;
+	const struct director_slot_key *sk;
 	struct director_nexthop *nh = NULL;
 	__u32 key = p->service, zero = 0, idx, ingress = ctx->ingress_ifindex, overhead, tot_len;
 	__u32 egress = 0;
-	__u64 frame_len = p->frame_len, now = 0;
+	__u64 frame_len = p->frame_len, now = 0, k0 = 0, k1 = 0;
+	__u8 fields = 0;
 	int rc, outer_v6;
+
+	/* Hash first, with the key copy found from the destination alone: the CPU runs it while
+	 * the bind is matched and the table looked up. */
+	sk = bpf_map_lookup_elem(&director_slot_keys, &p->slot);
+	if (sk) {
+		k0 = sk->hash_k0;
+		k1 = sk->hash_k1;
+		fields = sk->fields;
+	}
+	a.hash = flow_hash(p, k0, k1, fields);
 
 	table = bpf_map_lookup_elem(&director_tables, &key);
 	if (!table)
@@ -684,22 +723,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	if (hdr->width == 0 || hdr->width > GUE_MAX_HOPS)
 		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
 
-	/* Unhashed fields are zero, exactly as tablegen's flow_key_bytes. */
-	{
-		__u64 src = hdr->fields & XDPLB_HASH_SRC_IP ? ~0ULL : 0;
-		__u64 dst = hdr->fields & XDPLB_HASH_DST_IP ? ~0ULL : 0;
-		__u32 ports = p->flow.ports &
-			      sip_join16(hdr->fields & XDPLB_HASH_SRC_PORT ? 0xffff : 0,
-					 hdr->fields & XDPLB_HASH_DST_PORT ? 0xffff : 0);
-
-		if (p->is_v6)
-			a.hash = siphash13_v6(hdr->hash_k0, hdr->hash_k1, p->flow.w[0] & src,
-					      p->flow.w[1] & src, p->flow.w[2] & dst,
-					      p->flow.w[3] & dst, ports);
-		else
-			a.hash = siphash13_v4(hdr->hash_k0, hdr->hash_k1,
-					      p->flow.w[0] & sip_join32(src, dst), ports);
-	}
+	/* The table version decides which key counts: rehash if the copy is not its key. */
+	if (hdr->hash_k0 != k0 || hdr->hash_k1 != k1 || hdr->fields != fields)
+		a.hash = flow_hash(p, hdr->hash_k0, hdr->hash_k1, hdr->fields);
 	idx = 1 + ((__u32)a.hash & hdr->rows_mask);
 	slot = bpf_map_lookup_elem(table, &idx);
 	if (!slot)
@@ -861,7 +887,7 @@ static __always_inline int classify_icmp_error(struct pkt *p, void *quoted, void
 		p->flow.w[3] = *(const __u64 *)((void *)&q->saddr + 8);
 		p->flow.ports = sip_join16(qdport, qsport);
 		__builtin_memcpy(vip, &q->saddr, 16);
-		v = find_vip(vip, q->nexthdr);
+		v = find_vip(p, vip, q->nexthdr);
 		return v ? match_port(p, v, bpf_ntohs(qsport)) : -1;
 	} else {
 		struct iphdr *q = quoted;
@@ -881,7 +907,7 @@ static __always_inline int classify_icmp_error(struct pkt *p, void *quoted, void
 		p->flow.w[0] = sip_join32(q->daddr, q->saddr);
 		p->flow.ports = sip_join16(qdport, qsport);
 		addr_v4mapped(vip, q->saddr);
-		v = find_vip(vip, q->protocol);
+		v = find_vip(p, vip, q->protocol);
 		return v ? match_port(p, v, bpf_ntohs(qsport)) : -1;
 	}
 }
@@ -897,7 +923,7 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct pkt *p, const 
 		return verdict(p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);
 	if (p->ip_proto == IPPROTO_TCP_ || p->ip_proto == IPPROTO_UDP_) {
 		/* The one lookup that all host traffic to TCP/UDP pays. */
-		const struct director_vip *v = find_vip(vip16, p->ip_proto);
+		const struct director_vip *v = find_vip(p, vip16, p->ip_proto);
 
 		if (!v)
 			return verdict(p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);

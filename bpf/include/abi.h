@@ -132,6 +132,20 @@ struct director_table_hdr {
 	__u32 pad2;
 };
 
+/* Value of `director_slot_keys`, indexed like the bind index: a copy of the hash key and fields
+ * of the service of the slot's first bind. The program reads it as soon as it has the
+ * packet's destination, so the flow hash runs while the bind is matched and the table looked
+ * up (it waited for the table's header before: ~10 ns per packet). The table's own header
+ * decides: a packet whose copy differs from its table's header (another service on the same
+ * VIP, an overflowed slot, a key change in flight) is hashed again with the header's key, so
+ * every packet still uses one whole table version. */
+struct director_slot_key {
+	__u64 hash_k0; /* as director_table_hdr */
+	__u64 hash_k1;
+	__u8 fields;
+	__u8 pad[7];
+};
+
 /* Entries 1..=rows: the backends of row r at entry 1 + r, primary first. */
 struct director_row {
 	__u8 hops[4][16]; /* GUE_MAX_HOPS addresses, network order; IPv4 in the first 4 bytes */

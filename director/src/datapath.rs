@@ -22,8 +22,8 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, Object, ObjectBuilder};
 
 use crate::bpf::types::{
-    director_config, director_counter, director_slot, director_table_hdr, director_vip,
-    director_vip_filter, director_vip_key, director_vip_slot,
+    director_config, director_counter, director_slot, director_slot_key, director_table_hdr,
+    director_vip, director_vip_filter, director_vip_key, director_vip_slot,
 };
 use crate::error::DatapathError;
 use crate::tables::{ServiceImage, Snapshot, VipKey, MAX_BINDS, MAX_SERVICES};
@@ -36,6 +36,7 @@ const MAP_VIPS: &str = "director_vips";
 const MAP_CONFIG: &str = "director_config";
 const MAP_VIP_FILTER: &str = "director_vip_filter";
 const MAP_VIP_INDEX: &str = "director_vip_index";
+const MAP_SLOT_KEYS: &str = "director_slot_keys";
 const MAP_REASON: &str = "stats_reason";
 const MAP_SERVICE: &str = "stats_service";
 const MAP_BIND: &str = "stats_bind";
@@ -143,6 +144,9 @@ pub struct Datapath {
     vips: MapHandle,
     vip_filter: MapHandle,
     vip_index: MapHandle,
+    slot_keys: MapHandle,
+    /// The key copies this process last wrote (slot -> value bytes), to write only changes.
+    slot_keys_written: std::sync::Mutex<BTreeMap<usize, Vec<u8>>>,
     config: MapHandle,
     reason: MapHandle,
     service: MapHandle,
@@ -204,6 +208,8 @@ impl Datapath {
             vips: handle(MAP_VIPS)?,
             vip_filter: handle(MAP_VIP_FILTER)?,
             vip_index: handle(MAP_VIP_INDEX)?,
+            slot_keys: handle(MAP_SLOT_KEYS)?,
+            slot_keys_written: std::sync::Mutex::new(BTreeMap::new()),
             config: handle(MAP_CONFIG)?,
             reason: handle(MAP_REASON)?,
             service: handle(MAP_SERVICE)?,
@@ -225,6 +231,8 @@ impl Datapath {
             }
         }
         dp.write_vip_index(&binds)?;
+        // And the key copies (absent likewise, or a version behind after a crash).
+        dp.write_slot_keys(&binds, |id| dp.table_hdr(id), true)?;
         // The program pin is for bpftool and the curious: the links keep it alive.
         let prog_pin = pin_dir.join("prog");
         let _ = fs::remove_file(&prog_pin);
@@ -492,6 +500,9 @@ impl Datapath {
         }
         // Every pair is in the hash map now: the index may send overflowed slots there.
         self.write_vip_index(&snap.vips)?;
+        // After the tables: until a copy follows, packets rehash with their header's key.
+        let hdr_of = |id: u32| snap.services.iter().find(|s| s.id == id).map(|s| s.hdr);
+        self.write_slot_keys(&snap.vips, hdr_of, false)?;
         let want: BTreeSet<Vec<u8>> = snap
             .vips
             .keys()
@@ -513,6 +524,60 @@ impl Datapath {
             self.bump_generation()?;
         }
         Ok(swapped)
+    }
+
+    /// Write the hash key copies of the bind index's slots (abi.h: the key of the service of
+    /// the slot owner's first bind; a slot nobody owns is zero). Only what changed since the
+    /// last call, unless `all`.
+    fn write_slot_keys(
+        &self,
+        binds: &BTreeMap<VipKey, director_vip>,
+        hdr_of: impl Fn(u32) -> Option<director_table_hdr>,
+        all: bool,
+    ) -> Result<(), DatapathError> {
+        let mut want: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+        for ((addr, proto), v) in binds.iter().filter(|((_, p), _)| *p != 0) {
+            let slot = vip_slot(addr, *proto);
+            if want.contains_key(&slot) || v.count == 0 {
+                continue; // owned by a smaller pair (binds iterate in order), or no bind
+            }
+            if let Some(h) = hdr_of(u32::from(v.ranges[0].service)) {
+                let k = director_slot_key {
+                    hash_k0: h.hash_k0,
+                    hash_k1: h.hash_k1,
+                    fields: h.fields,
+                    ..Default::default()
+                };
+                want.insert(slot, bytes_of(&k).to_vec());
+            }
+        }
+        let mut written = self
+            .slot_keys_written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let zero = bytes_of(&director_slot_key::default()).to_vec();
+        let gone: Vec<usize> = written
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .copied()
+            .collect();
+        let changes = want
+            .iter()
+            .filter(|(k, v)| all || written.get(*k) != Some(*v))
+            .map(|(k, v)| (*k, v.clone()))
+            .chain(gone.into_iter().map(|k| (k, zero.clone())))
+            .collect::<Vec<_>>();
+        for (slot, value) in changes {
+            self.slot_keys
+                .update(&(slot as u32).to_ne_bytes(), &value, MapFlags::ANY)
+                .map_err(|source| DatapathError::Map {
+                    map: MAP_SLOT_KEYS,
+                    what: format!("writing the key copy of bind index slot {slot}"),
+                    source,
+                })?;
+        }
+        *written = want;
+        Ok(())
     }
 
     /// Build a new bind index for these binds and swap it in whole (abi.h: the smallest pair

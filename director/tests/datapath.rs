@@ -761,7 +761,34 @@ fn other_egress_interface_is_a_redirect_and_no_backend_drops() {
 /// Many random flows through the program against tablegen's lookup: same row, same backend.
 #[test]
 fn random_flows_match_tablegen_lookup() {
-    T::new().run(|dp, inst, dp0, _| {
+    T::new().run(|dp, inst, dp0, _| random_flows(dp, inst, dp0));
+}
+
+/// The program hashes with a copy of the key (director_slot_keys) before it has the table; a
+/// copy that is not its table's key (another service on the VIP, a key change in flight, a
+/// stale map) must cost a second hash, never a wrong row.
+#[test]
+fn wrong_key_copies_still_hash_with_the_tables_key() {
+    let t = T::new();
+    let keys = t.lab.fs.pin_dir().join("director_slot_keys");
+    t.run(move |dp, inst, dp0, _| {
+        use libbpf_rs::MapCore;
+        let m = libbpf_rs::MapHandle::from_pinned_path(&keys).unwrap();
+        let mut junk = [0u8; 24];
+        for slot in 0..4096u32 {
+            junk[..4].copy_from_slice(&slot.to_ne_bytes());
+            junk[16] = 0x0f; // every field hashed
+            m.update(&slot.to_ne_bytes(), &junk, libbpf_rs::MapFlags::ANY)
+                .unwrap();
+        }
+        random_flows(dp, inst, dp0);
+    });
+}
+
+/// 1500 random flows of three services (IPv4 and IPv6 VIPs, single-port and all-ports binds):
+/// every output is the exact GUE frame to the row tablegen's own lookup gives.
+fn random_flows(dp: &Datapath, inst: &Installed, dp0: u32) {
+    {
         let mut x: u64 = 0x9e3779b97f4a7c15;
         let mut next = move || {
             x ^= x << 13;
@@ -821,7 +848,7 @@ fn random_flows_match_tablegen_lookup() {
             let want = expected_gue(backend_mac(row[0]), DIR_MAC, &row, hash, &frame[14..]);
             assert_eq!(out, want, "flow {f:?}");
         }
-    });
+    }
 }
 
 /// Next hops are reused for nexthop_ttl_ms; a changed neighbour is picked up after that, and
