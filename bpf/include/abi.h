@@ -146,6 +146,14 @@ struct director_slot_key {
 	__u8 pad[7];
 };
 
+/* Tables of exactly this many rows (2^16, tablegen's default) live in inner maps of that one
+ * size, 1 + DIRECTOR_FIXED_ROWS entries, in `director_tables_fixed`: no BPF_F_INNER_MAP, so
+ * the verifier inlines both lookups a packet makes in them (~2 ns). Other sizes (2^8..2^20
+ * rows) live in `director_tables`, sized to fit, at the price of two helper calls per packet:
+ * padding a small table to 2^16 rows would cost 4.7 MB. A service is in one of the two; the
+ * program asks `director_tables_fixed` first. */
+#define DIRECTOR_FIXED_ROWS 65536
+
 /* Entries 1..=rows: the backends of row r at entry 1 + r, primary first. */
 struct director_row {
 	__u8 hops[4][16]; /* GUE_MAX_HOPS addresses, network order; IPv4 in the first 4 bytes */

@@ -32,6 +32,7 @@ use crate::tables::{ServiceImage, Snapshot, VipKey, MAX_BINDS, MAX_SERVICES};
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/director.bpf.o"));
 const PROG_NAME: &str = "xdplb_director";
 const MAP_TABLES: &str = "director_tables";
+const MAP_TABLES_FIXED: &str = "director_tables_fixed";
 const MAP_VIPS: &str = "director_vips";
 const MAP_CONFIG: &str = "director_config";
 const MAP_VIP_FILTER: &str = "director_vip_filter";
@@ -42,6 +43,10 @@ const MAP_SERVICE: &str = "stats_service";
 const MAP_BIND: &str = "stats_bind";
 /// Inner maps must carry the template's flags exactly (the kernel compares them).
 const INNER_FLAGS: u32 = libbpf_sys::BPF_F_INNER_MAP | libbpf_sys::BPF_F_MMAPABLE;
+const FIXED_FLAGS: u32 = libbpf_sys::BPF_F_MMAPABLE;
+/// DIRECTOR_FIXED_ROWS of abi.h: tables of exactly this many rows go in
+/// `director_tables_fixed`, in inner maps of 1 + FIXED_ROWS entries.
+const FIXED_ROWS: usize = 65536;
 const SLOT_SIZE: usize = std::mem::size_of::<director_slot>();
 
 const _: () = assert!(SLOT_SIZE == 72);
@@ -141,6 +146,7 @@ pub struct Datapath {
     vip_index_written: std::sync::Mutex<Option<BTreeMap<usize, Vec<u8>>>>,
     pin_dir: PathBuf,
     tables: MapHandle,
+    tables_fixed: MapHandle,
     vips: MapHandle,
     vip_filter: MapHandle,
     vip_index: MapHandle,
@@ -205,6 +211,7 @@ impl Datapath {
         };
         let dp = Datapath {
             tables: handle(MAP_TABLES)?,
+            tables_fixed: handle(MAP_TABLES_FIXED)?,
             vips: handle(MAP_VIPS)?,
             vip_filter: handle(MAP_VIP_FILTER)?,
             vip_index: handle(MAP_VIP_INDEX)?,
@@ -391,11 +398,26 @@ impl Datapath {
     /// one map update: packets see the old version or this one, never a mix.
     pub fn install_service(&self, img: &ServiceImage) -> Result<(), DatapathError> {
         let t0 = std::time::Instant::now();
-        let entries = 1 + img.rows.len().max(1);
+        // abi.h: FIXED_ROWS rows in a map of the one fixed size (inlined lookups), others
+        // in one sized to fit.
+        let fixed = img.rows.len() == FIXED_ROWS;
+        let (entries, flags, outer, outer_name, other) = if fixed {
+            let e = 1 + FIXED_ROWS;
+            (
+                e,
+                FIXED_FLAGS,
+                &self.tables_fixed,
+                MAP_TABLES_FIXED,
+                &self.tables,
+            )
+        } else {
+            let e = 1 + img.rows.len().max(1);
+            (e, INNER_FLAGS, &self.tables, MAP_TABLES, &self.tables_fixed)
+        };
         let name = format!("xdplb_t{}", img.id);
         let opts = libbpf_sys::bpf_map_create_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
-            map_flags: INNER_FLAGS,
+            map_flags: flags,
             ..Default::default()
         };
         let inner = MapHandle::create(
@@ -443,13 +465,17 @@ impl Datapath {
         unsafe { libc::munmap(mem, len) };
         tracing::debug!(service = %img.name, took_us = t0.elapsed().as_micros() as u64, "table built in the kernel");
         let fd = inner.as_fd().as_raw_fd() as u32;
-        self.tables
+        outer
             .update(&img.id.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .map_err(|source| DatapathError::Map {
-                map: MAP_TABLES,
+                map: outer_name,
                 what: format!("swapping in the table of {}", img.name),
                 source,
-            })
+            })?;
+        // A table that changed kind: its old version goes only now. The program looks in the
+        // fixed map first, so every packet meanwhile sees one whole version, old or new.
+        let _ = other.delete(&img.id.to_ne_bytes());
+        Ok(())
     }
 
     /// Install a whole snapshot: changed tables first, then the bind index (so no bind ever
@@ -516,6 +542,7 @@ impl Datapath {
         let live: BTreeSet<u32> = snap.services.iter().map(|s| s.id).collect();
         for id in 0..MAX_SERVICES as u32 {
             if !live.contains(&id) && self.inner_id(id).is_some() {
+                let _ = self.tables_fixed.delete(&id.to_ne_bytes());
                 let _ = self.tables.delete(&id.to_ne_bytes());
             }
         }
@@ -666,12 +693,12 @@ impl Datapath {
     }
 
     fn inner_id(&self, service: u32) -> Option<u32> {
-        inner_id(&self.tables, service)
+        inner_id(Some(&self.tables_fixed), &self.tables, service)
     }
 
     /// The header of the table currently in a service's slot.
     pub fn table_hdr(&self, service: u32) -> Option<director_table_hdr> {
-        table_hdr(&self.tables, service)
+        table_hdr(Some(&self.tables_fixed), &self.tables, service)
     }
 
     /// Every counter.
@@ -812,15 +839,26 @@ pub fn detach_all(pin_dir: &Path) -> Result<Vec<String>, DatapathError> {
     Ok(ifaces)
 }
 
-fn inner_id(tables: &MapHandle, service: u32) -> Option<u32> {
-    let v = tables
-        .lookup(&service.to_ne_bytes(), MapFlags::ANY)
-        .ok()??;
+/// The id of a service's inner map in one outer table map.
+fn slot_id(outer: &MapHandle, service: u32) -> Option<u32> {
+    let v = outer.lookup(&service.to_ne_bytes(), MapFlags::ANY).ok()??;
     Some(u32::from_ne_bytes(v[..4].try_into().ok()?))
 }
 
-fn table_hdr(tables: &MapHandle, service: u32) -> Option<director_table_hdr> {
-    let inner = MapHandle::from_map_id(inner_id(tables, service)?).ok()?;
+/// The inner map the program uses for a service: the fixed-size kind first, as it looks
+/// (`fixed` is None for pins of a version without it).
+fn inner_id(fixed: Option<&MapHandle>, sized: &MapHandle, service: u32) -> Option<u32> {
+    fixed
+        .and_then(|m| slot_id(m, service))
+        .or_else(|| slot_id(sized, service))
+}
+
+fn table_hdr(
+    fixed: Option<&MapHandle>,
+    sized: &MapHandle,
+    service: u32,
+) -> Option<director_table_hdr> {
+    let inner = MapHandle::from_map_id(inner_id(fixed, sized, service)?).ok()?;
     let v = inner.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
     Some(from_bytes(&v))
 }
@@ -866,6 +904,7 @@ impl Counters {
 #[derive(Debug)]
 pub struct PinnedView {
     tables: MapHandle,
+    tables_fixed: Option<MapHandle>,
     reason: MapHandle,
     service: MapHandle,
     bind: MapHandle,
@@ -883,6 +922,8 @@ impl PinnedView {
         };
         Ok(PinnedView {
             tables: open(MAP_TABLES)?,
+            // Absent in pins left by a version without it.
+            tables_fixed: open(MAP_TABLES_FIXED).ok(),
             reason: open(MAP_REASON)?,
             service: open(MAP_SERVICE)?,
             bind: open(MAP_BIND)?,
@@ -891,7 +932,7 @@ impl PinnedView {
     }
 
     pub fn table_hdr(&self, service: u32) -> Option<director_table_hdr> {
-        table_hdr(&self.tables, service)
+        table_hdr(self.tables_fixed.as_ref(), &self.tables, service)
     }
 
     pub fn counters(&self) -> Counters {

@@ -227,6 +227,40 @@ fn vips_sharing_a_bind_index_slot_both_forward() {
     });
 }
 
+/// Tables of exactly 2^16 rows live in the fixed-size map, all others in the variable-size
+/// one (abi.h). A service whose table size changes moves between them, and every packet is
+/// forwarded by the table installed last: a stale copy left in the other map would be found
+/// first and send many of these flows elsewhere.
+#[test]
+fn tables_move_between_the_fixed_and_sized_maps_as_they_grow_and_shrink() {
+    let yaml = |bits: u8| {
+        format!(
+            "services:\n  - name: big\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: {bits}\n    binds:\n      - {{ vip: 10.100.0.1, proto: tcp, port: 80 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.11 }}\n      - {{ name: b2, address: 10.1.0.12 }}\n      - {{ name: b3, address: 10.1.0.13 }}\n"
+        )
+    };
+    let lab = Lab::new();
+    let pin = lab.fs.pin_dir();
+    let dp0 = lab.dp0;
+    lab.ns.run(move || {
+        let dp = Datapath::open(&pin).expect("load");
+        dp.set_config(&settings()).unwrap();
+        for bits in [17, 16, 18, 8] {
+            let inst = install(&dp, &yaml(bits));
+            assert_eq!(dp.table_hdr(0).unwrap().rows_mask, (1u32 << bits) - 1);
+            for i in 0..200u16 {
+                let f = flow(
+                    &format!("192.0.2.{}", 1 + i % 200),
+                    "10.100.0.1",
+                    1000 + i,
+                    80,
+                );
+                let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
+                check_forward(&dp, &inst, dp0, "big", f, &frame, 14);
+            }
+        }
+    });
+}
+
 #[test]
 fn v4_udp_port_range_bind_and_all_ports_bind() {
     T::new().run(|dp, inst, dp0, _| {
