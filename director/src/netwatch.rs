@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -35,6 +36,11 @@ const GROUPS: u32 =
 
 /// How often the listening thread looks at its stop flag.
 const POLL_MS: i64 = 200;
+
+/// At most one event per this long: every event makes each CPU look every backend up again
+/// (one `bpf_fib_lookup` each), and a busy LAN can report neighbours changing state many
+/// times a second. A change after a quiet spell is reported at once.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The listening thread; dropping it stops the thread.
 #[derive(Debug)]
@@ -81,6 +87,7 @@ pub fn watch(tx: Sender<Event>) -> nix::Result<NetWatch> {
 
 fn listen(fd: &OwnedFd, stop: &AtomicBool, tx: &Sender<Event>) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut last: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
             // ENOBUFS: notifications were lost, so something changed.
@@ -91,6 +98,9 @@ fn listen(fd: &OwnedFd, stop: &AtomicBool, tx: &Sender<Event>) {
                 return;
             }
         }
+        if let Some(wait) = last.and_then(|t| MIN_INTERVAL.checked_sub(t.elapsed())) {
+            std::thread::sleep(wait);
+        }
         // The rest of the burst (a route change is often several messages): one event.
         loop {
             match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
@@ -99,6 +109,7 @@ fn listen(fd: &OwnedFd, stop: &AtomicBool, tx: &Sender<Event>) {
                 _ => break,
             }
         }
+        last = Some(Instant::now());
         debug!("route, neighbour or link changed");
         if tx.send(Event::NextHops).is_err() {
             return; // the daemon is gone
