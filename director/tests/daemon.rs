@@ -54,6 +54,17 @@ fn backends(ports: &[u8], extra: &str) -> String {
     s
 }
 
+/// A TCP packet to the `web` VIP of [`backends`].
+fn vip_packet() -> Vec<u8> {
+    tcp_packet(
+        "192.0.2.1".parse().unwrap(),
+        "10.100.0.1".parse().unwrap(),
+        1,
+        80,
+        b"",
+    )
+}
+
 /// Replace a file the way editors do: write a temporary file, rename it over.
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("swp");
@@ -236,13 +247,7 @@ fn restart_keeps_forwarding_and_detach_removes_everything() {
         let pin = pin.clone();
         move || {
             let dp = Datapath::open(&pin).unwrap();
-            let f = tcp_packet(
-                "192.0.2.1".parse().unwrap(),
-                "10.100.0.1".parse().unwrap(),
-                1,
-                80,
-                b"",
-            );
+            let f = vip_packet();
             dp.test_run(&f, dp0).unwrap().0
         }
     };
@@ -433,13 +438,7 @@ fn route_and_neighbour_changes_are_used_at_once() {
         let cpus = cpus.clone();
         s.lab.ns.run(move || {
             let dp = Datapath::open(&pin).unwrap();
-            let f = tcp_packet(
-                "192.0.2.1".parse().unwrap(),
-                "10.100.0.1".parse().unwrap(),
-                1,
-                80,
-                b"",
-            );
+            let f = vip_packet();
             let mut seen = Vec::new();
             for c in cpus {
                 let mut one = nix::sched::CpuSet::new();

@@ -111,6 +111,18 @@ fn yaml() -> String {
     )
 }
 
+/// A fresh lab: run `f` in its namespace with a loaded datapath, settings written, no tables.
+fn in_lab<R: Send + 'static>(f: impl FnOnce(&Datapath, u32) -> R + Send + 'static) -> R {
+    let lab = Lab::new();
+    let pin = lab.fs.pin_dir();
+    let dp0 = lab.dp0;
+    lab.ns.run(move || {
+        let dp = Datapath::open(&pin).expect("load");
+        dp.set_config(&settings()).unwrap();
+        f(&dp, dp0)
+    })
+}
+
 struct T {
     lab: Lab,
 }
@@ -208,22 +220,17 @@ fn vips_sharing_a_bind_index_slot_both_forward() {
     let yaml = format!(
         "services:\n  - name: first\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    binds:\n      - {{ vip: {a}, proto: tcp, port: 80 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.11 }}\n      - {{ name: b2, address: 10.1.0.12 }}\n  - name: second\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    binds:\n      - {{ vip: {b}, proto: tcp, port: 80 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.21 }}\n      - {{ name: b2, address: 10.1.0.22 }}\n"
     );
-    let lab = Lab::new();
-    let pin = lab.fs.pin_dir();
-    let dp0 = lab.dp0;
-    lab.ns.run(move || {
-        let dp = Datapath::open(&pin).expect("load");
-        dp.set_config(&settings()).unwrap();
-        let inst = install(&dp, &yaml);
+    in_lab(move |dp, dp0| {
+        let inst = install(dp, &yaml);
         for (service, vip) in [("first", a), ("second", b)] {
             let f = flow("192.0.2.7", &vip.to_string(), 40000, 80);
             let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"hello");
-            check_forward(&dp, &inst, dp0, service, f, &frame, 14);
+            check_forward(dp, &inst, dp0, service, f, &frame, 14);
         }
         let other = tcp_packet(ip("192.0.2.7"), IpAddr::V4(b), 40000, 81, b"hello");
         let (ret, out) = dp.test_run(&other, dp0).unwrap();
         assert_eq!((ret, out), (XDP_PASS, other));
-        assert_eq!(reason_count(&dp, reason::PORT_NOT_BOUND), 1);
+        assert_eq!(reason_count(dp, reason::PORT_NOT_BOUND), 1);
     });
 }
 
@@ -238,14 +245,9 @@ fn tables_move_between_the_fixed_and_sized_maps_as_they_grow_and_shrink() {
             "services:\n  - name: big\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: {bits}\n    binds:\n      - {{ vip: 10.100.0.1, proto: tcp, port: 80 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.11 }}\n      - {{ name: b2, address: 10.1.0.12 }}\n      - {{ name: b3, address: 10.1.0.13 }}\n"
         )
     };
-    let lab = Lab::new();
-    let pin = lab.fs.pin_dir();
-    let dp0 = lab.dp0;
-    lab.ns.run(move || {
-        let dp = Datapath::open(&pin).expect("load");
-        dp.set_config(&settings()).unwrap();
+    in_lab(move |dp, dp0| {
         for bits in [17, 16, 18, 8] {
-            let inst = install(&dp, &yaml(bits));
+            let inst = install(dp, &yaml(bits));
             assert_eq!(dp.table_hdr(0).unwrap().rows_mask, (1u32 << bits) - 1);
             for i in 0..200u16 {
                 let f = flow(
@@ -255,7 +257,7 @@ fn tables_move_between_the_fixed_and_sized_maps_as_they_grow_and_shrink() {
                     80,
                 );
                 let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
-                check_forward(&dp, &inst, dp0, "big", f, &frame, 14);
+                check_forward(dp, &inst, dp0, "big", f, &frame, 14);
             }
         }
     });
