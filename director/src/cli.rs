@@ -32,6 +32,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Detach from every interface and remove every pinned object.
+    /// Detach from every interface, remove every pinned object, and put back the sysctls
+    /// kernel_fallback changed.
     Detach,
 }
