@@ -12,47 +12,7 @@
  * left after a million runs is the original. */
 #include "../director.bpf.c"
 
-#define BENCH_RESTORE 64
-
-struct bench_frame {
-	__u32 len; /* the original frame's length */
-	__u32 pad;
-	__u8 bytes[BENCH_RESTORE];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct bench_frame);
-} bench_frame SEC(".maps");
-
-static __always_inline int restore(struct xdp_md *ctx)
-{
-	const struct bench_frame *f;
-	__u32 zero = 0;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u64 *dst;
-	const __u64 *src;
-
-	f = bpf_map_lookup_elem(&bench_frame, &zero);
-	if (!f)
-		return -1;
-	/* Always one helper call, also when the head did not move (pass paths, restore only). */
-	if (bpf_xdp_adjust_head(ctx, (int)(data_end - data) - (int)f->len))
-		return -1;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (data + BENCH_RESTORE > data_end)
-		return -1;
-	dst = data;
-	src = (const __u64 *)f->bytes;
-#pragma unroll
-	for (int i = 0; i < BENCH_RESTORE / 8; i++)
-		dst[i] = src[i];
-	return 0;
-}
+#include "restore.h"
 
 SEC("xdp")
 int xdplb_director_bench(struct xdp_md *ctx)

@@ -13,7 +13,8 @@
 //!   Warm, as a NAPI poll of many packets is. The frame left after the batch is checked to be
 //!   the original.
 //!
-//! The naive repeat = 1,000,000 number is printed too, to show the pitfall.
+//! The naive repeat = 1,000,000 number is printed too, to show the pitfall, and a yardstick:
+//! bpf/bench/bare_forwarder.bpf.c, the least a keyed-hash GUE forwarder does, by both methods.
 //!
 //! `XDPLB_BENCH_OBJECT=<file.o>` measures another build of the bench object (an experiment:
 //! compile bpf/bench/director_bench.bpf.c with other -D flags) by both methods, its plain
@@ -121,6 +122,7 @@ fn restored(pin: &Path, empty: i32, ifindex: u32, frames: &[(&str, &Vec<u8>, u32
             .as_raw_fd()
     };
     let (bench, restore) = (prog("xdplb_director_bench"), prog("xdplb_bench_restore"));
+    let map = obj.maps().find(|m| m.name() == "bench_frame").unwrap();
     if other.is_some() {
         // An experiment: its plain entry point by the other method too, so both can be
         // compared with the main numbers.
@@ -135,26 +137,7 @@ fn restored(pin: &Path, empty: i32, ifindex: u32, frames: &[(&str, &Vec<u8>, u32
             );
         }
     }
-    let map = obj.maps().find(|m| m.name() == "bench_frame").unwrap();
-    let per_run = |fd: i32, frame: &[u8], want: u32| -> f64 {
-        let mut value = vec![0u8; 8 + BENCH_RESTORE];
-        value[0..4].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        value[8..].copy_from_slice(&frame[..BENCH_RESTORE]);
-        map.update(&0u32.to_ne_bytes(), &value, libbpf_rs::MapFlags::ANY)
-            .unwrap();
-        let mut v: Vec<f64> = (0..BATCHES)
-            .map(|_| {
-                let (ret, ns, out) = run_batch(fd, frame, ifindex, BATCH);
-                assert_eq!(ret, want, "verdict");
-                // After BATCH runs the buffer must still be the original frame: otherwise
-                // the runs after the first measured something else.
-                assert_eq!(out, frame, "frame restored after every run");
-                ns
-            })
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v[BATCHES / 2]
-    };
+    let per_run = |fd: i32, frame: &[u8], want: u32| restored_ns(&map, fd, frame, ifindex, want);
     let v4 = frames[0].1;
     let floor = per_run(empty, v4, XDP_PASS);
     let restore_ns = per_run(restore, v4, XDP_PASS) - floor;
@@ -174,6 +157,111 @@ fn restored(pin: &Path, empty: i32, ifindex: u32, frames: &[(&str, &Vec<u8>, u32
             total - floor
         );
     }
+}
+
+/// Median ns per run of `fd`, an entry point that restores the frame from `frame_map`
+/// (bpf/bench/restore.h), over BATCHES batches of BATCH runs; the frame left after each batch
+/// must be the original.
+fn restored_ns(frame_map: &impl MapCore, fd: i32, frame: &[u8], ifindex: u32, want: u32) -> f64 {
+    let mut value = vec![0u8; 8 + BENCH_RESTORE];
+    value[0..4].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    value[8..].copy_from_slice(&frame[..BENCH_RESTORE]);
+    frame_map
+        .update(&0u32.to_ne_bytes(), &value, libbpf_rs::MapFlags::ANY)
+        .unwrap();
+    let mut v: Vec<f64> = (0..BATCHES)
+        .map(|_| {
+            let (ret, ns, out) = run_batch(fd, frame, ifindex, BATCH);
+            assert_eq!(ret, want, "verdict");
+            // After BATCH runs the buffer must still be the original frame: otherwise the
+            // runs after the first measured something else.
+            assert_eq!(out, frame, "frame restored after every run");
+            ns
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[BATCHES / 2]
+}
+
+const BARE_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bare_forwarder.bpf.o"));
+
+/// The yardstick (bpf/bench/bare_forwarder.bpf.c): a bare keyed-hash GUE forwarder, by both
+/// methods, for the same IPv4 frame; its output is checked to be GUE to one of its backends.
+fn bare(empty: i32, ifindex: u32, v4: &[u8]) {
+    let obj = libbpf_rs::ObjectBuilder::default()
+        .open_memory(BARE_OBJECT)
+        .unwrap()
+        .load()
+        .unwrap();
+    let map = |name: &str| obj.maps().find(|m| m.name() == name).unwrap();
+    let prog = |name: &str| {
+        obj.progs()
+            .find(|p| p.name() == name)
+            .unwrap()
+            .as_fd()
+            .as_raw_fd()
+    };
+    // struct bare_bind: k0, k1, vip, port, pad (the director's key and VIP)
+    let vip = [10u8, 100, 0, 1];
+    let key: [u8; 16] = u128::from_str_radix(KEY, 16).unwrap().to_be_bytes();
+    let mut bind = Vec::from(key);
+    bind.extend_from_slice(&vip);
+    bind.extend_from_slice(&80u16.to_be_bytes());
+    bind.extend_from_slice(&[0, 0]);
+    let slot = u32::from_ne_bytes(vip).wrapping_mul(0x9e37_79b1) >> 20;
+    map("bare_binds")
+        .update(&slot.to_ne_bytes(), &bind, libbpf_rs::MapFlags::ANY)
+        .unwrap();
+    let rows = map("bare_rows");
+    for r in 0..65536u32 {
+        rows.update(
+            &r.to_ne_bytes(),
+            &(r & 1).to_ne_bytes(),
+            libbpf_rs::MapFlags::ANY,
+        )
+        .unwrap();
+    }
+    for b in 0..2u8 {
+        // struct bare_backend: addr, src, dmac, smac
+        let addr = [10, 1, 0, 11 + b];
+        let mut v = Vec::from(addr);
+        v.extend_from_slice(&[10, 1, 0, 1]);
+        v.extend_from_slice(&backend_mac(std::net::IpAddr::from(addr)));
+        v.extend_from_slice(&DIR_MAC);
+        map("bare_backends")
+            .update(&u32::from(b).to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
+            .unwrap();
+    }
+    let fwd = prog("bare_forwarder");
+    let (ret, _, out) = run_batch(fwd, v4, ifindex, 1);
+    assert_eq!(ret, XDP_TX, "bare forwarder verdict");
+    assert_eq!(
+        &out[14 + 16..14 + 19],
+        &[10, 1, 0],
+        "outer destination a backend"
+    );
+    assert_eq!(&out[54..], &v4[14..], "inner packet intact");
+    let (floor, _, _) = median_ns(empty, v4, ifindex);
+    let (m, _, _) = median_ns(fwd, v4, ifindex);
+    let frame_map = map("bench_frame");
+    let rfloor = restored_ns(&frame_map, empty, v4, ifindex, XDP_PASS);
+    let restore = restored_ns(
+        &frame_map,
+        prog("bare_bench_restore"),
+        v4,
+        ifindex,
+        XDP_PASS,
+    ) - rfloor;
+    let r = restored_ns(
+        &frame_map,
+        prog("bare_forwarder_bench"),
+        v4,
+        ifindex,
+        XDP_TX,
+    ) - restore;
+    println!("yardstick: a bare keyed-hash GUE forwarder (bpf/bench/bare_forwarder.bpf.c), same IPv4 frame:");
+    println!("  one syscall per packet             median {m:>5.0} ns  (floor {floor:.0} ns, program alone ~{:.0} ns)", m - floor);
+    println!("  restored frame                      {r:>6.1} ns  (floor {rfloor:.1} ns, program alone ~{:.1} ns)", r - rfloor);
 }
 
 /// One BPF_PROG_TEST_RUN of `repeat` runs (fresh copy of `frame` in): verdict, kernel-timed ns
@@ -236,6 +324,7 @@ fn packets(lab: &Lab) {
             println!("  {name:<34} median {m:>5.0} ns  p90 {p90:>5.0} ns  (floor {floor:.0} ns, program alone ~{:.0} ns)", m - floor);
         }
         restored(&pin, empty.as_raw_fd(), dp0, &[("IPv4 encapsulation (XDP_TX)", &v4, XDP_TX), ("IPv6 encapsulation (XDP_TX)", &v6, XDP_TX), ("non-VIP pass (XDP_PASS)", &pass, XDP_PASS)]);
+        bare(empty.as_raw_fd(), dp0, &v4);
         let (_, naive) = run_once(prog.as_raw_fd(), &v4, dp0, 1_000_000);
         let (_, naive_empty) = run_once(empty.as_raw_fd(), &v4, dp0, 1_000_000);
         println!("  pitfall: IPv4 with repeat 1000000 on one buffer reports {naive} ns (empty: {naive_empty} ns): after the first run it measures the pass path of an encapsulated frame");
