@@ -137,7 +137,8 @@ pub fn apply_fallback_sysctls(iface: &str, v6: bool, log: &Path) -> Result<(), D
 pub enum Restored {
     /// Put back to its value from before the daemon.
     Reverted(SysctlChange),
-    /// Changed by someone else since (or gone with its interface): left as it is.
+    /// Changed by someone else since, or gone with its interface (`now` is "(gone)"): left
+    /// as it is.
     Kept { change: SysctlChange, now: String },
 }
 
@@ -156,9 +157,10 @@ pub fn restore_sysctls(log: &Path, iface: Option<&str>) -> Result<Vec<Restored>,
             keep.push(c);
             continue;
         }
+        // Unreadable: the interface is gone, and its settings with it.
         let now = std::fs::read_to_string(&c.path)
             .map(|v| v.trim().to_string())
-            .unwrap_or_default();
+            .unwrap_or_else(|_| "(gone)".to_string());
         if now != c.set {
             tracing::info!(path = %c.path.display(), now, "sysctl changed since: left as it is");
             done.push(Restored::Kept { change: c, now });
