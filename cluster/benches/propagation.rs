@@ -23,18 +23,12 @@ const RUNS: usize = 40;
 fn tablegen_digests(text: &str) -> Result<BTreeMap<String, ServiceDigest>, ApplyError> {
     let config = tablegen::config::Config::parse(Path::new("backends.yaml"), text)
         .map_err(|e| e.to_string())?;
-    Ok(tablegen::table::build_all(&config)
-        .into_iter()
-        .map(|t| {
-            (
-                t.service.clone(),
-                ServiceDigest {
-                    version: t.version,
-                    checksum: t.checksum,
-                },
-            )
-        })
-        .collect())
+    let tables = tablegen::table::build_all(&config);
+    Ok(cluster::service_digests(
+        tables
+            .iter()
+            .map(|t| (t.service.as_str(), t.version, t.checksum)),
+    ))
 }
 
 /// What a director's `verify_and_apply` does, minus the map swap.

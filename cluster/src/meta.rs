@@ -24,6 +24,17 @@ pub struct ServiceDigest {
     pub checksum: u64,
 }
 
+/// The `services` of a [`PublishMeta`] from (service name, version, checksum) triples, as
+/// tablegen computed them (`Table::service`, `Table::version`, `Table::checksum`).
+pub fn service_digests<'a>(
+    tables: impl IntoIterator<Item = (&'a str, u64, u64)>,
+) -> BTreeMap<String, ServiceDigest> {
+    tables
+        .into_iter()
+        .map(|(name, version, checksum)| (name.to_string(), ServiceDigest { version, checksum }))
+        .collect()
+}
+
 /// Metadata of one immutable version, as stored in Consul.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionMeta {

@@ -41,18 +41,7 @@ fn text(drained: usize) -> String {
 fn digests(text: &str) -> BTreeMap<String, ServiceDigest> {
     director::source::build(Path::new("backends.yaml"), text)
         .unwrap()
-        .tables
-        .iter()
-        .map(|t| {
-            (
-                t.service.clone(),
-                ServiceDigest {
-                    version: t.version,
-                    checksum: t.checksum,
-                },
-            )
-        })
-        .collect()
+        .digests()
 }
 
 struct Director {

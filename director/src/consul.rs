@@ -412,19 +412,7 @@ fn publish_once(path: &std::path::Path, store: &Store, rt: &tokio::runtime::Hand
         }
     };
     let meta = cluster::PublishMeta {
-        services: loaded
-            .tables
-            .iter()
-            .map(|t| {
-                (
-                    t.service.clone(),
-                    cluster::ServiceDigest {
-                        version: t.version,
-                        checksum: t.checksum,
-                    },
-                )
-            })
-            .collect(),
+        services: loaded.digests(),
         author: None,
         comment: format!("published by xdplb-director from {}", path.display()),
         expect: cluster::Expect::Any,

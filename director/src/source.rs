@@ -21,6 +21,17 @@ pub struct Loaded {
     pub tables: Vec<Table>,
 }
 
+impl Loaded {
+    /// What a publisher sends and a director checks for these tables.
+    pub fn digests(&self) -> std::collections::BTreeMap<String, cluster::ServiceDigest> {
+        cluster::service_digests(
+            self.tables
+                .iter()
+                .map(|t| (t.service.as_str(), t.version, t.checksum)),
+        )
+    }
+}
+
 /// A source of table versions.
 pub trait TableSource: Send {
     /// For logs and status, e.g. the file path.

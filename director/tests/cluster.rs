@@ -50,19 +50,9 @@ fn backends(ports: &[u8], draining: &[u8]) -> String {
 
 /// What tablegen computes for `text`: the digests a publisher sends.
 fn digests(text: &str) -> BTreeMap<String, ServiceDigest> {
-    let l = director::source::build(Path::new("backends.yaml"), text).unwrap();
-    l.tables
-        .iter()
-        .map(|t| {
-            (
-                t.service.clone(),
-                ServiceDigest {
-                    version: t.version,
-                    checksum: t.checksum,
-                },
-            )
-        })
-        .collect()
+    director::source::build(Path::new("backends.yaml"), text)
+        .unwrap()
+        .digests()
 }
 
 fn checksum(text: &str) -> u64 {

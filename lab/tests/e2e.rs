@@ -70,6 +70,23 @@ fn matches_shares(shares: BTreeMap<String, f64>, tol: f64) -> impl Fn(&ProbeRepo
     }
 }
 
+/// Two seconds into a drain: nothing broke and `backend` still holds its `open` connections.
+fn assert_drain_keeps(p: &Pool, backend: &str, open: usize) {
+    hold(Duration::from_secs(2));
+    assert_no_broken(p);
+    assert_eq!(
+        p.open_on(backend),
+        open,
+        "{backend} keeps its connections while draining"
+    );
+}
+
+/// Wait until 200 new IPv4 connections in a row avoid `backend` (at most 10 s).
+fn new_flows_avoid(sys: &System, backend: &'static str) {
+    sys.wait_new_flows(Family::V4, 200, Duration::from_secs(10), avoids(backend))
+        .unwrap();
+}
+
 #[test]
 fn new_connections_spread_over_the_backends_in_line_with_the_table() {
     let (_g, sys) = start(SystemOptions::default());
@@ -92,21 +109,9 @@ fn drain_then_deactivate_then_activate_breaks_no_connection() {
     assert!(on3 > 50, "{}", p.stats());
 
     sys.tablegen(&["drain", "backend-3"]).unwrap();
-    sys.wait_new_flows(
-        Family::V4,
-        200,
-        Duration::from_secs(10),
-        avoids("backend-3"),
-    )
-    .unwrap();
+    new_flows_avoid(&sys, "backend-3");
     let before = p.exchanges_on("backend-3");
-    hold(Duration::from_secs(2));
-    assert_no_broken(&p);
-    assert_eq!(
-        p.open_on("backend-3"),
-        on3,
-        "backend-3 keeps its connections while draining"
-    );
+    assert_drain_keeps(&p, "backend-3", on3);
     assert!(
         p.exchanges_on("backend-3") > before + on3 as u64 * 10,
         "they keep exchanging"
@@ -116,13 +121,7 @@ fn drain_then_deactivate_then_activate_breaks_no_connection() {
     p.close_backend("backend-3");
     hold(Duration::from_millis(300));
     sys.tablegen(&["deactivate", "backend-3"]).unwrap();
-    sys.wait_new_flows(
-        Family::V4,
-        200,
-        Duration::from_secs(10),
-        avoids("backend-3"),
-    )
-    .unwrap();
+    new_flows_avoid(&sys, "backend-3");
     hold(Duration::from_secs(1));
     assert_no_broken(&p);
 
@@ -274,13 +273,7 @@ fn a_bad_edit_of_backends_yaml_changes_nothing_and_the_good_edit_after_it_takes_
         "address: 10.200.2.23, state: draining }",
     );
     sys.lab().write_file("backends.yaml", &fixed).unwrap();
-    sys.wait_new_flows(
-        Family::V4,
-        200,
-        Duration::from_secs(10),
-        avoids("backend-3"),
-    )
-    .unwrap();
+    new_flows_avoid(&sys, "backend-3");
     hold(Duration::from_secs(1));
     assert_unbroken(&p.stop());
 }
@@ -461,20 +454,8 @@ fn consul_mode_a_published_drain_reaches_both_directors_and_breaks_no_connection
     // The operator edits the file, then publishes it; the directors only read Consul.
     sys.tablegen(&["drain", "backend-3"]).unwrap();
     sys.cluster_publish("drain backend-3").unwrap();
-    sys.wait_new_flows(
-        Family::V4,
-        200,
-        Duration::from_secs(10),
-        avoids("backend-3"),
-    )
-    .unwrap();
-    hold(Duration::from_secs(2));
-    assert_no_broken(&p);
-    assert_eq!(
-        p.open_on("backend-3"),
-        on3,
-        "backend-3 keeps its connections while draining"
-    );
+    new_flows_avoid(&sys, "backend-3");
+    assert_drain_keeps(&p, "backend-3", on3);
 
     // Both directors serve the published version, with the same checksum.
     let bins = Binaries::for_tests(Path::new(SERVER)).unwrap();

@@ -5,7 +5,6 @@
 //! resolves the connection settings, validates and builds with the tablegen library, and
 //! prints. The library stays pure: the tokio runtime lives here, for these commands only.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -13,9 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use cluster::{
-    ConsulConfig, ConsulSection, Expect, PublishMeta, ServiceDigest, Store, VersionMeta,
-};
+use cluster::{ConsulConfig, ConsulSection, Expect, PublishMeta, Store, VersionMeta};
 use tablegen::cli::{
     Cluster, ClusterCommand, ConsulArgs, Expected, VersionRef, DEFAULT_DIRECTOR_CONFIG,
 };
@@ -214,18 +211,11 @@ impl Ctx<'_> {
         // A file that does not validate publishes nothing: its errors, file:line:col each.
         let config = parse(self.config, &text)?;
         let tables = table::build_all(&config);
-        let services: BTreeMap<String, ServiceDigest> = tables
-            .iter()
-            .map(|t| {
-                (
-                    t.service.clone(),
-                    ServiceDigest {
-                        version: t.version,
-                        checksum: t.checksum,
-                    },
-                )
-            })
-            .collect();
+        let services = cluster::service_digests(
+            tables
+                .iter()
+                .map(|t| (t.service.as_str(), t.version, t.checksum)),
+        );
         let meta = PublishMeta {
             services,
             author: Some(author()),
