@@ -436,6 +436,7 @@ struct encap_args {
 	const __u8 *dmac; /* NULL: keep the frame's own addresses (kernel path) */
 	const __u8 *smac;
 	__u64 hash;
+	__u32 grown;       /* bytes the frame was grown by: the old frame starts there */
 	__u64 payload_sum; /* inner packet sum, IPv6 outer only */
 	__u32 alternates;
 	__u8 outer_v6;
@@ -453,8 +454,9 @@ static __always_inline void copy_mac(void *dst, const void *src)
 	d[2] = s[2];
 }
 
-/* Grow the frame and write Ethernet / outer IP / UDP / GUE / hop list in front of the inner
- * IP packet. The old Ethernet (and VLAN) header is dropped. Returns 0 or -1.
+/* Write Ethernet / outer IP / UDP / GUE / hop list in front of the inner IP packet, in the
+ * room forward() grew the frame by (the old Ethernet and VLAN header are overwritten).
+ * Returns 0 or -1.
  *
  * Every header word is computed in a register and stored once, and the checksums are summed
  * from those registers and from the map values, never read back from the packet: a load that
@@ -483,17 +485,6 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, const struct
 
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	if (data + 12 > data_end) /* verifier: the L2 header was parsed */
-		return -1;
-	if (!a->dmac) {
-		copy_mac(old_mac, data);
-		copy_mac(old_mac + 3, data + 6);
-	}
-
-	if (bpf_xdp_adjust_head(ctx, 0 - (int)(ETH_HLEN_ + ip_hlen + gue_len - p->l3_off)))
-		return -1;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
 	/* The longest fixed part: Ethernet, IPv6, UDP, GUE, hop list word. */
 	if (data + ETH_HLEN_ + sizeof(struct ipv6hdr) + 16 > data_end)
 		return -1;
@@ -503,6 +494,14 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, const struct
 		copy_mac(w16, a->dmac);
 		copy_mac(w16 + 3, a->smac);
 	} else {
+		/* The kernel path keeps the frame's own addresses: they are still in the old
+		 * Ethernet header, past the room just grown (which they may overlap). */
+		void *old = data + (a->grown & 0xff);
+
+		if (old + 12 > data_end)
+			return -1;
+		copy_mac(old_mac, old);
+		copy_mac(old_mac + 3, old + 6);
 		copy_mac(w16, old_mac);
 		copy_mac(w16 + 3, old_mac + 3);
 	}
@@ -754,6 +753,35 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	if (hdr->hash_k0 != k0 || hdr->hash_k1 != k1 || hdr->fields != fields)
 		a.hash = flow_hash(p, hdr->hash_k0, hdr->hash_k1, hdr->fields);
 	idx = 1 + ((__u32)a.hash & hdr->rows_mask);
+
+	cfg = bpf_map_lookup_elem(&director_config, &zero);
+	if (!cfg)
+		return verdict(p, DIRECTOR_DROP_NO_SOURCE, XDP_DROP);
+	outer_v6 = hdr->family == 6;
+	if (outer_v6 ? !(*(__u64 *)cfg->src6 | *(__u64 *)(cfg->src6 + 8)) : !cfg->src4)
+		return verdict(p, DIRECTOR_DROP_NO_SOURCE, XDP_DROP);
+	a.cfg = cfg;
+	a.alternates = hdr->width - 1;
+	a.outer_v6 = outer_v6;
+	a.outer_df = p->df;
+	overhead = encap_overhead(outer_v6, a.alternates);
+
+	/* Drop Ethernet padding: the outer lengths must describe the inner packet exactly. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if ((__u64)(data_end - data) > p->l3_off + p->ip_len) {
+		if (bpf_xdp_adjust_tail(ctx, (int)(p->l3_off + p->ip_len) - (int)(data_end - data)))
+			return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
+	}
+	/* Grow the frame now, before the row is known: the helper call runs while the hash is
+	 * still being computed. The inner packet's sum (IPv6 outer) is taken first, at its old
+	 * offset. Every path below either encapsulates or, for "too big", shrinks back first. */
+	if (outer_v6)
+		a.payload_sum = inner_sum(ctx, p);
+	a.grown = ETH_HLEN_ + overhead - p->l3_off;
+	if (bpf_xdp_adjust_head(ctx, 0 - (int)a.grown))
+		return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
+
 	if (fixed) {
 		slot = bpf_map_lookup_elem(fixed, &idx);
 		asm volatile("" : "+r"(slot)); /* as above */
@@ -764,27 +792,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
 	row = &slot->row;
 
-	cfg = bpf_map_lookup_elem(&director_config, &zero);
-	if (!cfg)
-		return verdict(p, DIRECTOR_DROP_NO_SOURCE, XDP_DROP);
-	outer_v6 = hdr->family == 6;
-	if (outer_v6 ? !(*(__u64 *)cfg->src6 | *(__u64 *)(cfg->src6 + 8)) : !cfg->src4)
-		return verdict(p, DIRECTOR_DROP_NO_SOURCE, XDP_DROP);
-
-	/* Drop Ethernet padding: the outer lengths must describe the inner packet exactly. */
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if ((__u64)(data_end - data) > p->l3_off + p->ip_len) {
-		if (bpf_xdp_adjust_tail(ctx, (int)(p->l3_off + p->ip_len) - (int)(data_end - data)))
-			return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
-	}
 
 	a.row = row;
-	a.cfg = cfg;
-	a.alternates = hdr->width - 1;
-	a.outer_v6 = outer_v6;
-	a.outer_df = p->df;
-	overhead = encap_overhead(outer_v6, a.alternates);
 
 	tot_len = overhead + p->ip_len;
 	if (cfg->nexthop_ttl_ms) {
@@ -845,7 +854,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 		if (p->df && !p->icmp_error) {
 			__u32 mtu = fib.mtu_result > overhead ? fib.mtu_result - overhead : 0;
 
-			if (reply_too_big(ctx, p, mtu))
+			/* back to the frame as received: the answer quotes it */
+			if (bpf_xdp_adjust_head(ctx, (int)a.grown) || reply_too_big(ctx, p, mtu))
 				return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
 			return verdict(p, DIRECTOR_TX_TOO_BIG, XDP_TX);
 		}
@@ -860,8 +870,6 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	}
 
 send:
-	if (outer_v6)
-		a.payload_sum = inner_sum(ctx, p);
 	if (encap(ctx, p, &a))
 		return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
 
