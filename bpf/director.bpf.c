@@ -62,14 +62,14 @@ struct {
 	__array(values, struct director_table);
 } director_tables SEC(".maps");
 
-/* The hash key copies of the bind index's slots (abi.h): the hash need not wait for the bind
- * match and the table lookup. */
+/* Flow hashes already started per VIP (abi.h): a packet hashes only its source part, and
+ * need not wait for the bind match and the table lookup to start. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DIRECTOR_VIP_SLOTS);
+	__uint(max_entries, DIRECTOR_HASH_STATES);
 	__type(key, __u32);
-	__type(value, struct director_slot_key);
-} director_slot_keys SEC(".maps");
+	__type(value, struct director_hash_state);
+} director_hash_states SEC(".maps");
 
 /* Tables of DIRECTOR_FIXED_ROWS rows (abi.h): one size, so lookups in them are inlined. */
 struct director_table_fixed {
@@ -181,7 +181,6 @@ struct pkt {
 	__u32 l3_off;             /* 14, or 18 with an 802.1Q tag */
 	__u32 ip_len;             /* IPv4 tot_len or 40 + IPv6 payload_len */
 	__u32 l4_off;             /* offset of the L4 header of the packet itself */
-	__u32 slot;               /* bind index slot of the destination (director_slot_keys) */
 	__u16 service;
 	__u16 bind;
 	__u8 is_v6;      /* family of the packet (becomes the inner family) */
@@ -222,7 +221,7 @@ static __always_inline const struct director_vip *lookup_vip(const __u8 *vip16, 
 }
 
 /* The binds of a (VIP, TCP/UDP): the index slot, or the hash map when the slot overflowed (or
- * no index is installed yet). vip16 must be 8-byte aligned. Sets p->slot. */
+ * no index is installed yet). vip16 must be 8-byte aligned. */
 static __always_inline const struct director_vip *find_vip(struct pkt *p, const __u8 *vip16,
 							   __u8 proto)
 {
@@ -233,7 +232,6 @@ static __always_inline const struct director_vip *find_vip(struct pkt *p, const 
 	void *index;
 
 	slot = (((w[0] ^ w[1] ^ w[2] ^ w[3]) + proto) * 0x9e3779b1u) >> 20;
-	p->slot = slot;
 	index = bpf_map_lookup_elem(&director_vip_index, &zero);
 	if (!index)
 		return lookup_vip(vip16, proto);
@@ -688,19 +686,66 @@ static __always_inline int reply_too_big(struct xdp_md *ctx, struct pkt *p, __u3
 
 /* ---- forwarding ---- */
 
+/* The director_hash_states entry of the packet's destination (abi.h). */
+static __always_inline __u32 hash_state_index(const struct pkt *p)
+{
+	__u32 x;
+
+	if (p->is_v6)
+		x = (__u32)p->flow.w[2] ^ (__u32)(p->flow.w[2] >> 32) ^ (__u32)p->flow.w[3] ^
+		    (__u32)(p->flow.w[3] >> 32);
+	else
+		x = p->flow.dst4 ^ ((__u32)p->flow.dport * 0x10001u);
+	return (x * 0x9e3779b1u) >> 18;
+}
+
 /* The flow hash with a service's key; unhashed fields are zero, exactly as tablegen's
- * flow_key_bytes. */
-static __always_inline __u64 flow_hash(const struct pkt *p, __u64 k0, __u64 k1, __u8 fields)
+ * flow_key_bytes. From `hs`'s state when it was made for this key, fields and destination
+ * (abi.h), else from the start. */
+static __always_inline __u64 flow_hash(const struct pkt *p, __u64 k0, __u64 k1, __u8 fields,
+				       const struct director_hash_state *hs)
 {
 	__u64 src = fields & XDPLB_HASH_SRC_IP ? ~0ULL : 0;
 	__u64 dst = fields & XDPLB_HASH_DST_IP ? ~0ULL : 0;
-	__u32 ports = p->flow.ports & sip_join16(fields & XDPLB_HASH_SRC_PORT ? 0xffff : 0,
-						 fields & XDPLB_HASH_DST_PORT ? 0xffff : 0);
+	__u16 sport = fields & XDPLB_HASH_SRC_PORT ? p->flow.sport : 0;
+	__u16 dport = fields & XDPLB_HASH_DST_PORT ? p->flow.dport : 0;
+	__u64 check = k0 ^ k1 ^ fields;
+	struct sip_state st;
 
-	if (p->is_v6)
-		return siphash13_v6(k0, k1, p->flow.w[0] & src, p->flow.w[1] & src,
-				    p->flow.w[2] & dst, p->flow.w[3] & dst, ports);
-	return siphash13_v4(k0, k1, p->flow.w[0] & sip_join32(src, dst), ports);
+	if (p->is_v6) {
+		__u64 d0 = p->flow.w[2] & dst, d1 = p->flow.w[3] & dst;
+		__u64 s0 = p->flow.w[0] & src, s1 = p->flow.w[1] & src;
+		__u32 tail = sip_join16(sport, dport);
+
+		if (hs && hs->family == 6) {
+			check ^= (6 << 8) ^ sip_le64(d0) ^ sip_le64(d1);
+			check ^= hs->v[0] ^ hs->v[1] ^ hs->v[2] ^ hs->v[3];
+			if (check == hs->check) {
+				st.v[0] = hs->v[0];
+				st.v[1] = hs->v[1];
+				st.v[2] = hs->v[2];
+				st.v[3] = hs->v[3];
+				return siphash13_v6_from(st, s0, s1, tail);
+			}
+		}
+		return siphash13_v6(k0, k1, d0, d1, s0, s1, tail);
+	} else {
+		__u64 d0 = sip_join32(p->flow.dst4 & dst, sip_join16(dport, 0));
+		__u64 s = sip_join32(p->flow.src4 & src, sip_join16(sport, 0));
+
+		if (hs && hs->family == 4) {
+			check ^= (4 << 8) ^ sip_le64(d0);
+			check ^= hs->v[0] ^ hs->v[1] ^ hs->v[2] ^ hs->v[3];
+			if (check == hs->check) {
+				st.v[0] = hs->v[0];
+				st.v[1] = hs->v[1];
+				st.v[2] = hs->v[2];
+				st.v[3] = hs->v[3];
+				return siphash13_v4_from(st, s);
+			}
+		}
+		return siphash13_v4(k0, k1, d0, s);
+	}
 }
 
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
@@ -712,23 +757,24 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	const struct director_row *row;
 	const struct director_config *cfg;
 	void *fixed, *table = NULL, *data, *data_end;
-	const struct director_slot_key *sk;
+	const struct director_hash_state *hs;
 	struct director_nexthop *nh = NULL;
 	__u32 key = p->service, zero = 0, idx, ingress = ctx->ingress_ifindex, overhead, tot_len;
+	__u32 hsi = hash_state_index(p);
 	__u32 egress = 0;
 	__u64 frame_len = p->frame_len, now = 0, k0 = 0, k1 = 0;
 	__u8 fields = 0;
 	int rc, outer_v6;
 
-	/* Hash first, with the key copy found from the destination alone: the CPU runs it while
-	 * the bind is matched and the table looked up. */
-	sk = bpf_map_lookup_elem(&director_slot_keys, &p->slot);
-	if (sk) {
-		k0 = sk->hash_k0;
-		k1 = sk->hash_k1;
-		fields = sk->fields;
+	/* Hash first, from the state found by the destination alone: the CPU runs it while the
+	 * table is looked up. */
+	hs = bpf_map_lookup_elem(&director_hash_states, &hsi);
+	if (hs) {
+		k0 = hs->hash_k0;
+		k1 = hs->hash_k1;
+		fields = hs->fields;
 	}
-	a.hash = flow_hash(p, k0, k1, fields);
+	a.hash = flow_hash(p, k0, k1, fields, hs);
 
 	/* Each kind of table has its own call sites: the verifier inlines per call site, and a
 	 * call site that can see both kinds of map is not even a direct call. */
@@ -749,9 +795,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	if (hdr->width == 0 || hdr->width > GUE_MAX_HOPS)
 		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
 
-	/* The table version decides which key counts: rehash if the copy is not its key. */
+	/* The table version decides which key counts: hash again, from the start, if the state
+	 * was not made with its key. */
 	if (hdr->hash_k0 != k0 || hdr->hash_k1 != k1 || hdr->fields != fields)
-		a.hash = flow_hash(p, hdr->hash_k0, hdr->hash_k1, hdr->fields);
+		a.hash = flow_hash(p, hdr->hash_k0, hdr->hash_k1, hdr->fields, NULL);
 	idx = 1 + ((__u32)a.hash & hdr->rows_mask);
 
 	cfg = bpf_map_lookup_elem(&director_config, &zero);
@@ -925,7 +972,8 @@ static __always_inline int classify_icmp_error(struct pkt *p, void *quoted, void
 		p->flow.w[1] = *(const __u64 *)((void *)&q->daddr + 8);
 		p->flow.w[2] = *(const __u64 *)&q->saddr;
 		p->flow.w[3] = *(const __u64 *)((void *)&q->saddr + 8);
-		p->flow.ports = sip_join16(qdport, qsport);
+		p->flow.sport = qdport;
+		p->flow.dport = qsport;
 		__builtin_memcpy(vip, &q->saddr, 16);
 		v = find_vip(p, vip, q->nexthdr);
 		return v ? match_port(p, v, bpf_ntohs(qsport)) : -1;
@@ -944,8 +992,10 @@ static __always_inline int classify_icmp_error(struct pkt *p, void *quoted, void
 			return -1;
 		if (read_ports(quoted + qihl, data_end, &qsport, &qdport))
 			return -1;
-		p->flow.w[0] = sip_join32(q->daddr, q->saddr);
-		p->flow.ports = sip_join16(qdport, qsport);
+		p->flow.src4 = q->daddr;
+		p->flow.dst4 = q->saddr;
+		p->flow.sport = qdport;
+		p->flow.dport = qsport;
 		addr_v4mapped(vip, q->saddr);
 		v = find_vip(p, vip, q->protocol);
 		return v ? match_port(p, v, bpf_ntohs(qsport)) : -1;
@@ -973,7 +1023,8 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct pkt *p, const 
 			return verdict(p, DIRECTOR_DROP_L4_TRUNCATED, XDP_DROP);
 		if (match_port(p, v, bpf_ntohs(dport)))
 			return verdict(p, DIRECTOR_PASS_PORT_NOT_BOUND, XDP_PASS);
-		p->flow.ports = sip_join16(sport, dport);
+		p->flow.sport = sport;
+		p->flow.dport = dport;
 		/* The inner checksum covers more than this packet (first fragment), or nothing
 		 * (UDP over IPv4 may send 0): the IPv6 outer checksum has to sum the bytes. */
 		if (first_fragment)
@@ -1033,7 +1084,8 @@ static __always_inline int classify_v4(struct xdp_md *ctx, struct pkt *p, void *
 	p->ip_proto = ip->protocol;
 	p->tos = ip->tos;
 	p->df = !!(ip->frag_off & bpf_htons(IP_DF_));
-	p->flow.w[0] = sip_join32(ip->saddr, ip->daddr);
+	p->flow.src4 = ip->saddr;
+	p->flow.dst4 = ip->daddr;
 	addr_v4mapped(vip, ip->daddr);
 
 	if (ip->frag_off & bpf_htons(IP_OFFSET_)) {

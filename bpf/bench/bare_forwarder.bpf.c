@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Bench-only, never shipped: the least an XDP GUE forwarder with a keyed hash does per IPv4
- * TCP packet, as a yardstick for the director (docs/development/director-datapath.md, "What
- * it costs"). It keeps the director's hash (SipHash-1-3 over the same 12 bytes) and its GUE
- * output for one alternate, and drops everything else the director does: one array lookup
- * for the bind with its key in it, one for the row (a backend index), one for the backend's
- * address and next-hop MACs (as if resolved by someone else, never checked), no table
- * versions, no port ranges, no VLAN, no IP options, no ICMP, no fragments, no MTU, no
- * counters. director/benches/datapath.rs fills its maps and measures it beside the director
- * by both methods. */
+/* Bench-only, never shipped: the least an XDP GUE forwarder with a keyed hash does per IPv4 TCP
+ * packet, as a yardstick for the director (docs/development/director-datapath.md, "What it
+ * costs"). It keeps the director's hash (SipHash-1-3 over the same 14 bytes, from the start: no
+ * per-VIP state) and its GUE output for one alternate, and drops everything else the director
+ * does: one array lookup for the bind with its key in it, one for the row (a backend index), one
+ * for the backend's address and next-hop MACs (as if resolved by someone else, never checked), no
+ * table versions, no port ranges, no VLAN, no IP options, no ICMP, no fragments, no MTU, no
+ * counters. director/benches/datapath.rs fills its maps and measures it beside the director by
+ * both methods. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -87,8 +87,8 @@ static __always_inline int bare(struct xdp_md *ctx)
 	b = bpf_map_lookup_elem(&bare_binds, &slot);
 	if (!b || b->vip != ip->daddr || b->port != ports[1])
 		return XDP_PASS;
-	hash = siphash13_v4(b->k0, b->k1, sip_join32(ip->saddr, ip->daddr),
-			    sip_join16(ports[0], ports[1]));
+	hash = siphash13_v4(b->k0, b->k1, sip_join32(ip->daddr, sip_join16(ports[1], 0)),
+			    sip_join32(ip->saddr, sip_join16(ports[0], 0)));
 	row = hash & 0xffff;
 	idx = bpf_map_lookup_elem(&bare_rows, &row);
 	if (!idx)

@@ -132,18 +132,33 @@ struct director_table_hdr {
 	__u32 pad2;
 };
 
-/* Value of `director_slot_keys`, indexed like the bind index: a copy of the hash key and fields
- * of the service of the slot's first bind. The program reads it as soon as it has the
- * packet's destination, so the flow hash runs while the bind is matched and the table looked
- * up (it waited for the table's header before: ~10 ns per packet). The table's own header
- * decides: a packet whose copy differs from its table's header (another service on the same
- * VIP, an overflowed slot, a key change in flight) is hashed again with the header's key, so
- * every packet still uses one whole table version. */
-struct director_slot_key {
+/* Value of `director_hash_states`: the flow hash of a VIP (and port, IPv4) already started.
+ * Every packet to a VIP hashes the same destination words first (siphash.h: IPv4 dst[4]
+ * dport[2] 0 0, IPv6 dst[16]), so the daemon keeps SipHash's state after them, with the key
+ * and fields it was made with: the packet hashes only its source part (IPv4: 4 SipHash rounds
+ * instead of 5; IPv6: 6 instead of 8), and it reads the key as soon as it has its destination
+ * instead of waiting for the bind match and the table.
+ *
+ * Index: IPv4 ((dst ^ dport * 0x10001) * 0x9e3779b1) >> 18, IPv6 ((xor of dst's four 32-bit
+ * words) * 0x9e3779b1) >> 18 (addresses and port as read from the packet, native order).
+ * IPv4 entries exist for single-port binds only. Pairs that share an index: the smallest gets
+ * it; the others hash from the start.
+ *
+ * Trust: the table's own header decides the key; a state is used only if its key and fields
+ * are the header's and `check` matches: the xor of v[0..3], hash_k0, hash_k1, fields | family
+ * << 8 and the packet's own (masked) destination words as SipHash reads them. The daemon
+ * rewrites entries in place, so a packet may read a half-written one, a stale one or one made
+ * for another destination: the check then fails and the packet hashes from the start with the
+ * header's key. */
+#define DIRECTOR_HASH_STATES 16384
+struct director_hash_state {
 	__u64 hash_k0; /* as director_table_hdr */
 	__u64 hash_k1;
 	__u8 fields;
-	__u8 pad[7];
+	__u8 family;   /* 4 or 6; 0 = empty */
+	__u8 pad[6];
+	__u64 v[4];    /* SipHash-1-3 state after the destination words */
+	__u64 check;
 };
 
 /* Tables of exactly this many rows (2^16, tablegen's default) live in inner maps of that one

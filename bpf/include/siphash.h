@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* SipHash-1-3 over the director's two fixed flow-key sizes: the BPF mirror of
  * tablegen/src/hash.rs, which is the reference. Same key halves (two little-endian u64),
- * same input layout (IPv4: src[4] dst[4] sport[2] dport[2] = 12 bytes; IPv6: src[16] dst[16]
- * sport[2] dport[2] = 36 bytes; wire byte order; unhashed fields zero), passed as message
- * words in registers. A director test runs random flows through the program and compares
+ * same input layout, destination first (IPv4: dst[4] dport[2] 0 0 | src[4] sport[2] = 14
+ * bytes; IPv6: dst[16] | src[16] sport[2] dport[2] = 36 bytes; wire byte order; unhashed
+ * fields zero), passed as message words in registers. The part before `|` is the same for
+ * every packet to a VIP (and port, IPv4): hashing can start from the state after it
+ * (siphash13_*_from). A director test runs random flows through the program and compares
  * with the Rust function. No SEC() code. */
 #ifndef XDPLB_SIPHASH_H
 #define XDPLB_SIPHASH_H
@@ -64,11 +66,13 @@ static __always_inline __u32 sip_join16(__u16 lo, __u16 hi)
 #endif
 }
 
-/* The flow key as message words: the IPv4 message is w[0] (src, dst) then ports (12 bytes),
- * the IPv6 one w[0..3] (src, dst) then ports (36 bytes). */
+/* A flow's fields as read from the packet (network byte order). */
 struct sip_flow_key {
-	__u64 w[4];  /* IPv4: w[0] only */
-	__u32 ports; /* sport, dport as in the packet */
+	__u64 w[4];   /* IPv6: src (w[0], w[1]), dst (w[2], w[3]), memory order */
+	__u32 src4;   /* IPv4 */
+	__u32 dst4;
+	__u16 sport;
+	__u16 dport;
 	__u32 pad;
 };
 
@@ -91,32 +95,56 @@ static __always_inline __u64 sip_finish(__u64 v0, __u64 v1, __u64 v2, __u64 v3, 
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* The IPv4 message: m0 = src, dst; tail = sport, dport (memory order, unhashed fields zero). */
-static __always_inline __u64 siphash13_v4(__u64 k0, __u64 k1, __u64 m0, __u32 tail)
-{
-	__u64 v0 = k0 ^ 0x736f6d6570736575ULL;
-	__u64 v1 = k1 ^ 0x646f72616e646f6dULL;
-	__u64 v2 = k0 ^ 0x6c7967656e657261ULL;
-	__u64 v3 = k1 ^ 0x7465646279746573ULL;
+/* The SipHash state, v0..v3. */
+struct sip_state {
+	__u64 v[4];
+};
 
-	SIP_COMPRESS(v0, v1, v2, v3, sip_le64(m0));
-	return sip_finish(v0, v1, v2, v3, ((__u64)12 << 56) | sip_le32(tail));
+static __always_inline struct sip_state sip_start(__u64 k0, __u64 k1)
+{
+	struct sip_state st = { {
+		k0 ^ 0x736f6d6570736575ULL,
+		k1 ^ 0x646f72616e646f6dULL,
+		k0 ^ 0x6c7967656e657261ULL,
+		k1 ^ 0x7465646279746573ULL,
+	} };
+
+	return st;
 }
 
-/* The IPv6 message: m0, m1 = src; m2, m3 = dst; tail = sport, dport. */
-static __always_inline __u64 siphash13_v6(__u64 k0, __u64 k1, __u64 m0, __u64 m1, __u64 m2,
-					  __u64 m3, __u32 tail)
+/* The IPv4 message from the state after its destination word d0 (dst[4] dport[2] 0 0):
+ * s = src[4] sport[2] in memory order (its top two bytes zero). */
+static __always_inline __u64 siphash13_v4_from(struct sip_state st, __u64 s)
 {
-	__u64 v0 = k0 ^ 0x736f6d6570736575ULL;
-	__u64 v1 = k1 ^ 0x646f72616e646f6dULL;
-	__u64 v2 = k0 ^ 0x6c7967656e657261ULL;
-	__u64 v3 = k1 ^ 0x7465646279746573ULL;
+	return sip_finish(st.v[0], st.v[1], st.v[2], st.v[3], ((__u64)14 << 56) | sip_le64(s));
+}
 
-	SIP_COMPRESS(v0, v1, v2, v3, sip_le64(m0));
-	SIP_COMPRESS(v0, v1, v2, v3, sip_le64(m1));
-	SIP_COMPRESS(v0, v1, v2, v3, sip_le64(m2));
-	SIP_COMPRESS(v0, v1, v2, v3, sip_le64(m3));
-	return sip_finish(v0, v1, v2, v3, ((__u64)36 << 56) | sip_le32(tail));
+static __always_inline __u64 siphash13_v4(__u64 k0, __u64 k1, __u64 d0, __u64 s)
+{
+	struct sip_state st = sip_start(k0, k1);
+
+	SIP_COMPRESS(st.v[0], st.v[1], st.v[2], st.v[3], sip_le64(d0));
+	return siphash13_v4_from(st, s);
+}
+
+/* The IPv6 message from the state after its destination words: s0, s1 = src; tail = sport,
+ * dport. */
+static __always_inline __u64 siphash13_v6_from(struct sip_state st, __u64 s0, __u64 s1,
+					       __u32 tail)
+{
+	SIP_COMPRESS(st.v[0], st.v[1], st.v[2], st.v[3], sip_le64(s0));
+	SIP_COMPRESS(st.v[0], st.v[1], st.v[2], st.v[3], sip_le64(s1));
+	return sip_finish(st.v[0], st.v[1], st.v[2], st.v[3], ((__u64)36 << 56) | sip_le32(tail));
+}
+
+static __always_inline __u64 siphash13_v6(__u64 k0, __u64 k1, __u64 d0, __u64 d1, __u64 s0,
+					  __u64 s1, __u32 tail)
+{
+	struct sip_state st = sip_start(k0, k1);
+
+	SIP_COMPRESS(st.v[0], st.v[1], st.v[2], st.v[3], sip_le64(d0));
+	SIP_COMPRESS(st.v[0], st.v[1], st.v[2], st.v[3], sip_le64(d1));
+	return siphash13_v6_from(st, s0, s1, tail);
 }
 
 #endif

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -22,11 +23,12 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, Object, ObjectBuilder};
 
 use crate::bpf::types::{
-    director_config, director_counter, director_slot, director_slot_key, director_table_hdr,
+    director_config, director_counter, director_hash_state, director_slot, director_table_hdr,
     director_vip, director_vip_filter, director_vip_key, director_vip_slot,
 };
 use crate::error::DatapathError;
 use crate::tables::{ServiceImage, Snapshot, VipKey, MAX_BINDS, MAX_SERVICES};
+use tablegen::hash::{flow_key_bytes, flow_key_split, siphash13_state, Flow, HashFields};
 
 /// The compiled program (build.rs writes it next to the skeleton).
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/director.bpf.o"));
@@ -37,7 +39,9 @@ const MAP_VIPS: &str = "director_vips";
 const MAP_CONFIG: &str = "director_config";
 const MAP_VIP_FILTER: &str = "director_vip_filter";
 const MAP_VIP_INDEX: &str = "director_vip_index";
-const MAP_SLOT_KEYS: &str = "director_slot_keys";
+const MAP_HASH_STATES: &str = "director_hash_states";
+/// Maps older versions pinned and this one no longer uses: unpinned when the program loads.
+const RETIRED_MAPS: &[&str] = &["director_slot_keys"];
 const MAP_REASON: &str = "stats_reason";
 const MAP_SERVICE: &str = "stats_service";
 const MAP_BIND: &str = "stats_bind";
@@ -150,9 +154,9 @@ pub struct Datapath {
     vips: MapHandle,
     vip_filter: MapHandle,
     vip_index: MapHandle,
-    slot_keys: MapHandle,
+    hash_states: MapHandle,
     /// The key copies this process last wrote (slot -> value bytes), to write only changes.
-    slot_keys_written: std::sync::Mutex<BTreeMap<usize, Vec<u8>>>,
+    hash_states_written: std::sync::Mutex<BTreeMap<usize, Vec<u8>>>,
     config: MapHandle,
     reason: MapHandle,
     service: MapHandle,
@@ -215,8 +219,8 @@ impl Datapath {
             vips: handle(MAP_VIPS)?,
             vip_filter: handle(MAP_VIP_FILTER)?,
             vip_index: handle(MAP_VIP_INDEX)?,
-            slot_keys: handle(MAP_SLOT_KEYS)?,
-            slot_keys_written: std::sync::Mutex::new(BTreeMap::new()),
+            hash_states: handle(MAP_HASH_STATES)?,
+            hash_states_written: std::sync::Mutex::new(BTreeMap::new()),
             config: handle(MAP_CONFIG)?,
             reason: handle(MAP_REASON)?,
             service: handle(MAP_SERVICE)?,
@@ -238,8 +242,11 @@ impl Datapath {
             }
         }
         dp.write_vip_index(&binds)?;
-        // And the key copies (absent likewise, or a version behind after a crash).
-        dp.write_slot_keys(&binds, |id| dp.table_hdr(id), true)?;
+        // And the hash states (absent likewise, or a version behind after a crash).
+        dp.write_hash_states(&binds, |id| dp.table_hdr(id), true)?;
+        for name in RETIRED_MAPS {
+            let _ = fs::remove_file(pin_dir.join(name));
+        }
         // The program pin is for bpftool and the curious: the links keep it alive.
         let prog_pin = pin_dir.join("prog");
         let _ = fs::remove_file(&prog_pin);
@@ -526,9 +533,9 @@ impl Datapath {
         }
         // Every pair is in the hash map now: the index may send overflowed slots there.
         self.write_vip_index(&snap.vips)?;
-        // After the tables: until a copy follows, packets rehash with their header's key.
+        // After the tables: until a state follows, packets hash again with their header's key.
         let hdr_of = |id: u32| snap.services.iter().find(|s| s.id == id).map(|s| s.hdr);
-        self.write_slot_keys(&snap.vips, hdr_of, false)?;
+        self.write_hash_states(&snap.vips, hdr_of, false)?;
         let want: BTreeSet<Vec<u8>> = snap
             .vips
             .keys()
@@ -553,36 +560,24 @@ impl Datapath {
         Ok(swapped)
     }
 
-    /// Write the hash key copies of the bind index's slots (abi.h: the key of the service of
-    /// the slot owner's first bind; a slot nobody owns is zero). Only what changed since the
-    /// last call, unless `all`.
-    fn write_slot_keys(
+    /// Write the started flow hashes (abi.h `director_hash_state`) of these binds: one per
+    /// IPv6 VIP and one per IPv4 VIP and port of a single-port bind, with the key and fields
+    /// of the bind's table. Only what changed since the last call, unless `all`.
+    fn write_hash_states(
         &self,
         binds: &BTreeMap<VipKey, director_vip>,
         hdr_of: impl Fn(u32) -> Option<director_table_hdr>,
         all: bool,
     ) -> Result<(), DatapathError> {
-        let mut want: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-        for ((addr, proto), v) in binds.iter().filter(|((_, p), _)| *p != 0) {
-            let slot = vip_slot(addr, *proto);
-            if want.contains_key(&slot) || v.count == 0 {
-                continue; // owned by a smaller pair (binds iterate in order), or no bind
-            }
-            if let Some(h) = hdr_of(u32::from(v.ranges[0].service)) {
-                let k = director_slot_key {
-                    hash_k0: h.hash_k0,
-                    hash_k1: h.hash_k1,
-                    fields: h.fields,
-                    ..Default::default()
-                };
-                want.insert(slot, bytes_of(&k).to_vec());
-            }
-        }
+        let want: BTreeMap<usize, Vec<u8>> = hash_states(binds, hdr_of)
+            .into_iter()
+            .map(|(i, st)| (i, bytes_of(&st).to_vec()))
+            .collect();
         let mut written = self
-            .slot_keys_written
+            .hash_states_written
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let zero = bytes_of(&director_slot_key::default()).to_vec();
+        let zero = bytes_of(&director_hash_state::default()).to_vec();
         let gone: Vec<usize> = written
             .keys()
             .filter(|k| !want.contains_key(k))
@@ -594,12 +589,12 @@ impl Datapath {
             .map(|(k, v)| (*k, v.clone()))
             .chain(gone.into_iter().map(|k| (k, zero.clone())))
             .collect::<Vec<_>>();
-        for (slot, value) in changes {
-            self.slot_keys
-                .update(&(slot as u32).to_ne_bytes(), &value, MapFlags::ANY)
+        for (i, value) in changes {
+            self.hash_states
+                .update(&(i as u32).to_ne_bytes(), &value, MapFlags::ANY)
                 .map_err(|source| DatapathError::Map {
-                    map: MAP_SLOT_KEYS,
-                    what: format!("writing the key copy of bind index slot {slot}"),
+                    map: MAP_HASH_STATES,
+                    what: format!("writing hash state {i}"),
                     source,
                 })?;
         }
@@ -760,6 +755,84 @@ pub fn vip_slot(addr: &[u8; 16], proto: u8) -> usize {
         .wrapping_add(u32::from(proto))
         .wrapping_mul(0x9e37_79b1)
         >> 20) as usize
+}
+
+/// The director_hash_states entry of an IPv4 destination and port, as hash_state_index in
+/// bpf/director.bpf.c computes it (address and port as they sit in the packet, read natively).
+pub fn hash_state_index_v4(addr: Ipv4Addr, port: u16) -> usize {
+    let a = u32::from_ne_bytes(addr.octets());
+    let p = u32::from(u16::from_ne_bytes(port.to_be_bytes()));
+    ((a ^ p.wrapping_mul(0x1_0001)).wrapping_mul(0x9e37_79b1) >> 18) as usize
+}
+
+/// The director_hash_states entry of an IPv6 destination.
+pub fn hash_state_index_v6(addr: &[u8; 16]) -> usize {
+    let w = |i: usize| u32::from_ne_bytes(addr[4 * i..4 * i + 4].try_into().unwrap());
+    ((w(0) ^ w(1) ^ w(2) ^ w(3)).wrapping_mul(0x9e37_79b1) >> 18) as usize
+}
+
+/// The started flow hash of one destination under a table's key and fields (abi.h).
+pub fn hash_state(hdr: &director_table_hdr, dst: IpAddr, dport: u16) -> director_hash_state {
+    let unspecified = match dst {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let flow = Flow {
+        src: unspecified,
+        dst,
+        sport: 0,
+        dport,
+    };
+    let (buf, len) = flow_key_bytes(HashFields(hdr.fields), &flow);
+    let dst_part = &buf[..flow_key_split(len)];
+    let v = siphash13_state(hdr.hash_k0, hdr.hash_k1, dst_part);
+    let family: u8 = if dst.is_ipv4() { 4 } else { 6 };
+    let mut check = v[0]
+        ^ v[1]
+        ^ v[2]
+        ^ v[3]
+        ^ hdr.hash_k0
+        ^ hdr.hash_k1
+        ^ (u64::from(hdr.fields) | u64::from(family) << 8);
+    for w in dst_part.chunks_exact(8) {
+        check ^= u64::from_le_bytes(w.try_into().unwrap());
+    }
+    director_hash_state {
+        hash_k0: hdr.hash_k0,
+        hash_k1: hdr.hash_k1,
+        fields: hdr.fields,
+        family,
+        v,
+        check,
+        ..Default::default()
+    }
+}
+
+/// Every entry of director_hash_states for these binds; of binds that share an entry, the
+/// first in (VIP, protocol, port) order gets it.
+fn hash_states(
+    binds: &BTreeMap<VipKey, director_vip>,
+    hdr_of: impl Fn(u32) -> Option<director_table_hdr>,
+) -> BTreeMap<usize, director_hash_state> {
+    let mut out = BTreeMap::new();
+    for ((addr, _), v) in binds.iter().filter(|((_, p), _)| *p != 0) {
+        let ip = std::net::Ipv6Addr::from(*addr);
+        for r in v.ranges.iter().take(v.count as usize) {
+            let Some(hdr) = hdr_of(u32::from(r.service)) else {
+                continue;
+            };
+            let (i, dst, port) = match ip.to_ipv4_mapped() {
+                // IPv4 hashes the port first too: one entry per single-port bind.
+                Some(a) if r.first == r.last => {
+                    (hash_state_index_v4(a, r.first), a.into(), r.first)
+                }
+                Some(_) => continue,
+                None => (hash_state_index_v6(addr), ip.into(), 0),
+            };
+            out.entry(i).or_insert_with(|| hash_state(&hdr, dst, port));
+        }
+    }
+    out
 }
 
 fn vip_key(k: &VipKey) -> director_vip_key {

@@ -800,24 +800,129 @@ fn random_flows_match_tablegen_lookup() {
     T::new().run(|dp, inst, dp0, _| random_flows(dp, inst, dp0));
 }
 
-/// The program hashes with a copy of the key (director_slot_keys) before it has the table; a
-/// copy that is not its table's key (another service on the VIP, a key change in flight, a
-/// stale map) must cost a second hash, never a wrong row.
+/// The program starts each packet's hash from a state in director_hash_states, found by the
+/// destination alone. A state that is not its table's key (another service on the VIP, a key
+/// change in flight), half-written or made for another destination must cost a hash from the
+/// start, never a wrong row.
 #[test]
-fn wrong_key_copies_still_hash_with_the_tables_key() {
+fn wrong_torn_or_foreign_hash_states_still_hash_with_the_tables_key() {
     let t = T::new();
-    let keys = t.lab.fs.pin_dir().join("director_slot_keys");
+    let states = t.lab.fs.pin_dir().join("director_hash_states");
     t.run(move |dp, inst, dp0, _| {
         use libbpf_rs::MapCore;
-        let m = libbpf_rs::MapHandle::from_pinned_path(&keys).unwrap();
-        let mut junk = [0u8; 24];
-        for slot in 0..4096u32 {
-            junk[..4].copy_from_slice(&slot.to_ne_bytes());
-            junk[16] = 0x0f; // every field hashed
-            m.update(&slot.to_ne_bytes(), &junk, libbpf_rs::MapFlags::ANY)
+        let m = libbpf_rs::MapHandle::from_pinned_path(&states).unwrap();
+        let n = director::bpf::types::director_hash_state::default();
+        let size = std::mem::size_of_val(&n);
+        let live: Vec<(u32, Vec<u8>)> = (0..16384u32)
+            .filter_map(|i| {
+                let v = m
+                    .lookup(&i.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+                    .ok()??;
+                (v[17] != 0).then_some((i, v))
+            })
+            .collect();
+        let web = director::datapath::hash_state_index_v4("10.100.0.1".parse().unwrap(), 80);
+        let web6 = director::datapath::hash_state_index_v6(
+            &"fd00:100::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        for i in [web, web6] {
+            assert!(
+                live.iter().any(|(j, _)| *j as usize == i),
+                "a state for entry {i}"
+            );
+        }
+
+        // Torn: one state word from another write, the check from the old one.
+        for (i, v) in &live {
+            let mut v = v.clone();
+            v[24] ^= 0x5a;
+            m.update(&i.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
                 .unwrap();
         }
         random_flows(dp, inst, dp0);
+
+        // Another key, with a check that matches it: the header's key decides.
+        for (i, v) in &live {
+            let mut v = v.clone();
+            v[0] ^= 1;
+            v[56] ^= 1;
+            m.update(&i.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
+                .unwrap();
+        }
+        random_flows(dp, inst, dp0);
+
+        // Junk everywhere, both families.
+        let mut junk = vec![0u8; size];
+        for i in 0..16384u32 {
+            junk[..4].copy_from_slice(&i.to_ne_bytes());
+            junk[16] = 0x0f;
+            junk[17] = if i % 2 == 0 { 4 } else { 6 };
+            junk[56..60].copy_from_slice(&i.to_ne_bytes());
+            m.update(&i.to_ne_bytes(), &junk, libbpf_rs::MapFlags::ANY)
+                .unwrap();
+        }
+        random_flows(dp, inst, dp0);
+    });
+}
+
+/// The states are used: one whose state words are off but whose check matches them (which
+/// only a wrong daemon could write) changes the hash of every flow to that destination.
+#[test]
+fn packets_hash_from_the_destination_state() {
+    let t = T::new();
+    let states = t.lab.fs.pin_dir().join("director_hash_states");
+    t.run(move |dp, inst, dp0, _| {
+        use director::datapath::{hash_state, hash_state_index_v4, hash_state_index_v6};
+        use libbpf_rs::MapCore;
+        let m = libbpf_rs::MapHandle::from_pinned_path(&states).unwrap();
+        let bytes = |s: &director::bpf::types::director_hash_state| {
+            // SAFETY: a repr(C) plain-data type generated from abi.h, padding fields explicit
+            // and zeroed: every byte is initialised.
+            unsafe {
+                std::slice::from_raw_parts((s as *const _) as *const u8, std::mem::size_of_val(s))
+            }
+            .to_vec()
+        };
+        // (service, its slot: the order in yaml(), a flow to one of its single-port binds)
+        let cases = [
+            ("web", 0, flow("192.0.2.7", "10.100.0.1", 40000, 80)),
+            ("web6", 2, flow("2001:db8::7", "fd00:100::1", 40000, 443)),
+        ];
+        for (service, id, f) in cases {
+            let hdr = dp.table_hdr(id).unwrap();
+            let (i, mut st) = match f.dst {
+                IpAddr::V4(a) => (
+                    hash_state_index_v4(a, f.dport),
+                    hash_state(&hdr, f.dst, f.dport),
+                ),
+                IpAddr::V6(a) => (hash_state_index_v6(&a.octets()), hash_state(&hdr, f.dst, 0)),
+            };
+            let key = (i as u32).to_ne_bytes();
+            let written = m.lookup(&key, libbpf_rs::MapFlags::ANY).unwrap().unwrap();
+            assert_eq!(
+                written,
+                bytes(&st),
+                "the daemon wrote this state for {service}"
+            );
+            let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
+            check_forward(dp, inst, dp0, service, f, &frame, 14);
+            st.v[1] ^= 1 << 40;
+            st.check ^= 1 << 40;
+            m.update(&key, &bytes(&st), libbpf_rs::MapFlags::ANY)
+                .unwrap();
+            let (hash, row) = inst.expect(service, &f);
+            let want = expected_gue(backend_mac(row[0]), DIR_MAC, &row, hash, &frame[14..]);
+            let (ret, out) = dp.test_run(&frame, dp0).unwrap();
+            assert_eq!(ret, XDP_TX);
+            assert_ne!(
+                hex(&out),
+                hex(&want),
+                "{service}: hashed from the (altered) state"
+            );
+        }
     });
 }
 

@@ -5,7 +5,9 @@
 //! a director test cross-checks both. Why SipHash-1-3: see docs/development/hashing.md.
 //!
 //! This module must stay pure (no I/O) and must never change its output for a given input:
-//! directors of different versions in one ECMP group have to agree on every flow.
+//! directors of different versions in one ECMP group have to agree on every flow. (The flow
+//! key's layout changed once, before the first release: destination first, so a director can
+//! keep the SipHash state after it per VIP; see docs/development/hashing.md.)
 
 use std::net::IpAddr;
 
@@ -62,77 +64,125 @@ fn sipround(v: &mut [u64; 4]) {
     v[2] = v[2].rotate_left(32);
 }
 
-/// SipHash-1-3 of `data` under key (k0, k1), as specified by Aumasson and Bernstein.
-pub fn siphash13(k0: u64, k1: u64, data: &[u8]) -> u64 {
-    let mut v = [
+fn sip_init(k0: u64, k1: u64) -> [u64; 4] {
+    [
         k0 ^ 0x736f_6d65_7073_6575,
         k1 ^ 0x646f_7261_6e64_6f6d,
         k0 ^ 0x6c79_6765_6e65_7261,
         k1 ^ 0x7465_6462_7974_6573,
-    ];
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
+    ]
+}
+
+/// Absorb whole 8-byte words (the "1" of 1-3: one round per word).
+fn sip_compress(v: &mut [u64; 4], data: &[u8]) {
+    for c in data.chunks_exact(8) {
         let m = u64::from_le_bytes(c.try_into().unwrap());
         v[3] ^= m;
-        sipround(&mut v);
+        sipround(v);
         v[0] ^= m;
     }
-    let rest = chunks.remainder();
-    let mut last = (data.len() as u64 & 0xff) << 56;
+}
+
+/// SipHash-1-3 of `data` under key (k0, k1), as specified by Aumasson and Bernstein.
+pub fn siphash13(k0: u64, k1: u64, data: &[u8]) -> u64 {
+    let mut v = sip_init(k0, k1);
+    sip_finish(&mut v, data, data.len())
+}
+
+/// The SipHash-1-3 state after the whole 8-byte words of `prefix` (its length must be a
+/// multiple of 8): `siphash13(k0, k1, prefix ++ rest)` equals `siphash13_from(state, rest,
+/// prefix.len() + rest.len())`. What the director keeps per VIP so a packet hashes only the
+/// flow's source part.
+pub fn siphash13_state(k0: u64, k1: u64, prefix: &[u8]) -> [u64; 4] {
+    assert_eq!(prefix.len() % 8, 0, "a prefix of whole words");
+    let mut v = sip_init(k0, k1);
+    sip_compress(&mut v, prefix);
+    v
+}
+
+/// Continue from a [`siphash13_state`] with the rest of the message; `total` is the whole
+/// message's length.
+pub fn siphash13_from(state: [u64; 4], rest: &[u8], total: usize) -> u64 {
+    let mut v = state;
+    sip_finish(&mut v, rest, total)
+}
+
+fn sip_finish(v: &mut [u64; 4], data: &[u8], total: usize) -> u64 {
+    sip_compress(v, data);
+    let rest = &data[data.len() / 8 * 8..];
+    let mut last = (total as u64 & 0xff) << 56;
     for (i, b) in rest.iter().enumerate() {
         last |= u64::from(*b) << (8 * i);
     }
     v[3] ^= last;
-    sipround(&mut v);
+    sipround(v);
     v[0] ^= last;
     v[2] ^= 0xff;
-    sipround(&mut v);
-    sipround(&mut v);
-    sipround(&mut v);
+    sipround(v);
+    sipround(v);
+    sipround(v);
     v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
-/// The hash input: IPv4 flows are 12 bytes `src[4] dst[4] sport[2] dport[2]`, IPv6 flows 36
-/// bytes `src[16] dst[16] sport[2] dport[2]`; addresses and ports in network byte order, as on
-/// the wire; fields the service does not hash are zero. Returns the buffer and its length.
+/// The hash input, destination first; addresses and ports in network byte order, as on the
+/// wire; fields the service does not hash are zero:
+///
+/// - IPv4, 14 bytes: `dst[4] dport[2] 0 0 | src[4] sport[2]`
+/// - IPv6, 36 bytes: `dst[16] | src[16] sport[2] dport[2]`
+///
+/// The part before `|` ([`flow_key_split`]) is one (IPv4) or two (IPv6) whole SipHash words
+/// that are the same for every packet to a VIP (and port, for IPv4): the director keeps the
+/// state after them ([`siphash13_state`]) and hashes only the rest per packet. Returns the
+/// buffer and its length.
 pub fn flow_key_bytes(fields: HashFields, flow: &Flow) -> ([u8; 36], usize) {
     let mut buf = [0u8; 36];
-    let alen = match (flow.src, flow.dst) {
+    let sport = if fields.has(HashFields::SRC_PORT) {
+        flow.sport.to_be_bytes()
+    } else {
+        [0; 2]
+    };
+    let dport = if fields.has(HashFields::DST_PORT) {
+        flow.dport.to_be_bytes()
+    } else {
+        [0; 2]
+    };
+    match (flow.src, flow.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            if fields.has(HashFields::SRC_IP) {
-                buf[0..4].copy_from_slice(&s.octets());
-            }
             if fields.has(HashFields::DST_IP) {
-                buf[4..8].copy_from_slice(&d.octets());
+                buf[0..4].copy_from_slice(&d.octets());
             }
-            4
+            buf[4..6].copy_from_slice(&dport);
+            if fields.has(HashFields::SRC_IP) {
+                buf[8..12].copy_from_slice(&s.octets());
+            }
+            buf[12..14].copy_from_slice(&sport);
+            (buf, 14)
         }
         (s, d) => {
-            let s = match s {
+            let v6 = |a: IpAddr| match a {
                 IpAddr::V6(a) => a,
                 IpAddr::V4(a) => a.to_ipv6_mapped(),
             };
-            let d = match d {
-                IpAddr::V6(a) => a,
-                IpAddr::V4(a) => a.to_ipv6_mapped(),
-            };
-            if fields.has(HashFields::SRC_IP) {
-                buf[0..16].copy_from_slice(&s.octets());
-            }
             if fields.has(HashFields::DST_IP) {
-                buf[16..32].copy_from_slice(&d.octets());
+                buf[0..16].copy_from_slice(&v6(d).octets());
             }
-            16
+            if fields.has(HashFields::SRC_IP) {
+                buf[16..32].copy_from_slice(&v6(s).octets());
+            }
+            buf[32..34].copy_from_slice(&sport);
+            buf[34..36].copy_from_slice(&dport);
+            (buf, 36)
         }
-    };
-    let p = 2 * alen;
-    if fields.has(HashFields::SRC_PORT) {
-        buf[p..p + 2].copy_from_slice(&flow.sport.to_be_bytes());
     }
-    if fields.has(HashFields::DST_PORT) {
-        buf[p + 2..p + 4].copy_from_slice(&flow.dport.to_be_bytes());
+}
+
+/// Where [`flow_key_bytes`]'s destination part ends: 8 (IPv4) or 16 (IPv6) bytes.
+pub fn flow_key_split(len: usize) -> usize {
+    if len == 14 {
+        8
+    } else {
+        16
     }
-    (buf, p + 4)
 }
 
 /// The flow hash: the row is `hash & (rows - 1)`.
@@ -189,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn key_layout_is_wire_order() {
+    fn key_layout_is_wire_order_destination_first() {
         let f = Flow {
             src: "1.2.3.4".parse().unwrap(),
             dst: "5.6.7.8".parse().unwrap(),
@@ -197,6 +247,41 @@ mod tests {
             dport: 0x0304,
         };
         let (buf, len) = flow_key_bytes(HashFields::ALL, &f);
-        assert_eq!(&buf[..len], &[1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4]);
+        assert_eq!(&buf[..len], &[5, 6, 7, 8, 3, 4, 0, 0, 1, 2, 3, 4, 1, 2]);
+        let f6 = Flow {
+            src: "2001:db8::1".parse().unwrap(),
+            dst: "fd00::2".parse().unwrap(),
+            ..f
+        };
+        let (buf, len) = flow_key_bytes(HashFields::ALL, &f6);
+        assert_eq!(len, 36);
+        assert_eq!(&buf[0..2], &[0xfd, 0]);
+        assert_eq!(buf[15], 2);
+        assert_eq!(&buf[16..18], &[0x20, 0x01]);
+        assert_eq!(buf[31], 1);
+        assert_eq!(&buf[32..36], &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn hashing_on_from_the_destination_state_gives_the_same_hash() {
+        let (k0, k1) = key_halves(&core::array::from_fn(|i| (i * 7) as u8));
+        for (src, dst) in [("192.0.2.1", "10.0.0.1"), ("2001:db8::1", "fd00::1")] {
+            let f = Flow {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                sport: 40000,
+                dport: 443,
+            };
+            for fields in 0..16 {
+                let (buf, len) = flow_key_bytes(HashFields(fields), &f);
+                let split = flow_key_split(len);
+                let state = siphash13_state(k0, k1, &buf[..split]);
+                assert_eq!(
+                    siphash13_from(state, &buf[split..len], len),
+                    siphash13(k0, k1, &buf[..len]),
+                    "{src} fields {fields}"
+                );
+            }
+        }
     }
 }
