@@ -146,12 +146,14 @@ struct {
 	__type(value, struct director_counter);
 } stats_reason SEC(".maps");
 
+/* Never written here: what the removed binds of each service counted, kept by the daemon. A
+ * service's count is that plus its binds' (one counter per packet instead of two). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DIRECTOR_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, struct director_counter);
-} stats_service SEC(".maps");
+} stats_service_retired SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -920,7 +922,6 @@ send:
 	if (encap(ctx, p, &a))
 		return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
 
-	count(&stats_service, p->service, frame_len);
 	count(&stats_bind, p->bind, frame_len);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		/* The frame keeps its own MACs (ours as destination): the kernel routes the GUE

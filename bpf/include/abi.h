@@ -19,7 +19,7 @@
 /* ---- director (bpf/director.bpf.c) ---- */
 
 /* Sizes of the director's pinned maps: fixed at first load, so generous. */
-#define DIRECTOR_MAX_SERVICES 256  /* director_tables slots = stats_service entries */
+#define DIRECTOR_MAX_SERVICES 256  /* director_tables slots = stats_service_retired entries */
 #define DIRECTOR_MAX_BINDS 4096    /* stats_bind entries */
 #define DIRECTOR_MAX_VIPS 4096     /* director_vips entries: (VIP, protocol) pairs */
 #define DIRECTOR_VIP_RANGES 16     /* binds per (VIP, protocol); the daemon refuses more */
@@ -48,7 +48,7 @@ enum director_reason {
 	DIRECTOR_REASON_COUNT = 16,        /* not a reason: how many this object knows */
 };
 
-/* Per-CPU packet and byte counts (stats_reason, stats_service, stats_bind). */
+/* Per-CPU packet and byte counts (stats_reason, stats_bind, stats_service_retired). */
 struct director_counter {
 	__u64 packets;
 	__u64 bytes; /* frame length as received */
@@ -76,7 +76,7 @@ struct director_vip_key {
 struct director_port_range {
 	__u16 first;   /* host order */
 	__u16 last;    /* host order, inclusive */
-	__u16 service; /* slot in director_tables and stats_service */
+	__u16 service; /* slot in director_tables and stats_service_retired */
 	__u16 bind;    /* index in stats_bind */
 };
 

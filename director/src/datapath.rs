@@ -41,9 +41,12 @@ const MAP_VIP_FILTER: &str = "director_vip_filter";
 const MAP_VIP_INDEX: &str = "director_vip_index";
 const MAP_HASH_STATES: &str = "director_hash_states";
 /// Maps older versions pinned and this one no longer uses: unpinned when the program loads.
-const RETIRED_MAPS: &[&str] = &["director_slot_keys"];
+const RETIRED_MAPS: &[&str] = &["director_slot_keys", MAP_SERVICE_TOTALS];
 const MAP_REASON: &str = "stats_reason";
-const MAP_SERVICE: &str = "stats_service";
+const MAP_SERVICE: &str = "stats_service_retired";
+/// Older versions counted every packet for its service too, in this map: read once to carry
+/// the removed binds' counts over (see `Datapath::open`), then unpinned.
+const MAP_SERVICE_TOTALS: &str = "stats_service";
 const MAP_BIND: &str = "stats_bind";
 /// Inner maps must carry the template's flags exactly (the kernel compares them).
 const INNER_FLAGS: u32 = libbpf_sys::BPF_F_INNER_MAP | libbpf_sys::BPF_F_MMAPABLE;
@@ -244,6 +247,25 @@ impl Datapath {
         dp.write_vip_index(&binds)?;
         // And the hash states (absent likewise, or a version behind after a crash).
         dp.write_hash_states(&binds, |id| dp.table_hdr(id), true)?;
+        // Pins of a version that counted per service as well: what a service counted beyond
+        // its current binds is what its removed binds counted (per CPU: both were counted on
+        // the same CPU).
+        if fresh.iter().any(|m| m == MAP_SERVICE) {
+            if let Ok(old) = MapHandle::from_pinned_path(pin_dir.join(MAP_SERVICE_TOTALS)) {
+                for (service, ids) in binds_of_services(&binds) {
+                    let Some(mut left) = percpu(&old, service) else {
+                        continue;
+                    };
+                    for b in ids {
+                        for (l, c) in left.iter_mut().zip(percpu(&dp.bind, b).unwrap_or_default()) {
+                            l.packets = l.packets.saturating_sub(c.packets);
+                            l.bytes = l.bytes.saturating_sub(c.bytes);
+                        }
+                    }
+                    set_percpu(&dp.service, service, &left, MAP_SERVICE)?;
+                }
+            }
+        }
         for name in RETIRED_MAPS {
             let _ = fs::remove_file(pin_dir.join(name));
         }
@@ -490,6 +512,24 @@ impl Datapath {
     pub fn install(&self, snap: &Snapshot) -> Result<Vec<String>, DatapathError> {
         let ncpu = libbpf_rs::num_possible_cpus().unwrap_or(1);
         let zero = vec![vec![0u8; 16]; ncpu];
+        // Removed binds first (their ids may be handed out again below): what they counted
+        // stays with their service. Packets that still match one in the moment before the
+        // new binds are in place are not carried over.
+        for &(bind, service) in &snap.retired_binds {
+            let (Some(b), Some(mut total)) =
+                (percpu(&self.bind, bind), percpu(&self.service, service))
+            else {
+                continue;
+            };
+            for (t, c) in total.iter_mut().zip(b) {
+                t.packets += c.packets;
+                t.bytes += c.bytes;
+            }
+            set_percpu(&self.service, service, &total, MAP_SERVICE)?;
+            let _ = self
+                .bind
+                .update_percpu(&bind.to_ne_bytes(), &zero, MapFlags::ANY);
+        }
         for id in &snap.fresh_service_ids {
             let _ = self
                 .service
@@ -698,7 +738,12 @@ impl Datapath {
 
     /// Every counter.
     pub fn counters(&self) -> Counters {
-        Counters::read(&self.reason, &self.service, &self.bind)
+        Counters::read(
+            &self.reason,
+            ServiceCounts::Retired(&self.service),
+            &self.bind,
+            &self.vips,
+        )
     }
 
     /// Run the program once on `frame` (BPF_PROG_TEST_RUN) as if received on `ifindex` of the
@@ -938,14 +983,55 @@ fn table_hdr(
 
 fn sum_percpu(map: &MapHandle, key: u32) -> Count {
     let mut c = Count::default();
-    if let Ok(Some(vals)) = map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY) {
-        for v in vals {
-            let x: director_counter = from_bytes(&v);
-            c.packets += x.packets;
-            c.bytes += x.bytes;
-        }
+    for x in percpu(map, key).unwrap_or_default() {
+        c.packets += x.packets;
+        c.bytes += x.bytes;
     }
     c
+}
+
+/// One entry of a per-CPU counter array, per CPU.
+fn percpu(map: &MapHandle, key: u32) -> Option<Vec<director_counter>> {
+    let vals = map
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+        .ok()??;
+    Some(vals.iter().map(|v| from_bytes(v)).collect())
+}
+
+fn set_percpu(
+    map: &MapHandle,
+    key: u32,
+    vals: &[director_counter],
+    name: &'static str,
+) -> Result<(), DatapathError> {
+    let bytes: Vec<Vec<u8>> = vals.iter().map(|c| bytes_of(c).to_vec()).collect();
+    map.update_percpu(&key.to_ne_bytes(), &bytes, MapFlags::ANY)
+        .map_err(|source| DatapathError::Map {
+            map: name,
+            what: format!("writing the counters of entry {key}"),
+            source,
+        })
+}
+
+/// The binds (stats_bind ids) of each service (slot) in these (VIP, protocol) entries.
+fn binds_of_services(binds: &BTreeMap<VipKey, director_vip>) -> BTreeMap<u32, Vec<u32>> {
+    let mut out: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for v in binds.values() {
+        for r in v.ranges.iter().take(v.count as usize) {
+            out.entry(u32::from(r.service))
+                .or_default()
+                .push(u32::from(r.bind));
+        }
+    }
+    out
+}
+
+/// Where a service's count comes from.
+enum ServiceCounts<'a> {
+    /// What its removed binds counted; its current binds' counts are added.
+    Retired(&'a MapHandle),
+    /// Pins of an older daemon, which counted every packet for its service as well.
+    Totals(&'a MapHandle),
 }
 
 /// All counters, summed over CPUs.
@@ -960,16 +1046,42 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn read(reason: &MapHandle, service: &MapHandle, bind: &MapHandle) -> Counters {
-        Counters {
+    fn read(
+        reason: &MapHandle,
+        services: ServiceCounts,
+        bind: &MapHandle,
+        vips: &MapHandle,
+    ) -> Counters {
+        let (ServiceCounts::Retired(m) | ServiceCounts::Totals(m)) = services;
+        let mut c = Counters {
             reasons: (0..crate::counters::REASONS.len() as u32)
                 .map(|i| sum_percpu(reason, i))
                 .collect(),
-            services: (0..MAX_SERVICES as u32)
-                .map(|i| sum_percpu(service, i))
-                .collect(),
+            services: (0..MAX_SERVICES as u32).map(|i| sum_percpu(m, i)).collect(),
             binds: (0..MAX_BINDS as u32).map(|i| sum_percpu(bind, i)).collect(),
+        };
+        if let ServiceCounts::Retired(_) = services {
+            let pairs: BTreeMap<VipKey, director_vip> = vips
+                .keys()
+                .filter_map(|k| {
+                    let key: director_vip_key = from_bytes(&k);
+                    let v = vips.lookup(&k, MapFlags::ANY).ok()??;
+                    Some(((key.addr, key.proto), from_bytes::<director_vip>(&v)))
+                })
+                .collect();
+            for (service, ids) in binds_of_services(&pairs) {
+                let Some(total) = c.services.get_mut(service as usize) else {
+                    continue;
+                };
+                for b in ids {
+                    if let Some(x) = c.binds.get(b as usize) {
+                        total.packets += x.packets;
+                        total.bytes += x.bytes;
+                    }
+                }
+            }
         }
+        c
     }
 }
 
@@ -979,7 +1091,8 @@ pub struct PinnedView {
     tables: MapHandle,
     tables_fixed: Option<MapHandle>,
     reason: MapHandle,
-    service: MapHandle,
+    /// stats_service_retired, or an older daemon's stats_service (see `ServiceCounts`).
+    service: Result<MapHandle, MapHandle>,
     bind: MapHandle,
     vips: MapHandle,
 }
@@ -998,7 +1111,10 @@ impl PinnedView {
             // Absent in pins left by a version without it.
             tables_fixed: open(MAP_TABLES_FIXED).ok(),
             reason: open(MAP_REASON)?,
-            service: open(MAP_SERVICE)?,
+            service: match open(MAP_SERVICE) {
+                Ok(m) => Ok(m),
+                Err(e) => Err(open(MAP_SERVICE_TOTALS).map_err(|_| e)?),
+            },
             bind: open(MAP_BIND)?,
             vips: open(MAP_VIPS)?,
         })
@@ -1009,7 +1125,11 @@ impl PinnedView {
     }
 
     pub fn counters(&self) -> Counters {
-        Counters::read(&self.reason, &self.service, &self.bind)
+        let services = match &self.service {
+            Ok(m) => ServiceCounts::Retired(m),
+            Err(m) => ServiceCounts::Totals(m),
+        };
+        Counters::read(&self.reason, services, &self.bind, &self.vips)
     }
 
     /// Number of (VIP, protocol) entries in the bind index.

@@ -111,6 +111,10 @@ pub struct Snapshot {
     /// Ids handed out for the first time by this snapshot: their counters start at zero.
     pub fresh_service_ids: Vec<u32>,
     pub fresh_bind_ids: Vec<u32>,
+    /// Binds of the previous snapshot that are gone while their service stays: (bind id,
+    /// service id). Their counts move into the service's retired total (the program counts
+    /// per bind only; a service's count is its binds' plus what its removed binds counted).
+    pub retired_binds: Vec<(u32, u32)>,
 }
 
 /// The header of a service's table.
@@ -199,6 +203,15 @@ pub fn snapshot(
     }
     let (service_ids, fresh_service_ids) = assign(&prev.services, &service_names);
     let (bind_ids, fresh_bind_ids) = assign(&prev.binds, &bind_names);
+    let retired_binds = prev
+        .binds
+        .iter()
+        .filter(|(name, _)| !bind_ids.contains_key(*name))
+        .filter_map(|(name, id)| {
+            let service = name.split_once('|')?.0;
+            Some((*id, *service_ids.get(service)?))
+        })
+        .collect();
     let mut backend_names: Vec<String> = config
         .services
         .iter()
@@ -296,6 +309,7 @@ pub fn snapshot(
         },
         fresh_service_ids,
         fresh_bind_ids,
+        retired_binds,
     })
 }
 

@@ -1069,3 +1069,160 @@ fn changed_neighbour_is_picked_up_without_restart() {
         assert_eq!(ret, XDP_REDIRECT);
     });
 }
+
+/// `yaml()`'s `web` service with other binds (the rest of the services as they are).
+fn web_with_binds(binds: &str) -> String {
+    let y = yaml();
+    let start = y.find("    binds:\n").unwrap();
+    let end = y.find("    backends:\n").unwrap();
+    format!("{}    binds:\n{binds}{}", &y[..start], &y[end..])
+}
+
+/// Install `yaml` the daemon's way, ids carried over from `prev`: returns the new ids.
+fn install_after(dp: &Datapath, yaml: &str, prev: &director::tables::Ids) -> director::tables::Ids {
+    let loaded = director::source::build(std::path::Path::new("backends.yaml"), yaml).unwrap();
+    let snap =
+        director::tables::snapshot(&loaded.config, &loaded.tables, prev, true, true).unwrap();
+    dp.install(&snap).unwrap();
+    snap.ids
+}
+
+/// The program counts per bind only; a service's count is its binds' plus what its removed
+/// binds counted. Removing a bind (and giving its id to a new one) must not lose what it
+/// counted for its service.
+#[test]
+fn removed_binds_keep_counting_for_their_service() {
+    in_lab(|dp, dp0| {
+        let both = "      - { vip: 10.100.0.1, proto: tcp, port: 80 }\n      - { vip: 10.100.0.1, proto: udp, ports: 5000-5100 }\n";
+        let ids = install_after(dp, &web_with_binds(both), &Default::default());
+        let web = ids.services["web"] as usize;
+        let tcp = |n: usize| {
+            for i in 0..n {
+                let f = tcp_packet(
+                    ip("192.0.2.7"),
+                    ip("10.100.0.1"),
+                    40000 + i as u16,
+                    80,
+                    b"x",
+                );
+                assert_eq!(dp.test_run(&f, dp0).unwrap().0, XDP_TX);
+            }
+        };
+        let udp = |n: usize, port: u16| {
+            for i in 0..n {
+                let f = udp_packet(
+                    ip("192.0.2.7"),
+                    ip("10.100.0.1"),
+                    40000 + i as u16,
+                    port,
+                    b"x",
+                );
+                assert_eq!(dp.test_run(&f, dp0).unwrap().0, XDP_TX);
+            }
+        };
+        tcp(3);
+        udp(2, 5000);
+        let c = dp.counters();
+        assert_eq!(c.services[web].packets, 5);
+        let udp_bind = ids.binds.iter().find(|(n, _)| n.starts_with("web|") && n.contains("|udp|")).unwrap().1;
+
+        // The UDP range goes; a new UDP bind comes and gets the freed id.
+        let other = "      - { vip: 10.100.0.1, proto: tcp, port: 80 }\n      - { vip: 10.100.0.1, proto: udp, port: 6000 }\n";
+        let ids2 = install_after(dp, &web_with_binds(other), &ids);
+        let new_bind = ids2
+            .binds
+            .iter()
+            .find(|(n, _)| n.starts_with("web|") && n.contains("|udp|"))
+            .unwrap()
+            .1;
+        assert_eq!(new_bind, udp_bind, "the freed id is handed out again");
+        let c = dp.counters();
+        assert_eq!(
+            c.services[web].packets, 5,
+            "the removed range's packets stay"
+        );
+        assert_eq!(
+            c.binds[*new_bind as usize].packets, 0,
+            "the new bind starts at zero"
+        );
+        udp(1, 6000);
+        tcp(1);
+        let c = dp.counters();
+        assert_eq!(c.services[web].packets, 7);
+        assert_eq!(c.binds[*new_bind as usize].packets, 1);
+    });
+}
+
+/// Pins of a version that counted every packet for its service too (`stats_service`): the
+/// part of a service's count its current binds do not explain is what its removed binds
+/// counted, and it carries over.
+#[test]
+fn service_counts_of_older_pins_carry_over() {
+    let lab = Lab::new();
+    let pin = lab.fs.pin_dir();
+    let dp0 = lab.dp0;
+    lab.ns.run(move || {
+        use libbpf_rs::MapCore;
+        let dp = Datapath::open(&pin).unwrap();
+        dp.set_config(&settings()).unwrap();
+        let ids = install_after(&dp, &yaml(), &Default::default());
+        let web = ids.services["web"];
+        for i in 0..4u16 {
+            let f = tcp_packet(ip("192.0.2.7"), ip("10.100.0.1"), 40000 + i, 80, b"x");
+            assert_eq!(dp.test_run(&f, dp0).unwrap().0, XDP_TX);
+        }
+        drop(dp);
+        // What the older version would have pinned: per CPU, the binds' counts plus 7
+        // packets (700 bytes) of a bind removed long ago, on CPU 0.
+        let bind = libbpf_rs::MapHandle::from_pinned_path(pin.join("stats_bind")).unwrap();
+        let ncpu = libbpf_rs::num_possible_cpus().unwrap();
+        let mut totals = vec![[0u64; 2]; ncpu];
+        totals[0] = [7, 700];
+        for (name, id) in &ids.binds {
+            if !name.starts_with("web|") {
+                continue;
+            }
+            let per = bind
+                .lookup_percpu(&id.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+                .unwrap()
+                .unwrap();
+            for (t, v) in totals.iter_mut().zip(per) {
+                t[0] += u64::from_ne_bytes(v[..8].try_into().unwrap());
+                t[1] += u64::from_ne_bytes(v[8..16].try_into().unwrap());
+            }
+        }
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let mut old = libbpf_rs::MapHandle::create(
+            libbpf_rs::MapType::PercpuArray,
+            Some("stats_service"),
+            4,
+            16,
+            256,
+            &opts,
+        )
+        .unwrap();
+        let vals: Vec<Vec<u8>> = totals
+            .iter()
+            .map(|t| [t[0].to_ne_bytes(), t[1].to_ne_bytes()].concat())
+            .collect();
+        old.update_percpu(&web.to_ne_bytes(), &vals, libbpf_rs::MapFlags::ANY)
+            .unwrap();
+        old.pin(pin.join("stats_service")).unwrap();
+        std::fs::remove_file(pin.join("stats_service_retired")).unwrap();
+
+        let dp = Datapath::open(&pin).unwrap();
+        let c = dp.counters();
+        assert_eq!(c.services[web as usize].packets, 4 + 7);
+        assert!(
+            !pin.join("stats_service").exists(),
+            "the old map is unpinned"
+        );
+        assert_eq!(
+            c.services[web as usize].bytes - c.binds.iter().map(|b| b.bytes).sum::<u64>(),
+            700
+        );
+    });
+}
