@@ -701,6 +701,24 @@ static __always_inline __u32 hash_state_index(const struct pkt *p)
 	return (x * 0x9e3779b1u) >> 18;
 }
 
+/* Load hs's state into st if it was made for this key, fields, family and destination
+ * (abi.h: `check`); `check` comes in as the xor of the key, the fields and the packet's
+ * destination words. */
+static __always_inline int started(const struct director_hash_state *hs, __u8 family, __u64 check,
+				   struct sip_state *st)
+{
+	if (!hs || hs->family != family)
+		return 0;
+	check ^= ((__u64)family << 8) ^ hs->v[0] ^ hs->v[1] ^ hs->v[2] ^ hs->v[3];
+	if (check != hs->check)
+		return 0;
+	st->v[0] = hs->v[0];
+	st->v[1] = hs->v[1];
+	st->v[2] = hs->v[2];
+	st->v[3] = hs->v[3];
+	return 1;
+}
+
 /* The flow hash with a service's key; unhashed fields are zero, exactly as tablegen's
  * flow_key_bytes. From `hs`'s state when it was made for this key, fields and destination
  * (abi.h), else from the start. */
@@ -719,33 +737,15 @@ static __always_inline __u64 flow_hash(const struct pkt *p, __u64 k0, __u64 k1, 
 		__u64 s0 = p->flow.w[0] & src, s1 = p->flow.w[1] & src;
 		__u32 tail = sip_join16(sport, dport);
 
-		if (hs && hs->family == 6) {
-			check ^= (6 << 8) ^ sip_le64(d0) ^ sip_le64(d1);
-			check ^= hs->v[0] ^ hs->v[1] ^ hs->v[2] ^ hs->v[3];
-			if (check == hs->check) {
-				st.v[0] = hs->v[0];
-				st.v[1] = hs->v[1];
-				st.v[2] = hs->v[2];
-				st.v[3] = hs->v[3];
-				return siphash13_v6_from(st, s0, s1, tail);
-			}
-		}
+		if (started(hs, 6, check ^ sip_le64(d0) ^ sip_le64(d1), &st))
+			return siphash13_v6_from(st, s0, s1, tail);
 		return siphash13_v6(k0, k1, d0, d1, s0, s1, tail);
 	} else {
 		__u64 d0 = sip_join32(p->flow.dst4 & dst, sip_join16(dport, 0));
 		__u64 s = sip_join32(p->flow.src4 & src, sip_join16(sport, 0));
 
-		if (hs && hs->family == 4) {
-			check ^= (4 << 8) ^ sip_le64(d0);
-			check ^= hs->v[0] ^ hs->v[1] ^ hs->v[2] ^ hs->v[3];
-			if (check == hs->check) {
-				st.v[0] = hs->v[0];
-				st.v[1] = hs->v[1];
-				st.v[2] = hs->v[2];
-				st.v[3] = hs->v[3];
-				return siphash13_v4_from(st, s);
-			}
-		}
+		if (started(hs, 4, check ^ sip_le64(d0), &st))
+			return siphash13_v4_from(st, s);
 		return siphash13_v4(k0, k1, d0, s);
 	}
 }

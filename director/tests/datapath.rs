@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use common::*;
 use director::counters as reason;
 use director::datapath::Datapath;
+use libbpf_rs::MapCore;
 use tablegen::hash::Flow;
 
 fn ip(s: &str) -> IpAddr {
@@ -800,17 +801,25 @@ fn random_flows_match_tablegen_lookup() {
     T::new().run(|dp, inst, dp0, _| random_flows(dp, inst, dp0));
 }
 
+/// `T::run` with the pinned director_hash_states map at hand.
+fn with_hash_states(
+    f: impl FnOnce(&Datapath, &Installed, u32, &libbpf_rs::MapHandle) + Send + 'static,
+) {
+    let t = T::new();
+    let states = t.lab.fs.pin_dir().join("director_hash_states");
+    t.run(move |dp, inst, dp0, _| {
+        let m = libbpf_rs::MapHandle::from_pinned_path(&states).unwrap();
+        f(dp, inst, dp0, &m)
+    });
+}
+
 /// The program starts each packet's hash from a state in director_hash_states, found by the
 /// destination alone. A state that is not its table's key (another service on the VIP, a key
 /// change in flight), half-written or made for another destination must cost a hash from the
 /// start, never a wrong row.
 #[test]
 fn wrong_torn_or_foreign_hash_states_still_hash_with_the_tables_key() {
-    let t = T::new();
-    let states = t.lab.fs.pin_dir().join("director_hash_states");
-    t.run(move |dp, inst, dp0, _| {
-        use libbpf_rs::MapCore;
-        let m = libbpf_rs::MapHandle::from_pinned_path(&states).unwrap();
+    with_hash_states(|dp, inst, dp0, m| {
         let n = director::bpf::types::director_hash_state::default();
         let size = std::mem::size_of_val(&n);
         let live: Vec<(u32, Vec<u8>)> = (0..16384u32)
@@ -872,12 +881,8 @@ fn wrong_torn_or_foreign_hash_states_still_hash_with_the_tables_key() {
 /// only a wrong daemon could write) changes the hash of every flow to that destination.
 #[test]
 fn packets_hash_from_the_destination_state() {
-    let t = T::new();
-    let states = t.lab.fs.pin_dir().join("director_hash_states");
-    t.run(move |dp, inst, dp0, _| {
+    with_hash_states(|dp, inst, dp0, m| {
         use director::datapath::{hash_state, hash_state_index_v4, hash_state_index_v6};
-        use libbpf_rs::MapCore;
-        let m = libbpf_rs::MapHandle::from_pinned_path(&states).unwrap();
         let bytes = |s: &director::bpf::types::director_hash_state| {
             // SAFETY: a repr(C) plain-data type generated from abi.h, padding fields explicit
             // and zeroed: every byte is initialised.
@@ -1124,17 +1129,19 @@ fn removed_binds_keep_counting_for_their_service() {
         udp(2, 5000);
         let c = dp.counters();
         assert_eq!(c.services[web].packets, 5);
-        let udp_bind = ids.binds.iter().find(|(n, _)| n.starts_with("web|") && n.contains("|udp|")).unwrap().1;
+        let web_udp = |ids: &director::tables::Ids| {
+            *ids.binds
+                .iter()
+                .find(|(n, _)| n.starts_with("web|") && n.contains("|udp|"))
+                .unwrap()
+                .1
+        };
+        let udp_bind = web_udp(&ids);
 
         // The UDP range goes; a new UDP bind comes and gets the freed id.
         let other = "      - { vip: 10.100.0.1, proto: tcp, port: 80 }\n      - { vip: 10.100.0.1, proto: udp, port: 6000 }\n";
         let ids2 = install_after(dp, &web_with_binds(other), &ids);
-        let new_bind = ids2
-            .binds
-            .iter()
-            .find(|(n, _)| n.starts_with("web|") && n.contains("|udp|"))
-            .unwrap()
-            .1;
+        let new_bind = web_udp(&ids2);
         assert_eq!(new_bind, udp_bind, "the freed id is handed out again");
         let c = dp.counters();
         assert_eq!(
@@ -1142,14 +1149,14 @@ fn removed_binds_keep_counting_for_their_service() {
             "the removed range's packets stay"
         );
         assert_eq!(
-            c.binds[*new_bind as usize].packets, 0,
+            c.binds[new_bind as usize].packets, 0,
             "the new bind starts at zero"
         );
         udp(1, 6000);
         tcp(1);
         let c = dp.counters();
         assert_eq!(c.services[web].packets, 7);
-        assert_eq!(c.binds[*new_bind as usize].packets, 1);
+        assert_eq!(c.binds[new_bind as usize].packets, 1);
     });
 }
 
@@ -1162,7 +1169,6 @@ fn service_counts_of_older_pins_carry_over() {
     let pin = lab.fs.pin_dir();
     let dp0 = lab.dp0;
     lab.ns.run(move || {
-        use libbpf_rs::MapCore;
         let dp = Datapath::open(&pin).unwrap();
         dp.set_config(&settings()).unwrap();
         let ids = install_after(&dp, &yaml(), &Default::default());
