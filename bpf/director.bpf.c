@@ -592,7 +592,9 @@ static __always_inline int reply_too_big(struct xdp_md *ctx, struct pkt *p, __u3
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 l3 = p->l3_off;
-	__u32 quote = (p->l4_off - p->l3_off) + 8;
+	/* IPv4: its header (any IHL) and 8 bytes; IPv6: the fixed header and 8 bytes (of the L4
+	 * header, or of the first extension header) */
+	__u32 quote = p->is_v6 ? sizeof(struct ipv6hdr) + 8 : (p->l4_off - p->l3_off) + 8;
 	__u32 hdr = p->is_v6 ? sizeof(struct ipv6hdr) + sizeof(struct icmp6hdr) :
 			       sizeof(struct iphdr) + sizeof(struct icmphdr);
 	__u8 l2[18];
@@ -940,6 +942,14 @@ send:
 
 /* ---- classification ---- */
 
+/* IPv6 extension headers walked to find the upper layer (hop-by-hop, routing, destination
+ * options; the fragment header is not: a fragment passes), and at most how many. */
+#define IPV6_EXT_MAX 4
+static __always_inline int is_ipv6_ext(__u8 proto)
+{
+	return proto == 0 || proto == 43 || proto == 60;
+}
+
 /* TCP/UDP ports at l4 (client -> VIP). Returns 0, or -1 if fewer than 8 bytes are there. */
 static __always_inline int read_ports(void *l4, void *data_end, __be16 *sport, __be16 *dport)
 {
@@ -1056,7 +1066,7 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct pkt *p, const 
 	}
 	if (p->is_v6 && p->ip_proto == IPPROTO_FRAGMENT_)
 		return verdict(p, DIRECTOR_PASS_FRAGMENT, XDP_PASS);
-	if (p->is_v6 && (p->ip_proto == 0 || p->ip_proto == 43 || p->ip_proto == 60))
+	if (p->is_v6 && is_ipv6_ext(p->ip_proto))
 		return verdict(p, DIRECTOR_PASS_IPV6_EXT, XDP_PASS);
 	/* A VIP, but a protocol no bind serves (GRE, SCTP, ...). */
 	return verdict(p, DIRECTOR_PASS_PORT_NOT_BOUND, XDP_PASS);
@@ -1104,6 +1114,8 @@ static __always_inline int classify_v6(struct xdp_md *ctx, struct pkt *p, void *
 {
 	struct ipv6hdr *ip6 = data + p->l3_off;
 	__u8 vip[16] __attribute__((aligned(8)));
+	__u32 off;
+	void *l4;
 
 	if ((void *)(ip6 + 1) > data_end)
 		return verdict(p, DIRECTOR_PASS_UNPARSED, XDP_PASS);
@@ -1114,7 +1126,6 @@ static __always_inline int classify_v6(struct xdp_md *ctx, struct pkt *p, void *
 
 	p->is_v6 = 1;
 	p->df = 1;
-	p->l4_off = p->l3_off + sizeof(*ip6);
 	p->ip_proto = ip6->nexthdr;
 	p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 	p->flow.w[0] = *(const __u64 *)&ip6->saddr;
@@ -1122,7 +1133,33 @@ static __always_inline int classify_v6(struct xdp_md *ctx, struct pkt *p, void *
 	p->flow.w[2] = *(const __u64 *)&ip6->daddr;
 	p->flow.w[3] = *(const __u64 *)((void *)&ip6->daddr + 8);
 	__builtin_memcpy(vip, &ip6->daddr, 16);
-	return classify_l4(ctx, p, vip, ip6 + 1, data_end, 0);
+	/* Hop-by-hop, routing and destination options headers: walk up to IPV6_EXT_MAX of them
+	 * to the upper layer. A chain that is longer, or that leaves less than 8 bytes of the
+	 * payload after it, keeps its extension header as the protocol: classify_l4 passes it
+	 * (ipv6_ext). */
+	off = p->l3_off + sizeof(*ip6);
+#pragma unroll
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		__u8 *e;
+		__u32 len;
+
+		if (!is_ipv6_ext(p->ip_proto))
+			break;
+		e = data + (off & 0x3fff); /* verifier: off < 64 KiB (the payload bounds it) */
+		asm volatile("" : "+r"(e)); /* verifier: check and use the same register */
+		if ((void *)(e + 8) > data_end)
+			break;
+		len = ((__u32)e[1] + 1) * 8;
+		if (off + len + 8 > p->l3_off + p->ip_len)
+			break;
+		p->ip_proto = e[0];
+		off += len;
+		/* The inner L4 checksum no longer stands in for the whole inner packet. */
+		p->slow_csum = 1;
+	}
+	p->l4_off = off;
+	l4 = data + (off & 0x3fff);
+	return classify_l4(ctx, p, vip, l4, data_end, 0);
 }
 
 /* The whole program; bpf/bench/director_bench.bpf.c wraps it in a bench-only entry point. */

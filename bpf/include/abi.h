@@ -34,7 +34,7 @@ enum director_reason {
 	DIRECTOR_PASS_PORT_NOT_BOUND = 2,  /* a VIP, but no bind covers this protocol and port */
 	DIRECTOR_PASS_FRAGMENT = 3,        /* a later fragment to a VIP: carries no ports */
 	DIRECTOR_PASS_ICMP = 4,            /* other ICMP to a VIP: the kernel decides */
-	DIRECTOR_PASS_IPV6_EXT = 5,        /* IPv6 extension header to a VIP: not parsed */
+	DIRECTOR_PASS_IPV6_EXT = 5,        /* IPv6 extension headers to a VIP, not walked (too many, cut off) */
 	DIRECTOR_DROP_L4_TRUNCATED = 6,    /* bound (VIP, protocol) but no full L4 ports/length */
 	DIRECTOR_DROP_NO_BACKEND = 7,      /* bound, but no table or no eligible backend */
 	DIRECTOR_DROP_NO_SOURCE = 8,       /* no outer source address for the backends' family */

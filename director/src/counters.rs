@@ -31,7 +31,7 @@ pub const REASONS: &[(&str, &str, &str)] = &[
     (
         "ipv6_ext",
         "pass",
-        "IPv6 extension header to a VIP: not parsed",
+        "IPv6 extension headers to a VIP not walked: more than 4, or cut off",
     ),
     (
         "l4_truncated",

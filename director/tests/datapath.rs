@@ -655,6 +655,65 @@ fn fragments_first_forwarded_later_passed() {
     });
 }
 
+/// `frame` (Ethernet + IPv6) with extension headers inserted after the IPv6 header: each
+/// (type, total length in bytes, a multiple of 8), options padded with PadN.
+fn with_ipv6_ext(frame: &[u8], headers: &[(u8, usize)]) -> Vec<u8> {
+    let mut out = frame[..14 + 40].to_vec();
+    let mut next = frame[14 + 6];
+    let mut chain = Vec::new();
+    for &(kind, len) in headers.iter().rev() {
+        let mut h = vec![next, (len / 8 - 1) as u8, 1, (len - 4) as u8];
+        h.resize(len, 0);
+        chain.splice(0..0, h);
+        next = kind;
+    }
+    out[14 + 6] = next;
+    let plen = u16::from_be_bytes([frame[14 + 4], frame[14 + 5]]) as usize + chain.len();
+    out[14 + 4..14 + 6].copy_from_slice(&(plen as u16).to_be_bytes());
+    out.extend_from_slice(&chain);
+    out.extend_from_slice(&frame[14 + 40..]);
+    out
+}
+
+/// Hop-by-hop, routing and destination options headers are walked to the TCP/UDP header (the
+/// outer IPv6 checksum then sums the inner bytes); a chain too long or cut off passes,
+/// counted `ipv6_ext`, and only when it is to a VIP.
+#[test]
+fn ipv6_extension_headers_are_walked_to_the_bind() {
+    T::new().run(|dp, inst, dp0, _| {
+        let f = flow("2001:db8::7", "fd00:100::1", 40000, 443);
+        let plain = tcp_packet(f.src, f.dst, f.sport, f.dport, b"with options");
+        let hbh = with_ipv6_ext(&plain, &[(0, 8)]);
+        check_forward(dp, inst, dp0, "web6", f, &hbh, 14);
+
+        // To IPv4 backends: hop-by-hop, routing and destination options, UDP.
+        let f4 = flow("2001:db8::7", "fd00:100::2", 40001, 53);
+        let udp = udp_packet(f4.src, f4.dst, f4.sport, f4.dport, b"query");
+        let three = with_ipv6_ext(&udp, &[(0, 8), (43, 24), (60, 16)]);
+        check_forward(dp, inst, dp0, "v6to4", f4, &three, 14);
+        assert_eq!(reason_count(dp, reason::IPV6_EXT), 0);
+
+        // Five headers: more than the program walks.
+        let five = with_ipv6_ext(&plain, &[(0, 8), (60, 8), (43, 8), (60, 8), (60, 8)]);
+        assert_eq!(dp.test_run(&five, dp0).unwrap(), (XDP_PASS, five.clone()));
+        assert_eq!(reason_count(dp, reason::IPV6_EXT), 1);
+        // A header longer than what is left of the payload.
+        let mut cut = hbh.clone();
+        cut[14 + 40 + 1] = 30;
+        assert_eq!(dp.test_run(&cut, dp0).unwrap(), (XDP_PASS, cut.clone()));
+        assert_eq!(reason_count(dp, reason::IPV6_EXT), 2);
+        // Not to a VIP: the host's own traffic, counted as such.
+        let host = with_ipv6_ext(
+            &tcp_packet(f.src, ip("fd00:1::1"), 40000, 22, b"ssh"),
+            &[(0, 8)],
+        );
+        let not_vip = reason_count(dp, reason::NOT_VIP);
+        assert_eq!(dp.test_run(&host, dp0).unwrap(), (XDP_PASS, host.clone()));
+        assert_eq!(reason_count(dp, reason::NOT_VIP), not_vip + 1);
+        assert_eq!(reason_count(dp, reason::IPV6_EXT), 2);
+    });
+}
+
 #[test]
 fn udp_zero_checksum_inner_over_ipv6_outer() {
     T::new().run(|dp, inst, dp0, _| {
