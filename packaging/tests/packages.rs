@@ -101,7 +101,9 @@ impl Pkg {
                 files.insert(format!("/usr/share/lintian/overrides/{}", self.name));
             }
             Format::Rpm => {
-                files.insert(format!("/usr/share/licenses/{}/LICENSE", self.name));
+                for text in ["LICENSE", "GPL-2.0-only.txt", "BSD-2-Clause.txt"] {
+                    files.insert(format!("/usr/share/licenses/{}/{text}", self.name));
+                }
             }
         }
         files
@@ -618,12 +620,17 @@ fn check_rpm_metadata(pkg: &Pkg) {
 
     // The license: the tag, and the text marked %license (rpm prints the flag as "l"), which
     // rpm installs even with --excludedocs.
-    assert_eq!(rpm_query(&rpm, &["--qf", "%{LICENSE}"]), "Apache-2.0");
-    let license = format!("/usr/share/licenses/{}/LICENSE", pkg.name);
-    assert!(
-        flags.lines().any(|l| l == format!("{license} l")),
-        "{license} is not %license:\n{flags}"
+    assert_eq!(
+        rpm_query(&rpm, &["--qf", "%{LICENSE}"]),
+        "Apache-2.0 AND (GPL-2.0-only OR BSD-2-Clause)"
     );
+    for text in ["LICENSE", "GPL-2.0-only.txt", "BSD-2-Clause.txt"] {
+        let license = format!("/usr/share/licenses/{}/{text}", pkg.name);
+        assert!(
+            flags.lines().any(|l| l == format!("{license} l")),
+            "{license} is not %license:\n{flags}"
+        );
+    }
 
     let requires = rpm_query(&rpm, &["--requires"]);
     let deb = package(pkg, Format::Deb, 1);
@@ -883,6 +890,11 @@ fn check_license(root: &Root, pkg: &Pkg, format: Format) {
                 "Files: *",
                 "License: Apache-2.0",
                 " can be found in \"/usr/share/common-licenses/Apache-2.0\".",
+                // the BPF programs built into the binaries
+                "Files: bpf/*",
+                "License: GPL-2 or BSD-2-clause",
+                " in \"/usr/share/common-licenses/GPL-2\".",
+                "License: BSD-2-clause",
             ] {
                 assert!(
                     copyright.lines().any(|l| l == line),
@@ -890,14 +902,21 @@ fn check_license(root: &Root, pkg: &Pkg, format: Format) {
                 );
             }
             assert!(root.exists("/usr/share/common-licenses/Apache-2.0"));
+            assert!(root.exists("/usr/share/common-licenses/GPL-2"));
         }
         Format::Rpm => {
-            let path = format!("/usr/share/licenses/{}/LICENSE", pkg.name);
-            assert_eq!(
-                fs::read_to_string(root.file(&path)).unwrap(),
-                fs::read_to_string(workspace().join("LICENSE")).unwrap(),
-                "{path}"
-            );
+            for (installed, source) in [
+                ("LICENSE", "LICENSE"),
+                ("GPL-2.0-only.txt", "LICENSES/GPL-2.0-only.txt"),
+                ("BSD-2-Clause.txt", "LICENSES/BSD-2-Clause.txt"),
+            ] {
+                let path = format!("/usr/share/licenses/{}/{installed}", pkg.name);
+                assert_eq!(
+                    fs::read_to_string(root.file(&path)).unwrap(),
+                    fs::read_to_string(workspace().join(source)).unwrap(),
+                    "{path}"
+                );
+            }
         }
     }
 }
