@@ -96,11 +96,17 @@ done
 
 # Man pages and completions from the clap definitions, next to the binaries, where the
 # metadata's target/release/... paths point (cargo-deb maps target/release to the profile).
+# Also each package's third-party licence file: the crates its binaries link, from this
+# host's dependency graph (docs in the .deb are gzipped; the .rpm ships the text as %license).
 assets=$built/xdplb-assets
 rm -rf "$assets"
-"$built/xdplb-gen-assets" "$assets" >/dev/null
+metadata=$built/xdplb-cargo-metadata.json
+host=$(rustc -vV | sed -n 's/^host: //p')
+cargo metadata --format-version 1 --locked --offline --filter-platform "$host" >"$metadata"
+"$built/xdplb-gen-assets" "$assets" "$metadata" >/dev/null
 # -n: no name or timestamp in the gzip header, so builds are reproducible.
 find "$assets/man" -type f -name '*.[0-9]' -exec gzip -9nf {} +
+gzip -9nkf "$assets"/licenses/*.txt
 
 # Debian changelog: one entry for exactly this version. Dated by the last commit (or
 # SOURCE_DATE_EPOCH), not by the clock, so that rebuilding a commit gives the same package.

@@ -8,6 +8,8 @@
 //! The crate's integration test (`tests/packages.rs`) is the packaging test: it builds the four
 //! packages, lints and inspects them, and installs, upgrades and removes them in throwaway roots.
 
+pub mod licenses;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};

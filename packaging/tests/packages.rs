@@ -95,13 +95,22 @@ impl Pkg {
         // (pointing at /usr/share/common-licenses), rpm's %license directory (the full text).
         match format {
             Format::Deb => {
-                for doc in ["copyright", "changelog.Debian.gz"] {
+                for doc in [
+                    "copyright",
+                    "changelog.Debian.gz",
+                    "third-party-licenses.txt.gz",
+                ] {
                     files.insert(format!("/usr/share/doc/{}/{doc}", self.name));
                 }
                 files.insert(format!("/usr/share/lintian/overrides/{}", self.name));
             }
             Format::Rpm => {
-                for text in ["LICENSE", "GPL-2.0-only.txt", "BSD-2-Clause.txt"] {
+                for text in [
+                    "LICENSE",
+                    "GPL-2.0-only.txt",
+                    "BSD-2-Clause.txt",
+                    "third-party-licenses.txt",
+                ] {
                     files.insert(format!("/usr/share/licenses/{}/{text}", self.name));
                 }
             }
@@ -624,7 +633,12 @@ fn check_rpm_metadata(pkg: &Pkg) {
         rpm_query(&rpm, &["--qf", "%{LICENSE}"]),
         "Apache-2.0 AND (GPL-2.0-only OR BSD-2-Clause)"
     );
-    for text in ["LICENSE", "GPL-2.0-only.txt", "BSD-2-Clause.txt"] {
+    for text in [
+        "LICENSE",
+        "GPL-2.0-only.txt",
+        "BSD-2-Clause.txt",
+        "third-party-licenses.txt",
+    ] {
         let license = format!("/usr/share/licenses/{}/{text}", pkg.name);
         assert!(
             flags.lines().any(|l| l == format!("{license} l")),
@@ -903,6 +917,9 @@ fn check_license(root: &Root, pkg: &Pkg, format: Format) {
             }
             assert!(root.exists("/usr/share/common-licenses/Apache-2.0"));
             assert!(root.exists("/usr/share/common-licenses/GPL-2"));
+            let path = format!("/usr/share/doc/{}/third-party-licenses.txt.gz", pkg.name);
+            let out = run(&mut cmd("zcat", &[root.file(&path).to_str().unwrap()]));
+            check_third_party(&path, &out);
         }
         Format::Rpm => {
             for (installed, source) in [
@@ -917,8 +934,31 @@ fn check_license(root: &Root, pkg: &Pkg, format: Format) {
                     "{path}"
                 );
             }
+            let path = format!("/usr/share/licenses/{}/third-party-licenses.txt", pkg.name);
+            check_third_party(&path, &fs::read_to_string(root.file(&path)).unwrap());
         }
     }
+}
+
+/// The licences of the crates a package's binaries link: libbpf-rs (every binary loads BPF
+/// with it) with its licence and the texts.
+fn check_third_party(path: &str, text: &str) {
+    assert!(
+        text.starts_with("Third-party software in xdplb-"),
+        "{path}:\n{}",
+        &text[..text.len().min(300)]
+    );
+    let at = text
+        .find("\nlibbpf-rs ")
+        .unwrap_or_else(|| panic!("{path} does not list libbpf-rs"));
+    assert!(
+        text[at..].lines().nth(2) == Some("  License: LGPL-2.1-only OR BSD-2-Clause"),
+        "{path}: libbpf-rs's licence"
+    );
+    assert!(
+        text.contains("\n======== text 1 ========\n"),
+        "{path}: no licence texts"
+    );
 }
 
 fn check_installed_after_upgrade(root: &Root, pkg: &Pkg) {
