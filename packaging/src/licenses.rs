@@ -144,7 +144,14 @@ mod tests {
 
     /// As packaging/build.sh asks for it: this host's dependencies only.
     fn metadata() -> Value {
-        let rustc = std::process::Command::new("rustc")
+        // rustc beside the cargo that builds this test (PATH may not have it)
+        let beside = Path::new(env!("CARGO")).with_file_name("rustc");
+        let rustc = if beside.exists() {
+            beside
+        } else {
+            "rustc".into()
+        };
+        let rustc = std::process::Command::new(rustc)
             .arg("-vV")
             .output()
             .unwrap();
