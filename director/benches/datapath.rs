@@ -415,7 +415,7 @@ fn reload(lab: &Lab) {
     println!("reload, 100 backends, 65536 rows, debounce 2 ms:");
     println!("  tablegen parse + build          {build:?}");
     println!(
-        "  kernel swap (new inner map)     median {:?}",
+        "  kernel swap (new inner map)     median {:?}  (the syscall returns after an RCU grace period; the table is live before it)",
         swaps[swaps.len() / 2]
     );
     took.sort();
