@@ -158,7 +158,7 @@ pub struct Datapath {
     vip_filter: MapHandle,
     vip_index: MapHandle,
     hash_states: MapHandle,
-    /// The key copies this process last wrote (slot -> value bytes), to write only changes.
+    /// The hash states this process last wrote (entry -> value bytes), to write only changes.
     hash_states_written: std::sync::Mutex<BTreeMap<usize, Vec<u8>>>,
     config: MapHandle,
     reason: MapHandle,
