@@ -6,8 +6,9 @@
 //! - One syscall per packet: BPF_PROG_TEST_RUN with repeat = 1 on the daemon's program, so
 //!   every run starts from the original frame (with repeat > 1 the kernel reruns the
 //!   already-encapsulated buffer and an encapsulating program measures its pass path). The
-//!   kernel's own per-run duration, median over many syscalls. Each run starts cold from a
-//!   syscall, so this is the pessimistic figure.
+//!   kernel's own per-run duration, median over many syscalls. Nothing of one run overlaps
+//!   the next, so each takes its whole latency: the pessimistic figure (what it adds:
+//!   docs/development/director-datapath.md, "What the one-syscall method adds").
 //! - Repeat 100 000 on the bench-only entry point of bpf/bench/director_bench.bpf.c, which puts
 //!   the original frame back after every run; its restore is measured alone and subtracted.
 //!   Warm, as a NAPI poll of many packets is. The frame left after the batch is checked to be
