@@ -20,6 +20,7 @@
 //! `XDPLB_BENCH_OBJECT=<file.o>` measures another build of the bench object (an experiment:
 //! compile bpf/bench/director_bench.bpf.c with other -D flags) by both methods, its plain
 //! `xdplb_director` entry point for the first.
+//! `XDPLB_BARE_OBJECT=<file.o>` measures another build of the yardstick alone, the same way.
 //!
 //! Reload: the daemon in-process; write backends.yaml (100 backends, 2^16 rows), poll the
 //! pinned table header until the new version is live; median over the runs.
@@ -189,8 +190,11 @@ const BARE_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bare_forwar
 /// The yardstick (bpf/bench/bare_forwarder.bpf.c): a bare keyed-hash GUE forwarder, by both
 /// methods, for the same IPv4 frame; its output is checked to be GUE to one of its backends.
 fn bare(empty: i32, ifindex: u32, v4: &[u8]) {
+    let other = std::env::var("XDPLB_BARE_OBJECT")
+        .ok()
+        .map(|p| std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}")));
     let obj = libbpf_rs::ObjectBuilder::default()
-        .open_memory(BARE_OBJECT)
+        .open_memory(other.as_deref().unwrap_or(BARE_OBJECT))
         .unwrap()
         .load()
         .unwrap();
@@ -311,6 +315,11 @@ fn packets(lab: &Lab) {
         let v4 = tcp_packet("192.0.2.7".parse().unwrap(), "10.100.0.1".parse().unwrap(), 40000, 80, &[0u8; 10]);
         let v6 = tcp_packet("2001:db8::7".parse().unwrap(), "fd00:100::1".parse().unwrap(), 40000, 443, &[0u8; 10]);
         let pass = tcp_packet("192.0.2.7".parse().unwrap(), "10.1.0.1".parse().unwrap(), 40000, 22, &[0u8; 10]);
+        // Another build of the yardstick (an experiment): only the yardstick.
+        if std::env::var_os("XDPLB_BARE_OBJECT").is_some() {
+            bare(empty.as_raw_fd(), dp0, &v4);
+            return;
+        }
         // Another build of the bench object (an experiment): only the method that loads it.
         if std::env::var_os("XDPLB_BENCH_OBJECT").is_some() {
             restored(&pin, empty.as_raw_fd(), dp0, &[("IPv4 encapsulation (XDP_TX)", &v4, XDP_TX), ("IPv6 encapsulation (XDP_TX)", &v6, XDP_TX), ("non-VIP pass (XDP_PASS)", &pass, XDP_PASS)]);
