@@ -162,7 +162,14 @@ impl DirectorConfig {
                     .location()
                     .map(|l| (l.line(), l.column()))
                     .unwrap_or((1, 1));
-                invalid(line, column, e.to_string())
+                // serde_yaml ends its message with the position the prefix already gives.
+                let message = e.to_string();
+                let position = format!(" at line {line} column {column}");
+                invalid(
+                    line,
+                    column,
+                    message.strip_suffix(&position).unwrap_or(&message).into(),
+                )
             })?
         };
         if file.gue_port == 0 {

@@ -9,12 +9,13 @@
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use cluster::error_chain;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{DirectorConfig, Source, XdpMode};
 use crate::consul::ConsulSource;
 use crate::datapath::{AttachMode, Datapath};
-use crate::error::{DaemonError, ReloadError, SourceError};
+use crate::error::{DaemonError, DatapathError, ReloadError, SourceError};
 use crate::source::{FileSource, TableSource};
 use crate::state::{self, Interface, Rejected, Reload, ServiceState, State};
 use crate::tables::{self, Snapshot};
@@ -93,6 +94,15 @@ pub fn run_with(
     mut source: Box<dyn TableSource>,
     control: Control,
 ) -> Result<(), DaemonError> {
+    // A misspelt or missing interface: said before anything is loaded, pinned or changed.
+    for iface in &cfg.interfaces {
+        nix::net::if_::if_nametoindex(iface.as_str()).map_err(|source| {
+            DatapathError::Interface {
+                name: iface.clone(),
+                source,
+            }
+        })?;
+    }
     let dp = Datapath::open(&cfg.pin_dir())?;
     dp.set_config(&cfg.settings())?;
     let state_path = cfg.state_file();
@@ -122,7 +132,7 @@ pub fn run_with(
             let _ = st.write(&state_path);
             return Err(DaemonError::FirstLoad(e));
         }
-        error!(source = %source.describe(), error = %e, "config rejected, keeping the pinned tables");
+        error!(source = %source.describe(), error = %error_chain(&e), "config rejected, keeping the pinned tables");
     }
 
     let mut v6 = cfg.encap_source_v6.is_some();
@@ -196,7 +206,7 @@ pub fn run_with(
                 }
                 sd_notify("RELOADING=1");
                 if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st) {
-                    warn!(source = %source.describe(), error = %e, "config rejected, keeping last good tables");
+                    warn!(source = %source.describe(), error = %error_chain(&e), "config rejected, keeping last good tables");
                 }
                 st.cluster = source.cluster();
                 write_state(&st, &state_path)?;
@@ -218,7 +228,7 @@ pub fn run_with(
 fn next_hops_changed(dp: &Datapath) {
     match dp.bump_generation() {
         Ok(()) => debug!("route or neighbour changed: cached next hops are stale"),
-        Err(e) => warn!(error = %e, "could not make cached next hops stale"),
+        Err(e) => warn!(error = %error_chain(&e), "could not make cached next hops stale"),
     }
 }
 
@@ -238,7 +248,7 @@ fn reload(
     st: &mut State,
 ) -> Result<(), ReloadError> {
     let r = load_and_install(cfg, dp, source, st);
-    source.finished(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    source.finished(r.as_ref().map(|_| ()).map_err(|e| error_chain(e)));
     r
 }
 
@@ -271,7 +281,7 @@ fn load_and_install(
         Err(e) => {
             st.last_rejected = Some(Rejected {
                 time: state::now(),
-                error: e.to_string(),
+                error: error_chain(&e),
             });
             return Err(e.into());
         }
@@ -292,10 +302,10 @@ fn load_and_install(
         Err(e) => {
             // A kernel refusal mid-install: tables already swapped stay (each is whole);
             // the next reload retries the rest.
-            error!(error = %e, "installing tables failed");
+            error!(error = %error_chain(&e), "installing tables failed");
             st.last_rejected = Some(Rejected {
                 time: state::now(),
-                error: e.to_string(),
+                error: error_chain(&e),
             });
             Err(e.into())
         }

@@ -1,4 +1,6 @@
-//! The director library's error types: each variant says what was being done, and to what.
+//! The director library's error types: each variant says what was being done, and to what;
+//! the cause is its `source()`, not repeated in its message. The binary prints the whole chain
+//! with `{:#}`; logs and `status` use `cluster::error_chain`.
 
 use std::io;
 use std::path::PathBuf;
@@ -6,45 +8,49 @@ use std::path::PathBuf;
 /// Errors of the data path (BPF object, maps, attachment).
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    #[error("loading the XDP program: {0}")]
+    #[error("loading the XDP program")]
     Load(#[source] libbpf_rs::Error),
-    #[error("reusing pinned map {path}: {source}")]
+    #[error("reusing pinned map {path}")]
     ReusePin {
         path: PathBuf,
         source: libbpf_rs::Error,
     },
-    #[error("pinning {path}: {source}")]
+    #[error("pinning {path}")]
     Pin { path: PathBuf, source: io::Error },
-    #[error("creating bpffs directory {path}: {source}")]
+    #[error("creating bpffs directory {path}")]
     PinDir { path: PathBuf, source: io::Error },
-    #[error("opening pinned object {path}: {source}")]
+    /// Never mounted by the daemon: under systemd a bpffs it mounted would live only in the
+    /// unit's private mount namespace, and the pins (hence forwarding) would die with it.
+    #[error("{path} is not on a bpffs; mount one (mount -t bpf bpf {mount_point})")]
+    NotBpffs { path: PathBuf, mount_point: PathBuf },
+    #[error("opening pinned object {path}")]
     OpenPinned { path: PathBuf, source: io::Error },
-    #[error("interface {name}: {source}")]
+    #[error("interface {name}")]
     Interface { name: String, source: nix::Error },
-    #[error("attaching XDP to {iface} ({mode}): {source}")]
+    #[error("attaching XDP to {iface} ({mode})")]
     Attach {
         iface: String,
         mode: &'static str,
         source: io::Error,
     },
-    #[error("replacing the program of the pinned XDP link of {iface}: {source}")]
+    #[error("replacing the program of the pinned XDP link of {iface}")]
     LinkUpdate { iface: String, source: io::Error },
-    #[error("detaching the XDP link {path}: {source}")]
+    #[error("detaching the XDP link {path}")]
     Detach { path: PathBuf, source: io::Error },
-    #[error("map {map}: {what}: {source}")]
+    #[error("map {map}: {what}")]
     Map {
         map: &'static str,
         what: String,
         source: libbpf_rs::Error,
     },
-    #[error("creating the table of service {service}: {source}")]
+    #[error("creating the table of service {service}")]
     CreateTable {
         service: String,
         source: libbpf_rs::Error,
     },
-    #[error("mapping the table of service {service} into memory: {source}")]
+    #[error("mapping the table of service {service} into memory")]
     MmapTable { service: String, source: io::Error },
-    #[error("running the program (BPF_PROG_TEST_RUN): {0}")]
+    #[error("running the program (BPF_PROG_TEST_RUN)")]
     TestRun(#[source] libbpf_rs::Error),
 }
 
@@ -73,7 +79,7 @@ pub enum TablesError {
 /// Errors reading director.yaml.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Invalid {
@@ -87,11 +93,11 @@ pub enum ConfigError {
 /// Errors reading a table source (backends.yaml).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] tablegen::config::ConfigErrors),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Unusable { path: PathBuf, source: TablesError },
     /// Consul source: nothing to serve yet (no persisted version, Consul down or empty).
     #[error("{0}")]
@@ -103,7 +109,7 @@ pub enum SourceError {
 pub enum ReloadError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("installing the tables: {0}")]
+    #[error("installing the tables")]
     Install(#[from] DatapathError),
 }
 
@@ -114,19 +120,38 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Datapath(#[from] DatapathError),
-    #[error("first table load: {0}")]
+    #[error("first table load")]
     FirstLoad(#[source] ReloadError),
-    #[error("watching {path}: {source}")]
+    #[error("watching {path}")]
     Watch {
         path: PathBuf,
         source: notify::Error,
     },
-    #[error("writing state file {path}: {source}")]
+    #[error("writing state file {path}")]
     State { path: PathBuf, source: io::Error },
-    #[error("setting {path}: {source}")]
+    #[error("setting {path}")]
     Sysctl { path: PathBuf, source: io::Error },
-    #[error("consul source: {0}")]
+    #[error("consul source")]
     Cluster(#[from] cluster::Error),
-    #[error("consul source: starting its runtime: {0}")]
+    #[error("consul source: starting its runtime")]
     Runtime(#[source] io::Error),
+}
+
+impl DaemonError {
+    /// A problem only the operator can fix (director.yaml, a backends file that is missing or
+    /// invalid, `bpffs_dir` not on a bpffs): the binary exits with EX_CONFIG (78) and the
+    /// systemd unit does not restart it. Not when Consul has no version yet: a restart may
+    /// well fix that.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            DaemonError::Config(_)
+                | DaemonError::Datapath(DatapathError::NotBpffs { .. })
+                | DaemonError::FirstLoad(ReloadError::Source(
+                    SourceError::Read { .. }
+                        | SourceError::Invalid(_)
+                        | SourceError::Unusable { .. }
+                ))
+        )
+    }
 }

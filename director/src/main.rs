@@ -16,22 +16,8 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("xdplb-director: {e:#}");
             let config = e.downcast_ref::<director::error::ConfigError>().is_some()
-                || matches!(
-                    e.downcast_ref::<director::error::DaemonError>(),
-                    Some(director::error::DaemonError::Config(_))
-                        | Some(director::error::DaemonError::FirstLoad(
-                            director::error::ReloadError::Source(_)
-                        ))
-                )
-                // Consul down or empty: a restart may well fix that.
-                && !matches!(
-                    e.downcast_ref::<director::error::DaemonError>(),
-                    Some(director::error::DaemonError::FirstLoad(
-                        director::error::ReloadError::Source(
-                            director::error::SourceError::NoVersion(_)
-                        )
-                    ))
-                );
+                || e.downcast_ref::<director::error::DaemonError>()
+                    .is_some_and(director::error::DaemonError::is_config);
             std::process::ExitCode::from(if config { EX_CONFIG } else { 1 })
         }
     }

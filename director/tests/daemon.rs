@@ -318,8 +318,9 @@ fn first_config_invalid_without_pinned_tables_fails_loudly() {
     let s = Setup::new();
     std::fs::write(s.backends_path(), "services: [\n").unwrap();
     let (_h, j) = s.start();
-    let e = j.join().unwrap().unwrap_err();
-    assert!(e.to_string().contains("backends.yaml:"), "{e}");
+    let e = cluster::error_chain(&j.join().unwrap().unwrap_err());
+    assert!(e.starts_with("first table load: "), "{e}");
+    assert!(e.contains("backends.yaml:"), "{e}");
 }
 
 /// Swap two table versions as fast as possible while another thread runs packets: every

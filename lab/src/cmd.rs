@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
     /// The program could not be started at all (not installed, not executable).
-    #[error("could not start `{cmd}`: {source}")]
+    #[error("could not start `{cmd}`")]
     Spawn {
         /// The command line.
         cmd: String,

@@ -17,7 +17,7 @@ pub enum IcmpError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     /// A raw socket operation failed.
-    #[error("raw ICMP socket: {0}")]
+    #[error("raw ICMP socket")]
     Socket(#[from] std::io::Error),
 }
 

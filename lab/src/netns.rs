@@ -17,7 +17,7 @@ use crate::cmd::{Cmd, CmdError};
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     /// `/run/netns/<name>` could not be opened.
-    #[error("open network namespace {path}: {source}")]
+    #[error("open network namespace {path}")]
     Open {
         /// The namespace file.
         path: PathBuf,
@@ -25,7 +25,7 @@ pub enum NetnsError {
         source: std::io::Error,
     },
     /// `setns(2)` refused.
-    #[error("enter network namespace {name}: {source}")]
+    #[error("enter network namespace {name}")]
     Enter {
         /// The namespace name.
         name: String,

@@ -36,7 +36,7 @@ const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A listening socket could not be set up.
-    #[error("listen on {proto} port {port}: {source}")]
+    #[error("listen on {proto} port {port}")]
     Listen {
         /// tcp or udp.
         proto: &'static str,

@@ -62,7 +62,7 @@ pub enum LabError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     /// A file or directory of the lab could not be written.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         /// What was being done.
         what: &'static str,
@@ -72,7 +72,7 @@ pub enum LabError {
         source: std::io::Error,
     },
     /// Mounting the lab's bpffs failed.
-    #[error("mount bpffs on {path}: {source}")]
+    #[error("mount bpffs on {path}")]
     Mount {
         /// The mount point.
         path: PathBuf,

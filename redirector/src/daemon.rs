@@ -77,10 +77,12 @@ pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
                                 );
                                 config = new;
                             }
-                            Err(e) => warn!(error = %e, "config reload failed part way"),
+                            Err(e) => warn!(error = %e.chain(), "config reload failed part way"),
                         }
                     }
-                    Err(e) => warn!(error = %e, "config rejected, keeping the last good one"),
+                    Err(e) => {
+                        warn!(error = %e.chain(), "config rejected, keeping the last good one")
+                    }
                 }
                 notify::notify("READY=1")?;
             }

@@ -11,7 +11,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("open the redirector BPF object")]
     Open(#[source] libbpf_rs::Error),
@@ -107,6 +107,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// This error and its causes on one line, as the binary prints it (`{:#}`): for logs,
+    /// whose `%e` would show only what was being done.
+    pub fn chain(&self) -> String {
+        std::iter::successors(Some(self as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(": ")
+    }
+
     /// Whether this is a configuration problem that only the operator can fix (the file is
     /// missing, unreadable or invalid, or `bpffs_dir` is not on a bpffs): the binary exits with
     /// EX_CONFIG (78) on these, and the systemd unit does not restart it.

@@ -68,7 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (pin_dir, state_dir) = match Config::load(&cli.config) {
                 Ok(c) => (c.pin_dir(), c.state_dir),
                 Err(e) => {
-                    warn!(error = %e, "config unusable; detaching with the default paths");
+                    warn!(error = %e.chain(), "config unusable; detaching with the default paths");
                     (
                         std::path::Path::new(DEFAULT_BPFFS_DIR).join("redirector"),
                         DEFAULT_STATE_DIR.into(),

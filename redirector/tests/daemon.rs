@@ -314,11 +314,21 @@ fn binary_exits_78_on_every_config_error() {
     for (args, message) in cases {
         let (code, stderr) = run_bin(None, args);
         assert_eq!(code, Some(78), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(message),
-            "{args:?}: want {message:?} in {stderr}"
+        // One line, each cause once: no message repeated by its own source, and no
+        // serde_yaml " at line L column C" after the file:line:column.
+        assert_eq!(
+            stderr.matches(message).count(),
+            1,
+            "{args:?}: want {message:?} once in {stderr}"
         );
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains(" at line "), "{args:?}: {stderr}");
     }
+    let (_, stderr) = run_bin(None, &["--config", "/nonexistent/redirector.yaml", "run"]);
+    assert_eq!(
+        stderr,
+        "xdplb-redirector: read config /nonexistent/redirector.yaml: No such file or directory (os error 2)\n"
+    );
     assert!(
         !not_bpffs_dir.exists(),
         "nothing created on the wrong file system"

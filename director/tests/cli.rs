@@ -1,0 +1,157 @@
+//! The binary's errors as an operator reads them: one line saying what was being done and
+//! why, each cause once, and the exit code the systemd unit acts on (78, EX_CONFIG: not
+//! restarted; 1: restarted).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{unique, Bpffs};
+
+/// Runs the binary with `args`; returns (exit code, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xdplb-director"))
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A directory under /run, removed on drop.
+struct TmpDir(PathBuf);
+
+impl TmpDir {
+    fn new() -> TmpDir {
+        let p = PathBuf::from(format!("/run/{}", unique("xdplb-test-cli-")));
+        std::fs::create_dir_all(&p).unwrap();
+        TmpDir(p)
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+}
+
+impl TmpDir {
+    /// A director.yaml with these interfaces (YAML list), backends file and bpffs_dir, its
+    /// state under this directory; returns its path.
+    fn director_yaml(&self, interfaces: &str, backends: &Path, bpffs: &Path) -> String {
+        self.write(
+            "director.yaml",
+            &format!(
+                "interfaces: {interfaces}\nencap_source_v4: 10.0.0.1\nbackends: {}\nbpffs_dir: {}\nstate_dir: {}\n",
+                backends.display(),
+                bpffs.display(),
+                self.0.join("state").display()
+            ),
+        )
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The error line: the last line of stderr (a daemon may have logged before failing).
+fn error_line(stderr: &str) -> &str {
+    stderr.lines().last().unwrap_or("")
+}
+
+#[test]
+fn config_errors_are_one_line_with_each_cause_once_and_exit_78() {
+    let tmp = TmpDir::new();
+    let unknown = tmp.write("unknown.yaml", "interfaces: []\nsource_v4: 10.0.0.1\n");
+    let dir = tmp.0.to_str().unwrap().to_string();
+
+    let (code, stderr) = run(&["run", "--config", "/nonexistent/director.yaml"]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert_eq!(
+        stderr,
+        "xdplb-director: reading /nonexistent/director.yaml: No such file or directory (os error 2)\n"
+    );
+
+    let (code, stderr) = run(&["run", "--config", &dir]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("xdplb-director: reading {dir}: Is a directory (os error 21)\n")
+    );
+
+    // serde_yaml's own " at line 2 column 1" is not repeated after the file:line:column.
+    for cmd in ["run", "status"] {
+        let (code, stderr) = run(&["--config", &unknown, cmd]);
+        assert_eq!(code, Some(78), "{cmd}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{cmd}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "xdplb-director: {unknown}:2:1: unknown field `source_v4`, expected one of `interfaces`,"
+            )),
+            "{cmd}: {stderr}"
+        );
+        assert!(!stderr.contains(" at line "), "{cmd}: {stderr}");
+        assert!(stderr.ends_with("`publish`\n"), "{cmd}: {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_backends_file_is_named_once_and_exits_78() {
+    let tmp = TmpDir::new();
+    let fs = Bpffs::new();
+    let backends = tmp.0.join("backends.yaml");
+    let cfg = tmp.director_yaml("[]", &backends, &fs.root);
+    let (code, stderr) = run(&["run", "--config", &cfg]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert_eq!(
+        error_line(&stderr),
+        format!(
+            "xdplb-director: first table load: reading {}: No such file or directory (os error 2)",
+            backends.display()
+        )
+    );
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+}
+
+#[test]
+fn interfaces_and_the_bpffs_are_checked_before_anything_is_created() {
+    let tmp = TmpDir::new();
+    // On /run's tmpfs: the interface is checked first, the bpffs next.
+    let bpffs = tmp.0.join("not-bpffs");
+    let backends = tmp.write("backends.yaml", "services: []\n");
+    let cases = [
+        // Not a config error as far as systemd goes: the interface may yet appear (exit 1:
+        // the unit restarts the daemon).
+        (
+            "[xdplbnosuch0]",
+            1,
+            "interface xdplbnosuch0: ENODEV: No such device".to_string(),
+        ),
+        (
+            "[]",
+            78,
+            format!(
+                "{0} is not on a bpffs; mount one (mount -t bpf bpf {0})",
+                bpffs.display()
+            ),
+        ),
+    ];
+    for (interfaces, want_code, message) in cases {
+        let cfg = tmp.director_yaml(interfaces, Path::new(&backends), &bpffs);
+        let (code, stderr) = run(&["run", "--config", &cfg]);
+        assert_eq!(code, Some(want_code), "{interfaces}: {stderr}");
+        assert_eq!(stderr, format!("xdplb-director: {message}\n"));
+        assert!(!bpffs.exists(), "{interfaces}: nothing created");
+        assert!(
+            !tmp.0.join("state").exists(),
+            "{interfaces}: no state written"
+        );
+    }
+}
