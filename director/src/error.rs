@@ -1,6 +1,6 @@
 //! The director library's error types: each variant says what was being done, and to what;
-//! the cause is its `source()`, not repeated in its message. The binary prints the whole chain
-//! with `{:#}`; logs and `status` use `cluster::error_chain`.
+//! the cause is its `source()`, not repeated in its message. The binary, logs and `status`
+//! print the whole chain with `cluster::error_chain`.
 
 use std::io;
 use std::path::PathBuf;

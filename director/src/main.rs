@@ -14,7 +14,7 @@ fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xdplb-director: {e:#}");
+            eprintln!("xdplb-director: {}", cluster::error_chain(e.as_ref()));
             let config = e.downcast_ref::<director::error::ConfigError>().is_some()
                 || e.downcast_ref::<director::error::DaemonError>()
                     .is_some_and(director::error::DaemonError::is_config);

@@ -334,6 +334,8 @@ fn connection_settings() {
         err.contains("consul http://127.0.0.1:1 prefix xdplb/x"),
         "{err}"
     );
+    // reqwest's and hyper's errors repeat their causes in their messages: said once.
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tablegen: {e:#}");
+            eprintln!("tablegen: {}", ::cluster::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
