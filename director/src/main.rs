@@ -67,11 +67,17 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Detach => {
+            let pinned = cfg.pin_dir().exists();
             let ifaces = director::datapath::detach_all(&cfg.pin_dir())?;
             let _ = std::fs::remove_file(cfg.state_file());
             println!(
-                "detached from {} interface(s); removed {}",
+                "detached from {} interface(s); {} {}",
                 ifaces.len(),
+                if pinned {
+                    "removed"
+                } else {
+                    "nothing was pinned under"
+                },
                 cfg.pin_dir().display()
             );
             for r in director::host::restore_sysctls(&cfg.sysctl_log(), None)? {

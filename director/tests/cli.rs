@@ -155,3 +155,34 @@ fn interfaces_and_the_bpffs_are_checked_before_anything_is_created() {
         );
     }
 }
+
+#[test]
+fn detach_says_what_it_removed_and_when_there_was_nothing() {
+    let tmp = TmpDir::new();
+    let fs = Bpffs::new();
+    let backends = tmp.write("backends.yaml", "services: []\n");
+    let cfg = tmp.director_yaml("[]", Path::new(&backends), &fs.root);
+    let detach = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_xdplb-director"))
+            .args(["--config", &cfg, "detach"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let pins = fs.pin_dir();
+    assert_eq!(
+        detach(),
+        format!(
+            "detached from 0 interface(s); nothing was pinned under {}\n",
+            pins.display()
+        )
+    );
+    director::datapath::Datapath::open(&pins).unwrap();
+    assert!(pins.join("prog").exists());
+    assert_eq!(
+        detach(),
+        format!("detached from 0 interface(s); removed {}\n", pins.display())
+    );
+    assert!(!pins.exists());
+}

@@ -75,10 +75,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 }
             };
+            let pinned = pin_dir.exists();
             let interfaces = daemon::detach(&pin_dir, &state_dir)?;
             println!(
-                "detached from {} interface(s); removed {}",
+                "detached from {} interface(s); {} {}",
                 interfaces.len(),
+                if pinned {
+                    "removed"
+                } else {
+                    "nothing was pinned under"
+                },
                 pin_dir.display()
             );
         }
