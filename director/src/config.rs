@@ -158,18 +158,8 @@ impl DirectorConfig {
             serde_yaml::from_str("{}").expect("empty mapping parses")
         } else {
             serde_yaml::from_str(text).map_err(|e| {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line(), l.column()))
-                    .unwrap_or((1, 1));
-                // serde_yaml ends its message with the position the prefix already gives.
-                let message = e.to_string();
-                let position = format!(" at line {line} column {column}");
-                invalid(
-                    line,
-                    column,
-                    message.strip_suffix(&position).unwrap_or(&message).into(),
-                )
+                let (line, column, message) = common::yaml_error(&e);
+                invalid(line, column, message)
             })?
         };
         if file.gue_port == 0 {

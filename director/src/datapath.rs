@@ -170,7 +170,7 @@ impl Datapath {
     /// Load the program, reusing every map already pinned under `pin_dir` (so a restart keeps
     /// the tables) and pinning the others. Nothing is attached yet.
     pub fn open(pin_dir: &Path) -> Result<Datapath, DatapathError> {
-        on_bpffs(pin_dir)?;
+        common::check_bpffs(pin_dir)?;
         fs::create_dir_all(pin_dir.join("links")).map_err(|source| DatapathError::PinDir {
             path: pin_dir.into(),
             source,
@@ -932,32 +932,6 @@ fn detach_link(path: &Path) -> Result<(), DatapathError> {
     fs::remove_file(path).map_err(|source| DatapathError::Detach {
         path: path.into(),
         source,
-    })
-}
-
-/// `pin_dir` (`<bpffs_dir>/director`) is, or will be created, on a bpffs: its nearest existing
-/// ancestor is one. Never mounts one (see [`DatapathError::NotBpffs`]); nothing is created
-/// when it refuses.
-fn on_bpffs(pin_dir: &Path) -> Result<(), DatapathError> {
-    let bpffs_dir = pin_dir.parent().unwrap_or(pin_dir);
-    let existing = pin_dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let fs = nix::sys::statfs::statfs(existing).map_err(|e| DatapathError::PinDir {
-        path: existing.into(),
-        source: e.into(),
-    })?;
-    if fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC {
-        return Ok(());
-    }
-    Err(DatapathError::NotBpffs {
-        path: bpffs_dir.into(),
-        mount_point: if bpffs_dir.starts_with("/sys/fs/bpf") {
-            "/sys/fs/bpf".into()
-        } else {
-            bpffs_dir.into()
-        },
     })
 }
 

@@ -19,10 +19,8 @@ pub enum DatapathError {
     Pin { path: PathBuf, source: io::Error },
     #[error("creating bpffs directory {path}")]
     PinDir { path: PathBuf, source: io::Error },
-    /// Never mounted by the daemon: under systemd a bpffs it mounted would live only in the
-    /// unit's private mount namespace, and the pins (hence forwarding) would die with it.
-    #[error("{path} is not on a bpffs; mount one (mount -t bpf bpf {mount_point})")]
-    NotBpffs { path: PathBuf, mount_point: PathBuf },
+    #[error(transparent)]
+    Bpffs(#[from] common::BpffsError),
     #[error("opening pinned object {path}")]
     OpenPinned { path: PathBuf, source: io::Error },
     #[error("interface {name}")]
@@ -146,7 +144,7 @@ impl DaemonError {
         matches!(
             self,
             DaemonError::Config(_)
-                | DaemonError::Datapath(DatapathError::NotBpffs { .. })
+                | DaemonError::Datapath(DatapathError::Bpffs(common::BpffsError::NotBpffs { .. }))
                 | DaemonError::FirstLoad(ReloadError::Source(
                     SourceError::Read { .. }
                         | SourceError::Invalid(_)

@@ -170,15 +170,8 @@ impl Config {
             message,
         };
         let file: FileConfig = serde_yaml::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            // serde_yaml ends its message with the position the prefix already gives.
-            let message = e.to_string();
-            let position = format!(" at line {line} column {column}");
-            at(
-                line,
-                column,
-                message.strip_suffix(&position).unwrap_or(&message).into(),
-            )
+            let (line, column, message) = common::yaml_error(&e);
+            at(line, column, message)
         })?;
         // serde_yaml keeps no positions after deserializing: point at the key's line.
         let line_of = |key: &str| {

@@ -104,37 +104,10 @@ pub fn load<'o>(
     open.load().map_err(Error::Load)
 }
 
-/// Make sure `dir` (`<bpffs_dir>/redirector`) is on a bpffs, then create it. Never mounts one:
-/// inside a systemd unit's mount namespace that bpffs would be private to the service, and
-/// the pins (hence forwarding across restarts) would vanish with it. Refuses, creating
-/// nothing, when the nearest existing ancestor is not on a bpffs.
+/// Make sure `dir` (`<bpffs_dir>/redirector`) is on a bpffs ([`common::check_bpffs`], which
+/// never mounts one), then create it.
 pub fn ensure_pin_dir(dir: &Path) -> Result<(), Error> {
-    let bpffs_dir = dir.parent().unwrap_or(dir);
-    let mut existing = dir;
-    while !existing.exists() {
-        match existing.parent() {
-            Some(p) if !p.as_os_str().is_empty() => existing = p,
-            _ => {
-                existing = Path::new(".");
-                break;
-            }
-        }
-    }
-    let st = nix::sys::statfs::statfs(existing).map_err(|e| Error::PinDir {
-        path: existing.to_path_buf(),
-        source: e.into(),
-    })?;
-    if st.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
-        let mount_point = if bpffs_dir.starts_with("/sys/fs/bpf") {
-            PathBuf::from("/sys/fs/bpf")
-        } else {
-            bpffs_dir.to_path_buf()
-        };
-        return Err(Error::NotBpffs {
-            path: bpffs_dir.to_path_buf(),
-            mount_point,
-        });
-    }
+    common::check_bpffs(dir)?;
     std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
         path: dir.to_path_buf(),
         source,

@@ -35,10 +35,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Never mounted by the daemon: under systemd a bpffs it mounted would live only in the
-    /// unit's private mount namespace, and the pins (hence forwarding) would die with it.
-    #[error("{path} is not on a bpffs; mount one (mount -t bpf bpf {mount_point})")]
-    NotBpffs { path: PathBuf, mount_point: PathBuf },
+    #[error(transparent)]
+    Bpffs(#[from] common::BpffsError),
     #[error("update BPF map {map}")]
     MapUpdate {
         map: &'static str,
@@ -122,7 +120,9 @@ impl Error {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            Error::ReadConfig { .. } | Error::Config(_) | Error::NotBpffs { .. }
+            Error::ReadConfig { .. }
+                | Error::Config(_)
+                | Error::Bpffs(common::BpffsError::NotBpffs { .. })
         )
     }
 }

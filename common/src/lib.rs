@@ -1,0 +1,81 @@
+//! What the director and the redirector daemons share: the check that their pins land on a
+//! bpffs, and the position and message of an error in their YAML config files.
+
+use std::path::{Path, PathBuf};
+
+/// Why a daemon may not pin under a directory.
+#[derive(Debug, thiserror::Error)]
+pub enum BpffsError {
+    /// Never mounted by a daemon: under systemd a bpffs it mounted would live only in the
+    /// unit's private mount namespace, and the pins (hence forwarding across restarts) would
+    /// vanish with the service.
+    #[error("{path} is not on a bpffs; mount one (mount -t bpf bpf {mount_point})")]
+    NotBpffs { path: PathBuf, mount_point: PathBuf },
+    #[error("checking the file system of {path}")]
+    Statfs { path: PathBuf, source: nix::Error },
+}
+
+/// `pin_dir` (`<bpffs_dir>/<daemon>`) is, or can be created, on a bpffs: its nearest existing
+/// ancestor is on one. Creates nothing.
+pub fn check_bpffs(pin_dir: &Path) -> Result<(), BpffsError> {
+    let bpffs_dir = pin_dir.parent().unwrap_or(pin_dir);
+    // `ancestors` ends with "" for a relative path: that is the working directory.
+    let existing = pin_dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new(if pin_dir.is_absolute() { "/" } else { "." }));
+    let fs = nix::sys::statfs::statfs(existing).map_err(|source| BpffsError::Statfs {
+        path: existing.into(),
+        source,
+    })?;
+    if fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC {
+        return Ok(());
+    }
+    Err(BpffsError::NotBpffs {
+        path: bpffs_dir.into(),
+        mount_point: if bpffs_dir.starts_with("/sys/fs/bpf") {
+            "/sys/fs/bpf".into()
+        } else {
+            bpffs_dir.into()
+        },
+    })
+}
+
+/// Line, column (1-based; 1:1 when serde_yaml has none) and message of a YAML error, the
+/// message without serde_yaml's trailing " at line L column C", which the caller's
+/// `file:line:column:` prefix already gives.
+pub fn yaml_error(e: &serde_yaml::Error) -> (usize, usize, String) {
+    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let message = e.to_string();
+    let position = format!(" at line {line} column {column}");
+    let message = message.strip_suffix(&position).unwrap_or(&message).into();
+    (line, column, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_errors_lose_only_their_trailing_position() {
+        let e = serde_yaml::from_str::<std::collections::BTreeMap<String, u8>>("a: 1\nb: x\n")
+            .unwrap_err();
+        let (line, column, message) = yaml_error(&e);
+        assert_eq!((line, column), (2, 4), "{e}");
+        assert!(e.to_string().ends_with(" at line 2 column 4"), "{e}");
+        assert!(!message.contains(" at line "), "{message}");
+        assert!(message.starts_with("b: invalid type"), "{message}");
+    }
+
+    /// The daemons' tests pin on bpffs mounts of their own (accepted) and refuse a tmpfs.
+    #[test]
+    fn a_path_whose_nearest_existing_ancestor_is_not_a_bpffs_is_refused() {
+        match check_bpffs(Path::new("/proc/xdplb-test/director")) {
+            Err(BpffsError::NotBpffs { path, mount_point }) => {
+                assert_eq!(path, Path::new("/proc/xdplb-test"));
+                assert_eq!(mount_point, Path::new("/proc/xdplb-test"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
