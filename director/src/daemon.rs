@@ -6,6 +6,7 @@
 //! file:line:col message, logged, remembered for `status`, and the last good tables keep
 //! forwarding. Exiting leaves the program attached (pinned links): only `detach` removes it.
 
+use std::fs;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,9 @@ pub fn run_with(
             }
         })?;
     }
+    // A start that pins into an empty directory and then has nothing to forward takes its
+    // pins away again: a failed first start leaves the bpffs as it found it.
+    let pinned_before = fs::read_dir(cfg.pin_dir()).is_ok_and(|mut d| d.next().is_some());
     let dp = Datapath::open(&cfg.pin_dir())?;
     dp.set_config(&cfg.settings())?;
     let state_path = cfg.state_file();
@@ -130,6 +134,12 @@ pub fn run_with(
     if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st) {
         if !had_tables {
             let _ = st.write(&state_path);
+            if !pinned_before {
+                drop(dp);
+                if let Err(u) = crate::datapath::detach_all(&cfg.pin_dir()) {
+                    warn!(error = %error_chain(&u), "removing what this start pinned");
+                }
+            }
             return Err(DaemonError::FirstLoad(e));
         }
         error!(source = %source.describe(), error = %error_chain(&e), "config rejected, keeping the pinned tables");

@@ -118,6 +118,14 @@ fn a_missing_backends_file_is_named_once_and_exits_78() {
         )
     );
     assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+    // It pinned into an empty directory and had nothing to forward: the pins are gone again.
+    assert!(!fs.pin_dir().exists(), "a failed first start left pins");
+
+    // Pins from before (an earlier run) are another matter: they stay.
+    director::datapath::Datapath::open(&fs.pin_dir()).unwrap();
+    let (code, stderr) = run(&["run", "--config", &cfg]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(fs.pin_dir().join("prog").exists(), "earlier pins kept");
 }
 
 #[test]
