@@ -1162,8 +1162,180 @@ static __always_inline int classify_v6(struct xdp_md *ctx, struct pkt *p, void *
 	return classify_l4(ctx, p, vip, l4, data_end, 0);
 }
 
-/* The whole program; bpf/bench/director_bench.bpf.c wraps it in a bench-only entry point. */
-static __always_inline int director(struct xdp_md *ctx)
+/* ---- the fast path ---- */
+
+/* fast_v4's answer when the packet is not its case. */
+#define FAST_FALLBACK -1
+
+/* The common case, straight through: an untagged IPv4 frame without IP options, padding or
+ * fragmentation, TCP or UDP, to a bind that is the first of its (VIP, protocol) in the bind
+ * index, hashed on all four fields from a started state, with a 2^16-row table of two IPv4
+ * backends per row and the primary's next hop cached on this CPU and fitting. And IPv4 host
+ * traffic of that shape, which leaves by the VIP filter. Everything else returns
+ * FAST_FALLBACK having changed nothing (not the frame, not a counter), and the general path
+ * below decides as if the fast path did not exist: every packet the fast path takes gets the
+ * verdict, bytes and counts the general path gives it (tested against it:
+ * director/tests/fast_path.rs).
+ *
+ * Why a second path: by one syscall per packet (design.md §11) a run costs about what its
+ * instructions cost, and the general path, written for every case, spends on its way through
+ * the common one twice the instructions of this one (docs/development/director-datapath.md,
+ * "The fast path"). */
+static __always_inline int fast_v4(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + ETH_HLEN_;
+	__be16 *ports = (void *)(ip + 1);
+	const struct director_vip_filter *f;
+	const struct director_vip_slot *vs;
+	const struct director_hash_state *hs;
+	const union director_slot *hslot, *rslot;
+	const struct director_row *row;
+	const struct director_config *cfg;
+	const struct director_nexthop *nh;
+	__u32 zero = 0, dst, hsi, bit, slot, key, idx, tot;
+	__u32 frame_len, ingress;
+	__u64 d0, hash;
+	__u16 dport;
+	__u8 proto;
+	void *index, *fixed;
+
+	/* 8 bytes of L4, as the general path asks of a bound packet */
+	if ((void *)(ports + 4) > data_end)
+		return FAST_FALLBACK;
+	if (eth->h_proto != bpf_htons(ETH_P_IP_) || *(__u8 *)ip != 0x45 ||
+	    (ip->frag_off & bpf_htons(IP_MF_ | IP_OFFSET_)))
+		return FAST_FALLBACK;
+	proto = ip->protocol;
+	if (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_)
+		return FAST_FALLBACK;
+	frame_len = data_end - data;
+	tot = bpf_ntohs(ip->tot_len);
+	if (ETH_HLEN_ + tot != frame_len)
+		return FAST_FALLBACK;
+	dst = ip->daddr;
+	dport = ports[1];
+
+	/* Host traffic leaves here, as in classify_l4 (the bit of ::ffff:dst). */
+	f = bpf_map_lookup_elem(&director_vip_filter, &zero);
+	if (!f || !f->enabled)
+		return FAST_FALLBACK;
+	bit = ((bpf_htonl(0xffff) ^ dst) * 0x9e3779b1u) >> 20;
+	if (!((f->bits[bit >> 6] >> (bit & 63)) & 1)) {
+		count(&stats_reason, DIRECTOR_PASS_NOT_VIP, frame_len);
+		return XDP_PASS;
+	}
+
+	/* The hash from the destination's started state (abi.h), all four fields. */
+	hsi = ((dst ^ ((__u32)dport * 0x10001u)) * 0x9e3779b1u) >> 18;
+	hs = bpf_map_lookup_elem(&director_hash_states, &hsi);
+	if (!hs || hs->family != 4 || hs->fields != XDPLB_HASH_ALL)
+		return FAST_FALLBACK;
+	d0 = sip_join32(dst, sip_join16(dport, 0));
+	if ((hs->hash_k0 ^ hs->hash_k1 ^ XDPLB_HASH_ALL ^ (4ULL << 8) ^ sip_le64(d0) ^ hs->v[0] ^
+	     hs->v[1] ^ hs->v[2] ^ hs->v[3]) != hs->check)
+		return FAST_FALLBACK;
+	hash = sip_finish(hs->v[0], hs->v[1], hs->v[2], hs->v[3],
+			  ((__u64)14 << 56) | sip_le64(sip_join32(ip->saddr, sip_join16(ports[0], 0))));
+
+	/* The bind: its own slot of the index (no overflow), the first range. */
+	index = bpf_map_lookup_elem(&director_vip_index, &zero);
+	if (!index)
+		return FAST_FALLBACK;
+	slot = (((bpf_htonl(0xffff) ^ dst) + proto) * 0x9e3779b1u) >> 20;
+	vs = bpf_map_lookup_elem(index, &slot);
+	if (!vs || vs->proto != proto || *(const __u64 *)vs->addr != 0 ||
+	    *(const __u64 *)(vs->addr + 8) != (((__u64)dst << 32) | bpf_htonl(0xffff)) ||
+	    vs->vip.count == 0 || bpf_ntohs(dport) < vs->vip.ranges[0].first ||
+	    bpf_ntohs(dport) > vs->vip.ranges[0].last)
+		return FAST_FALLBACK;
+	key = vs->vip.ranges[0].service;
+
+	/* The table: one version, made with the state's key. */
+	fixed = bpf_map_lookup_elem(&director_tables_fixed, &key);
+	if (!fixed)
+		return FAST_FALLBACK;
+	hslot = bpf_map_lookup_elem(fixed, &zero);
+	asm volatile("" : "+r"(hslot)); /* as in forward(): the two lookups stay apart */
+	if (!hslot || hslot->hdr.width != 2 || hslot->hdr.family != 4 ||
+	    hslot->hdr.hash_k0 != hs->hash_k0 || hslot->hdr.hash_k1 != hs->hash_k1 ||
+	    hslot->hdr.fields != XDPLB_HASH_ALL)
+		return FAST_FALLBACK;
+	cfg = bpf_map_lookup_elem(&director_config, &zero);
+	if (!cfg || !cfg->src4 || !cfg->nexthop_ttl_ms)
+		return FAST_FALLBACK;
+	idx = 1 + ((__u32)hash & hslot->hdr.rows_mask);
+	rslot = bpf_map_lookup_elem(fixed, &idx);
+	asm volatile("" : "+r"(rslot));
+	if (!rslot)
+		return FAST_FALLBACK;
+	row = &rslot->row;
+
+	/* The primary's next hop, as cached by the general path. */
+	nh = bpf_map_lookup_elem(&director_nexthops, &row->primary_nh);
+	ingress = ctx->ingress_ifindex;
+	if (!nh || nh->expires <= bpf_jiffies64() || nh->generation != cfg->generation ||
+	    nh->ingress != ingress || tot + 40 > nh->mtu ||
+	    *(const __u64 *)nh->addr != *(const __u64 *)row->hops[0] ||
+	    *(const __u64 *)(nh->addr + 8) != *(const __u64 *)(row->hops[0] + 8))
+		return FAST_FALLBACK;
+
+	/* Encapsulate as encap() does for an IPv4 outer header and one alternate: outer IPv4 20,
+	 * UDP 8, GUE 4, hop list word 4, the alternate 4. */
+	{
+		__u32 w0 = bpf_htonl((0x45u << 24) | ((__u32)ip->tos << 16) | (40 + tot));
+		__u32 w1 = ip->frag_off & bpf_htons(IP_DF_) ? bpf_htonl(IP_DF_) : 0;
+		__u32 w2 = bpf_htonl((DEFAULT_TTL_ << 24) | (IPPROTO_UDP_ << 16));
+		__u32 src = cfg->src4, dst4 = *(const __u32 *)row->hops[0];
+		__u32 alt = *(const __u32 *)row->hops[1], egress = nh->ifindex;
+		__be16 sport = bpf_htons(0xc000 | ((hash >> 32) & 0x3fff));
+		__be16 gue_port = cfg->gue_port;
+		__u16 bind = vs->vip.ranges[0].bind;
+		__u16 *w16;
+		__u32 *w;
+
+		if (bpf_xdp_adjust_head(ctx, -40))
+			return FAST_FALLBACK; /* nothing changed: the general path tries and counts */
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		if (data + ETH_HLEN_ + 40 > data_end) /* verifier: the frame just grew by 40 */
+			return XDP_DROP;
+		w16 = data;
+		copy_mac(w16, nh->dmac);
+		copy_mac(w16 + 3, nh->smac);
+		w16[6] = bpf_htons(ETH_P_IP_);
+		w = data + ETH_HLEN_;
+		w[0] = w0;
+		w[1] = w1;
+		w[2] = w2;
+		w[3] = src;
+		w[4] = dst4;
+		((__u16 *)w)[5] = ~fold64((__u64)w0 + w1 + w2 + src + dst4);
+		w16 = (void *)(w + 5);
+		w16[0] = sport;
+		w16[1] = gue_port;
+		w16[2] = bpf_htons((__u16)(20 + tot));
+		w16[3] = 0;
+		w16[4] = bpf_htons((2 << 8) | GUE_PROTO_IPV4);
+		w16[5] = 0;
+		w16[6] = bpf_htons(GUE_HOPS_IPV4);
+		w16[7] = bpf_htons(1);
+		*(__u32 *)(w16 + 8) = alt;
+		count(&stats_bind, bind, frame_len);
+		if (egress == ingress)
+			return XDP_TX;
+		if (bpf_redirect(egress, 0) != XDP_REDIRECT) {
+			count(&stats_reason, DIRECTOR_DROP_REDIRECT_FAILED, frame_len);
+			return XDP_DROP;
+		}
+		return XDP_REDIRECT;
+	}
+}
+
+/* Every case: parse, classify, forward. */
+static __always_inline int director_general(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -1182,6 +1354,37 @@ static __always_inline int director(struct xdp_md *ctx)
 		return classify_v6(ctx, &p, data, data_end);
 	/* ARP, LLDP, ...: the host's own traffic */
 	return verdict(&p, DIRECTOR_PASS_NOT_VIP, XDP_PASS);
+}
+
+/* Tests only (bpf/test/director_paths.bpf.c): which path each packet took. */
+#ifdef XDPLB_FAST_PATH_PROBE
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} fast_path_probe SEC(".maps");
+
+static __always_inline void probe_path(__u32 fast)
+{
+	__u64 *n = bpf_map_lookup_elem(&fast_path_probe, &fast);
+
+	if (n)
+		(*n)++;
+}
+#else
+#define probe_path(fast) do { } while (0)
+#endif
+
+/* The whole program; bpf/bench/director_bench.bpf.c wraps it in a bench-only entry point. */
+static __always_inline int director(struct xdp_md *ctx)
+{
+	int rc = fast_v4(ctx);
+
+	probe_path(rc != FAST_FALLBACK);
+	if (rc != FAST_FALLBACK)
+		return rc;
+	return director_general(ctx);
 }
 
 SEC("xdp")

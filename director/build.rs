@@ -1,5 +1,6 @@
 //! Compiles bpf/director.bpf.c into a libbpf skeleton in OUT_DIR, and the bench-only
-//! bpf/bench/director_bench.bpf.c and bpf/bench/bare_forwarder.bpf.c into objects beside it.
+//! bpf/bench/director_bench.bpf.c and bpf/bench/bare_forwarder.bpf.c and the test-only
+//! bpf/test/director_paths.bpf.c into objects beside it.
 
 use std::env;
 use std::path::PathBuf;
@@ -47,10 +48,19 @@ fn main() {
     SkeletonBuilder::new()
         .source(bare)
         .obj(out_dir.join("bare_forwarder.bpf.o"))
-        .clang_args(clang_args)
+        .clang_args(clang_args.clone())
         .build()
         .expect("compile bpf/bench/bare_forwarder.bpf.c");
+    // The test-only entry points (tests/fast_path.rs): the fast path held to the general one.
+    let paths = "../bpf/test/director_paths.bpf.c";
+    SkeletonBuilder::new()
+        .source(paths)
+        .obj(out_dir.join("director_paths.bpf.o"))
+        .clang_args(clang_args)
+        .build()
+        .expect("compile bpf/test/director_paths.bpf.c");
     println!("cargo:rerun-if-changed=../bpf/bench");
+    println!("cargo:rerun-if-changed=../bpf/test");
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-changed=../bpf/include");
 }

@@ -15,6 +15,7 @@
 #define XDPLB_HASH_SRC_PORT 2
 #define XDPLB_HASH_DST_IP 4
 #define XDPLB_HASH_DST_PORT 8
+#define XDPLB_HASH_ALL 15 /* the default: all four */
 
 /* ---- director (bpf/director.bpf.c) ---- */
 

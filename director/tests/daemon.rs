@@ -327,11 +327,23 @@ fn first_config_invalid_without_pinned_tables_fails_loudly() {
 /// output must be exactly what one whole version gives.
 #[test]
 fn table_swaps_are_atomic_under_traffic() {
+    swaps_are_atomic_under_traffic(8);
+}
+
+/// The same with 2^16-row tables, which live in the fixed-size maps and are what the fast
+/// path reads (bpf/director.bpf.c, fast_v4).
+#[test]
+fn table_swaps_are_atomic_under_traffic_in_the_fast_path() {
+    swaps_are_atomic_under_traffic(16);
+}
+
+fn swaps_are_atomic_under_traffic(table_bits: u32) {
     let lab = Lab::new();
     let pin = lab.fs.pin_dir();
     let dp0 = lab.dp0;
-    let a = backends(&[11, 12, 13], "");
-    let b = backends(&[21, 22, 23, 24], "");
+    let bits = format!("table_bits: {table_bits}");
+    let a = backends(&[11, 12, 13], "").replace("table_bits: 8", &bits);
+    let b = backends(&[21, 22, 23, 24], "").replace("table_bits: 8", &bits);
     let name = lab.ns.name.clone();
     spawn_in(&name, move || {
         let dp = Arc::new(Datapath::open(&pin).unwrap());
