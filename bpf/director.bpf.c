@@ -1164,23 +1164,29 @@ static __always_inline int classify_v6(struct xdp_md *ctx, struct pkt *p, void *
 
 /* ---- the fast path ---- */
 
-/* fast_v4's answer when the packet is not its case. */
+/* The fast paths' answers when the packet is not their case: the general path decides; or,
+ * from fast_v4, an IPv6 frame for fast_v6 to try. */
 #define FAST_FALLBACK -1
+#define FAST_V6 -2
+
+/* The key of the one-entry maps, read from .rodata rather than stored on the stack each
+ * time: one less value for the two fast paths to keep in a register. */
+static const __u32 fast_zero = 0;
 
 /* The common case, straight through: an untagged IPv4 frame without IP options, padding or
  * fragmentation, TCP or UDP, to a bind that is the first of its (VIP, protocol) in the bind
  * index, hashed on all four fields from a started state, with a 2^16-row table of two IPv4
  * backends per row and the primary's next hop cached on this CPU and fitting. And IPv4 host
- * traffic of that shape, which leaves by the VIP filter. Everything else returns
- * FAST_FALLBACK having changed nothing (not the frame, not a counter), and the general path
- * below decides as if the fast path did not exist: every packet the fast path takes gets the
- * verdict, bytes and counts the general path gives it (tested against it:
+ * traffic of that shape, which leaves by the VIP filter. An IPv6 frame returns FAST_V6,
+ * anything else FAST_FALLBACK, having changed nothing (not the frame, not a counter), and the
+ * general path below decides as if the fast path did not exist: every packet the fast path
+ * takes gets the verdict, bytes and counts the general path gives it (tested against it:
  * director/tests/fast_path.rs).
  *
  * Why a second path: by one syscall per packet (design.md §11) a run costs about what its
- * instructions cost, and the general path, written for every case, spends on its way through
- * the common one twice the instructions of this one (docs/development/director-datapath.md,
- * "The fast path"). */
+ * instructions cost, and the general path, written for every case, carries its state through
+ * the stack and branches on cases the common one never has (docs/development/
+ * director-datapath.md, "The fast path"). */
 static __always_inline int fast_v4(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -1188,14 +1194,13 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct iphdr *ip = data + ETH_HLEN_;
 	__be16 *ports = (void *)(ip + 1);
-	const struct director_vip_filter *f;
 	const struct director_vip_slot *vs;
 	const struct director_hash_state *hs;
 	const union director_slot *hslot, *rslot;
 	const struct director_row *row;
 	const struct director_config *cfg;
 	const struct director_nexthop *nh;
-	__u32 zero = 0, dst, hsi, bit, slot, key, idx, tot;
+	__u32 dst, hsi, slot, key, idx, tot;
 	__u32 frame_len, ingress;
 	__u64 d0, hash;
 	__u16 dport;
@@ -1205,6 +1210,8 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	/* 8 bytes of L4, as the general path asks of a bound packet */
 	if ((void *)(ports + 4) > data_end)
 		return FAST_FALLBACK;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6_))
+		return FAST_V6; /* fast_v6's case, maybe */
 	if (eth->h_proto != bpf_htons(ETH_P_IP_) || *(__u8 *)ip != 0x45 ||
 	    (ip->frag_off & bpf_htons(IP_MF_ | IP_OFFSET_)))
 		return FAST_FALLBACK;
@@ -1218,15 +1225,29 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	dst = ip->daddr;
 	dport = ports[1];
 
-	/* Host traffic leaves here, as in classify_l4 (the bit of ::ffff:dst). */
-	f = bpf_map_lookup_elem(&director_vip_filter, &zero);
-	if (!f || !f->enabled)
+	/* The bind: the slot of (::ffff:dst, proto) in the bind index. Another pair's slot that
+	 * did not overflow, or an empty one, means no bind at all: host traffic, which leaves here
+	 * with the verdict and count classify_l4 gives it (the VIP filter would only have
+	 * answered sooner). */
+	index = bpf_map_lookup_elem(&director_vip_index, &fast_zero);
+	if (!index)
 		return FAST_FALLBACK;
-	bit = ((bpf_htonl(0xffff) ^ dst) * 0x9e3779b1u) >> 20;
-	if (!((f->bits[bit >> 6] >> (bit & 63)) & 1)) {
+	slot = (((bpf_htonl(0xffff) ^ dst) + proto) * 0x9e3779b1u) >> 20;
+	vs = bpf_map_lookup_elem(index, &slot);
+	if (!vs)
+		return FAST_FALLBACK;
+	if (vs->proto != proto || *(const __u64 *)vs->addr != 0 ||
+	    *(const __u64 *)(vs->addr + 8) != (((__u64)dst << 32) | bpf_htonl(0xffff))) {
+		if (vs->overflow)
+			return FAST_FALLBACK;
 		count(&stats_reason, DIRECTOR_PASS_NOT_VIP, frame_len);
 		return XDP_PASS;
 	}
+	/* Its first range (the narrowest) */
+	if (vs->vip.count == 0 || bpf_ntohs(dport) < vs->vip.ranges[0].first ||
+	    bpf_ntohs(dport) > vs->vip.ranges[0].last)
+		return FAST_FALLBACK;
+	key = vs->vip.ranges[0].service;
 
 	/* The hash from the destination's started state (abi.h), all four fields. */
 	hsi = ((dst ^ ((__u32)dport * 0x10001u)) * 0x9e3779b1u) >> 18;
@@ -1240,30 +1261,17 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	hash = sip_finish(hs->v[0], hs->v[1], hs->v[2], hs->v[3],
 			  ((__u64)14 << 56) | sip_le64(sip_join32(ip->saddr, sip_join16(ports[0], 0))));
 
-	/* The bind: its own slot of the index (no overflow), the first range. */
-	index = bpf_map_lookup_elem(&director_vip_index, &zero);
-	if (!index)
-		return FAST_FALLBACK;
-	slot = (((bpf_htonl(0xffff) ^ dst) + proto) * 0x9e3779b1u) >> 20;
-	vs = bpf_map_lookup_elem(index, &slot);
-	if (!vs || vs->proto != proto || *(const __u64 *)vs->addr != 0 ||
-	    *(const __u64 *)(vs->addr + 8) != (((__u64)dst << 32) | bpf_htonl(0xffff)) ||
-	    vs->vip.count == 0 || bpf_ntohs(dport) < vs->vip.ranges[0].first ||
-	    bpf_ntohs(dport) > vs->vip.ranges[0].last)
-		return FAST_FALLBACK;
-	key = vs->vip.ranges[0].service;
-
 	/* The table: one version, made with the state's key. */
 	fixed = bpf_map_lookup_elem(&director_tables_fixed, &key);
 	if (!fixed)
 		return FAST_FALLBACK;
-	hslot = bpf_map_lookup_elem(fixed, &zero);
+	hslot = bpf_map_lookup_elem(fixed, &fast_zero);
 	asm volatile("" : "+r"(hslot)); /* as in forward(): the two lookups stay apart */
 	if (!hslot || hslot->hdr.width != 2 || hslot->hdr.family != 4 ||
 	    hslot->hdr.hash_k0 != hs->hash_k0 || hslot->hdr.hash_k1 != hs->hash_k1 ||
 	    hslot->hdr.fields != XDPLB_HASH_ALL)
 		return FAST_FALLBACK;
-	cfg = bpf_map_lookup_elem(&director_config, &zero);
+	cfg = bpf_map_lookup_elem(&director_config, &fast_zero);
 	if (!cfg || !cfg->src4 || !cfg->nexthop_ttl_ms)
 		return FAST_FALLBACK;
 	idx = 1 + ((__u32)hash & hslot->hdr.rows_mask);
@@ -1334,6 +1342,185 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	}
 }
 
+/* The same for IPv6: no extension headers, IPv6 backends, outer IPv6 with its UDP checksum.
+ * Returns FAST_FALLBACK, with the frame as it came, when the packet is not its case. */
+static __always_inline int fast_v6(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN_;
+	__be16 *ports = (void *)(ip6 + 1);
+	const struct director_vip_slot *vs;
+	const struct director_hash_state *hs;
+	const union director_slot *hslot, *rslot;
+	const struct director_row *row;
+	const struct director_config *cfg;
+	const struct director_nexthop *nh;
+	__u32 x, hsi, slot, key, idx, plen, frame_len, ingress;
+	__u64 d0, d1, hash;
+	__u32 h0, h1;
+	__u16 dport;
+	__u8 proto;
+	void *index, *fixed;
+
+	/* 8 bytes of L4, as the general path asks of a bound packet */
+	if ((void *)(ports + 4) > data_end)
+		return FAST_FALLBACK;
+	if ((*(__u8 *)ip6 >> 4) != 6) /* the EtherType is IPv6: fast_v4 has looked */
+		return FAST_FALLBACK;
+	proto = ip6->nexthdr;
+	if (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_)
+		return FAST_FALLBACK;
+	frame_len = data_end - data;
+	plen = bpf_ntohs(ip6->payload_len);
+	if (ETH_HLEN_ + sizeof(*ip6) + plen != frame_len)
+		return FAST_FALLBACK;
+	d0 = *(const __u64 *)&ip6->daddr;
+	d1 = *(const __u64 *)((void *)&ip6->daddr + 8);
+	x = (__u32)d0 ^ (__u32)(d0 >> 32) ^ (__u32)d1 ^ (__u32)(d1 >> 32);
+	dport = ports[1];
+
+	index = bpf_map_lookup_elem(&director_vip_index, &fast_zero);
+	if (!index)
+		return FAST_FALLBACK;
+	slot = ((x + proto) * 0x9e3779b1u) >> 20;
+	vs = bpf_map_lookup_elem(index, &slot);
+	if (!vs)
+		return FAST_FALLBACK;
+	if (vs->proto != proto || *(const __u64 *)vs->addr != d0 ||
+	    *(const __u64 *)(vs->addr + 8) != d1) {
+		if (vs->overflow)
+			return FAST_FALLBACK;
+		count(&stats_reason, DIRECTOR_PASS_NOT_VIP, frame_len);
+		return XDP_PASS;
+	}
+	if (vs->vip.count == 0 || bpf_ntohs(dport) < vs->vip.ranges[0].first ||
+	    bpf_ntohs(dport) > vs->vip.ranges[0].last)
+		return FAST_FALLBACK;
+	key = vs->vip.ranges[0].service;
+
+	hsi = (x * 0x9e3779b1u) >> 18;
+	hs = bpf_map_lookup_elem(&director_hash_states, &hsi);
+	if (!hs || hs->family != 6 || hs->fields != XDPLB_HASH_ALL)
+		return FAST_FALLBACK;
+	if ((hs->hash_k0 ^ hs->hash_k1 ^ XDPLB_HASH_ALL ^ (6ULL << 8) ^ sip_le64(d0) ^
+	     sip_le64(d1) ^ hs->v[0] ^ hs->v[1] ^ hs->v[2] ^ hs->v[3]) != hs->check)
+		return FAST_FALLBACK;
+	{
+		struct sip_state st = { { hs->v[0], hs->v[1], hs->v[2], hs->v[3] } };
+
+		hash = siphash13_v6_from(st, *(const __u64 *)&ip6->saddr,
+					 *(const __u64 *)((void *)&ip6->saddr + 8),
+					 sip_join16(ports[0], dport));
+	}
+
+	fixed = bpf_map_lookup_elem(&director_tables_fixed, &key);
+	if (!fixed)
+		return FAST_FALLBACK;
+	hslot = bpf_map_lookup_elem(fixed, &fast_zero);
+	asm volatile("" : "+r"(hslot));
+	if (!hslot || hslot->hdr.width != 2 || hslot->hdr.family != 6 ||
+	    hslot->hdr.hash_k0 != hs->hash_k0 || hslot->hdr.hash_k1 != hs->hash_k1 ||
+	    hslot->hdr.fields != XDPLB_HASH_ALL)
+		return FAST_FALLBACK;
+	cfg = bpf_map_lookup_elem(&director_config, &fast_zero);
+	if (!cfg || !(*(const __u64 *)cfg->src6 | *(const __u64 *)(cfg->src6 + 8)) ||
+	    !cfg->nexthop_ttl_ms)
+		return FAST_FALLBACK;
+	/* Grow the frame now, as forward() does: the helper call runs while the hash is still
+	 * being computed (2 ns by one syscall). What the encapsulation needs of the old header is
+	 * read first; a miss from here on shrinks the frame back before falling back. */
+	h0 = ((const __u32 *)ip6)[0];
+	h1 = ((const __u32 *)ip6)[1];
+	if (bpf_xdp_adjust_head(ctx, -72))
+		return FAST_FALLBACK;
+	idx = 1 + ((__u32)hash & hslot->hdr.rows_mask);
+	rslot = bpf_map_lookup_elem(fixed, &idx);
+	asm volatile("" : "+r"(rslot));
+	if (!rslot)
+		goto undo;
+	row = &rslot->row;
+
+	nh = bpf_map_lookup_elem(&director_nexthops, &row->primary_nh);
+	ingress = ctx->ingress_ifindex;
+	if (!nh || nh->expires <= bpf_jiffies64() || nh->generation != cfg->generation ||
+	    nh->ingress != ingress || sizeof(*ip6) + plen + 72 > nh->mtu ||
+	    *(const __u64 *)nh->addr != *(const __u64 *)row->hops[0] ||
+	    *(const __u64 *)(nh->addr + 8) != *(const __u64 *)(row->hops[0] + 8))
+		goto undo;
+
+	/* Encapsulate as encap() does for an IPv6 outer header and one alternate: outer IPv6 40,
+	 * UDP 8, GUE 4, hop list word 4, the alternate 16. The inner packet's sum as inner_sum()
+	 * takes it: its valid L4 checksum stands in for the payload. */
+	{
+		const __u32 *src = (const __u32 *)cfg->src6;
+		const __u32 *dst = (const __u32 *)row->hops[0];
+		const __u32 *alt = (const __u32 *)row->hops[1];
+		__u32 udp_len = 32 + sizeof(*ip6) + plen;
+		__u32 tos = (bpf_ntohl(h0) >> 20) & 0xff;
+		__u32 egress = nh->ifindex;
+		__be16 sport = bpf_htons(0xc000 | ((hash >> 32) & 0x3fff));
+		__be16 gue_port = cfg->gue_port, ulen = bpf_htons((__u16)udp_len);
+		__be16 gue_w = bpf_htons((5 << 8) | GUE_PROTO_IPV6);
+		__u16 bind = vs->vip.ranges[0].bind;
+		__u64 sum;
+		__u16 *w16;
+		__u32 *w;
+
+		sum = (__u64)h0 + h1;
+		sum += (__u16)~fold64(bpf_htons((__u16)plen) + bpf_htons((__u16)(plen >> 16)) +
+				      bpf_htons(proto));
+		sum += (__u64)src[0] + src[1] + src[2] + src[3] + dst[0] + dst[1] + dst[2] + dst[3] +
+		       alt[0] + alt[1] + alt[2] + alt[3] + ulen + bpf_htons(IPPROTO_UDP_) + sport +
+		       gue_port + ulen + gue_w + bpf_htons(GUE_HOPS_IPV6) + bpf_htons(1);
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		if (data + ETH_HLEN_ + 72 > data_end) /* verifier: the frame just grew by 72 */
+			return XDP_DROP;
+		w16 = data;
+		copy_mac(w16, nh->dmac);
+		copy_mac(w16 + 3, nh->smac);
+		w16[6] = bpf_htons(ETH_P_IPV6_);
+		w = data + ETH_HLEN_;
+		w[0] = bpf_htonl((6u << 28) | (tos << 20) | ((__u32)hash & 0xfffff));
+		w[1] = bpf_htonl((udp_len << 16) | (IPPROTO_UDP_ << 8) | DEFAULT_TTL_);
+		w[2] = src[0];
+		w[3] = src[1];
+		w[4] = src[2];
+		w[5] = src[3];
+		w[6] = dst[0];
+		w[7] = dst[1];
+		w[8] = dst[2];
+		w[9] = dst[3];
+		w16 = (void *)(w + 10);
+		w16[0] = sport;
+		w16[1] = gue_port;
+		w16[2] = ulen;
+		w16[3] = csum_udp_mangle0(~fold64(sum));
+		w16[4] = gue_w;
+		w16[5] = 0;
+		w16[6] = bpf_htons(GUE_HOPS_IPV6);
+		w16[7] = bpf_htons(1);
+		w = (void *)(w16 + 8);
+		w[0] = alt[0];
+		w[1] = alt[1];
+		w[2] = alt[2];
+		w[3] = alt[3];
+		count(&stats_bind, bind, frame_len);
+		if (egress == ingress)
+			return XDP_TX;
+		if (bpf_redirect(egress, 0) != XDP_REDIRECT) {
+			count(&stats_reason, DIRECTOR_DROP_REDIRECT_FAILED, frame_len);
+			return XDP_DROP;
+		}
+		return XDP_REDIRECT;
+	}
+undo:
+	/* Back to the frame as received (it only grew): the general path sees it unchanged. */
+	bpf_xdp_adjust_head(ctx, 72);
+	return FAST_FALLBACK;
+}
+
 /* Every case: parse, classify, forward. */
 static __always_inline int director_general(struct xdp_md *ctx)
 {
@@ -1381,8 +1568,11 @@ static __always_inline int director(struct xdp_md *ctx)
 {
 	int rc = fast_v4(ctx);
 
-	probe_path(rc != FAST_FALLBACK);
-	if (rc != FAST_FALLBACK)
+	if (rc == FAST_V6)
+		rc = fast_v6(ctx);
+
+	probe_path(rc >= 0);
+	if (rc >= 0)
 		return rc;
 	return director_general(ctx);
 }
