@@ -1169,15 +1169,34 @@ static __always_inline int classify_v6(struct xdp_md *ctx, struct pkt *p, void *
 #define FAST_FALLBACK -1
 #define FAST_V6 -2
 
+/* How many of a (VIP, protocol)'s port ranges the fast paths look through. */
+#define FAST_RANGES 4
+
+/* The first of the first FAST_RANGES ranges of v that covers port (host order), as
+ * match_port() would find it: its service | bind << 16, or -1 (the general path looks at
+ * them all). */
+static __always_inline long fast_range(const struct director_vip *v, __u16 port)
+{
+#pragma unroll
+	for (int i = 0; i < FAST_RANGES; i++) {
+		if (i >= v->count)
+			break;
+		if (port >= v->ranges[i].first && port <= v->ranges[i].last)
+			return v->ranges[i].service | (__u32)v->ranges[i].bind << 16;
+	}
+	return -1;
+}
+
 /* The key of the one-entry maps, read from .rodata rather than stored on the stack each
  * time: one less value for the two fast paths to keep in a register. */
 static const __u32 fast_zero = 0;
 
 /* The common case, straight through: an untagged IPv4 frame without IP options, padding or
- * fragmentation, TCP or UDP, to a bind that is the first of its (VIP, protocol) in the bind
- * index, hashed on all four fields from a started state, with a 2^16-row table of two IPv4
- * backends per row and the primary's next hop cached on this CPU and fitting. And IPv4 host
- * traffic of that shape, which leaves by the VIP filter. An IPv6 frame returns FAST_V6,
+ * fragmentation, TCP or UDP, to a single-port bind among the first FAST_RANGES of its (VIP,
+ * protocol) slot in the bind index, hashed on all four fields from a started state, with a
+ * 2^16-row table of two IPv4 backends per row and the primary's next hop cached on this CPU
+ * and fitting. And IPv4 host traffic of that shape, which the bind index slot settles (as
+ * find_vip() would: no bind, no overflow). An IPv6 frame returns FAST_V6,
  * anything else FAST_FALLBACK, having changed nothing (not the frame, not a counter), and the
  * general path below decides as if the fast path did not exist: every packet the fast path
  * takes gets the verdict, bytes and counts the general path gives it (tested against it:
@@ -1201,6 +1220,7 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	const struct director_config *cfg;
 	const struct director_nexthop *nh;
 	__u32 dst, hsi, slot, key, idx, tot;
+	long r;
 	__u32 frame_len, ingress;
 	__u64 d0, hash;
 	__u16 dport;
@@ -1243,11 +1263,10 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 		count(&stats_reason, DIRECTOR_PASS_NOT_VIP, frame_len);
 		return XDP_PASS;
 	}
-	/* Its first range (the narrowest) */
-	if (vs->vip.count == 0 || bpf_ntohs(dport) < vs->vip.ranges[0].first ||
-	    bpf_ntohs(dport) > vs->vip.ranges[0].last)
+	r = fast_range(&vs->vip, bpf_ntohs(dport));
+	if (r < 0)
 		return FAST_FALLBACK;
-	key = vs->vip.ranges[0].service;
+	key = r & 0xffff;
 
 	/* The hash from the destination's started state (abi.h), all four fields. */
 	hsi = ((dst ^ ((__u32)dport * 0x10001u)) * 0x9e3779b1u) >> 18;
@@ -1300,7 +1319,7 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 		__u32 alt = *(const __u32 *)row->hops[1], egress = nh->ifindex;
 		__be16 sport = bpf_htons(0xc000 | ((hash >> 32) & 0x3fff));
 		__be16 gue_port = cfg->gue_port;
-		__u16 bind = vs->vip.ranges[0].bind;
+		__u16 bind = r >> 16;
 		__u16 *w16;
 		__u32 *w;
 
@@ -1357,6 +1376,7 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 	const struct director_config *cfg;
 	const struct director_nexthop *nh;
 	__u32 x, hsi, slot, key, idx, plen, frame_len, ingress;
+	long r;
 	__u64 d0, d1, hash;
 	__u32 h0, h1;
 	__u16 dport;
@@ -1394,10 +1414,10 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 		count(&stats_reason, DIRECTOR_PASS_NOT_VIP, frame_len);
 		return XDP_PASS;
 	}
-	if (vs->vip.count == 0 || bpf_ntohs(dport) < vs->vip.ranges[0].first ||
-	    bpf_ntohs(dport) > vs->vip.ranges[0].last)
+	r = fast_range(&vs->vip, bpf_ntohs(dport));
+	if (r < 0)
 		return FAST_FALLBACK;
-	key = vs->vip.ranges[0].service;
+	key = r & 0xffff;
 
 	hsi = (x * 0x9e3779b1u) >> 18;
 	hs = bpf_map_lookup_elem(&director_hash_states, &hsi);
@@ -1462,7 +1482,7 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 		__be16 sport = bpf_htons(0xc000 | ((hash >> 32) & 0x3fff));
 		__be16 gue_port = cfg->gue_port, ulen = bpf_htons((__u16)udp_len);
 		__be16 gue_w = bpf_htons((5 << 8) | GUE_PROTO_IPV6);
-		__u16 bind = vs->vip.ranges[0].bind;
+		__u16 bind = r >> 16;
 		__u64 sum;
 		__u16 *w16;
 		__u32 *w;

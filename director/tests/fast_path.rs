@@ -41,6 +41,7 @@ fn yaml() -> String {
         &[
             &tcp80("10.100.0.1"),
             "vip: 10.100.0.1, proto: udp, port: 53",
+            "vip: 10.100.0.1, proto: tcp, port: 8080",
             "vip: 10.100.0.1, proto: tcp, ports: 1000-2000",
         ],
         &["10.1.0.11", "10.1.0.12", "10.1.0.13"],
@@ -396,6 +397,7 @@ fn the_fast_path_gives_what_the_general_path_gives() {
             (&host_sharer, 80, false), // host traffic in that overflowed slot
             ("10.100.0.1", 80, true),
             ("10.100.0.1", 53, true),    // UDP
+            ("10.100.0.1", 8080, true),  // the VIP's second single-port bind
             ("10.100.0.1", 1500, false), // a range: no started hash
             ("10.100.0.1", 81, false),   // no bind covers it
             ("10.100.0.5", 80, false),   // hashes the source address only
