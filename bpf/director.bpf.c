@@ -454,6 +454,23 @@ static __always_inline void copy_mac(void *dst, const void *src)
 	d[2] = s[2];
 }
 
+/* The outer IPv6 header (UDP, DEFAULT_TTL_) as ten words in network order, stored once each
+ * (see encap()). flow: the flow label's bits, tos: the traffic class. */
+static __always_inline void put_ip6_outer(__u32 *w, __u32 tos, __u32 flow, __u32 udp_len,
+					  const __u32 *src, const __u32 *dst)
+{
+	w[0] = bpf_htonl((6u << 28) | (tos << 20) | (flow & 0xfffff));
+	w[1] = bpf_htonl((udp_len << 16) | (IPPROTO_UDP_ << 8) | DEFAULT_TTL_);
+	w[2] = src[0];
+	w[3] = src[1];
+	w[4] = src[2];
+	w[5] = src[3];
+	w[6] = dst[0];
+	w[7] = dst[1];
+	w[8] = dst[2];
+	w[9] = dst[3];
+}
+
 /* Write Ethernet / outer IP / UDP / GUE / hop list in front of the inner IP packet, in the
  * room forward() grew the frame by (the old Ethernet and VLAN header are overwritten).
  * Returns 0 or -1.
@@ -513,16 +530,7 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, const struct
 		__u32 fl = (__u32)a->hash & 0xfffff; /* flow label: spreads the flow on ECMP paths */
 		__u64 s;
 
-		w[0] = bpf_htonl((6u << 28) | ((__u32)p->tos << 20) | fl);
-		w[1] = bpf_htonl((udp_len << 16) | (IPPROTO_UDP_ << 8) | DEFAULT_TTL_);
-		w[2] = src[0];
-		w[3] = src[1];
-		w[4] = src[2];
-		w[5] = src[3];
-		w[6] = dst[0];
-		w[7] = dst[1];
-		w[8] = dst[2];
-		w[9] = dst[3];
+		put_ip6_outer(w, p->tos, fl, udp_len, src, dst);
 		w16 = (void *)(w + 10);
 		/* pseudo header, UDP header, GUE, hop list word, then the hops and the payload */
 		s = (__u64)src[0] + src[1] + src[2] + src[3] + dst[0] + dst[1] + dst[2] + dst[3] +
@@ -1187,9 +1195,86 @@ static __always_inline long fast_range(const struct director_vip *v, __u16 port)
 	return -1;
 }
 
+/* What fast_bind() answers for an address that no bind has: host traffic. */
+#define FAST_NOT_VIP -3
+
 /* The key of the one-entry maps, read from .rodata rather than stored on the stack each
  * time: one less value for the two fast paths to keep in a register. */
 static const __u32 fast_zero = 0;
+
+/* The bind of (address, protocol, port) by the bind index, as find_vip() and match_port()
+ * find it: its service | bind << 16. FAST_NOT_VIP: no bind has the address and protocol (the
+ * slot holds another pair and did not overflow, or none), which find_vip() concludes too;
+ * FAST_FALLBACK: only the general path can tell. The address as in director_vip_slot (a0, a1:
+ * its two 64-bit halves; xw: the xor of its four 32-bit words). */
+static __always_inline long fast_bind(__u32 xw, __u64 a0, __u64 a1, __u8 proto, __be16 dport)
+{
+	const struct director_vip_slot *vs;
+	__u32 slot = ((xw + proto) * 0x9e3779b1u) >> 20;
+	void *index = bpf_map_lookup_elem(&director_vip_index, &fast_zero);
+
+	if (!index)
+		return FAST_FALLBACK;
+	vs = bpf_map_lookup_elem(index, &slot);
+	if (!vs)
+		return FAST_FALLBACK;
+	if (vs->proto != proto || *(const __u64 *)vs->addr != a0 ||
+	    *(const __u64 *)(vs->addr + 8) != a1)
+		return vs->overflow ? FAST_FALLBACK : FAST_NOT_VIP;
+	return fast_range(&vs->vip, bpf_ntohs(dport));
+}
+
+/* The outer Ethernet header, to the next hop nh. */
+static __always_inline void put_eth(void *data, const struct director_nexthop *nh, __be16 type)
+{
+	__u16 *w16 = data;
+
+	copy_mac(w16, nh->dmac);
+	copy_mac(w16 + 3, nh->smac);
+	w16[6] = type;
+}
+
+/* Count the encapsulated frame for its bind and send it out of egress: XDP_TX when that is
+ * where it came in, as forward() does. */
+static __always_inline int fast_send(__u16 bind, __u32 frame_len, __u32 egress, __u32 ingress)
+{
+	count(&stats_bind, bind, frame_len);
+	if (egress == ingress)
+		return XDP_TX;
+	if (bpf_redirect(egress, 0) != XDP_REDIRECT) {
+		count(&stats_reason, DIRECTOR_DROP_REDIRECT_FAILED, frame_len);
+		return XDP_DROP;
+	}
+	return XDP_REDIRECT;
+}
+
+/* The row of hash in a fixed-size table (hdr: its entry 0), and its primary's next hop if
+ * the general path cached it on this CPU, for this ingress, still valid, with room for an
+ * outer packet of outer_len bytes: the row, and *nh set; else NULL. */
+static __always_inline const struct director_row *
+fast_row(struct xdp_md *ctx, void *fixed, const struct director_table_hdr *hdr,
+	 const struct director_config *cfg, __u64 hash, __u32 outer_len,
+	 const struct director_nexthop **nh)
+{
+	const union director_slot *rslot;
+	const struct director_nexthop *n;
+	const struct director_row *row;
+	__u32 idx = 1 + ((__u32)hash & hdr->rows_mask);
+
+	rslot = bpf_map_lookup_elem(fixed, &idx);
+	asm volatile("" : "+r"(rslot)); /* as in forward(): the two lookups stay apart */
+	if (!rslot)
+		return NULL;
+	row = &rslot->row;
+	n = bpf_map_lookup_elem(&director_nexthops, &row->primary_nh);
+	if (!n || n->expires <= bpf_jiffies64() || n->generation != cfg->generation ||
+	    n->ingress != ctx->ingress_ifindex || outer_len > n->mtu ||
+	    *(const __u64 *)n->addr != *(const __u64 *)row->hops[0] ||
+	    *(const __u64 *)(n->addr + 8) != *(const __u64 *)(row->hops[0] + 8))
+		return NULL;
+	*nh = n;
+	return row;
+}
 
 /* The common case, straight through: an untagged IPv4 frame without IP options, padding or
  * fragmentation, TCP or UDP, to a single-port bind among the first FAST_RANGES of its (VIP,
@@ -1213,19 +1298,18 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct iphdr *ip = data + ETH_HLEN_;
 	__be16 *ports = (void *)(ip + 1);
-	const struct director_vip_slot *vs;
 	const struct director_hash_state *hs;
-	const union director_slot *hslot, *rslot;
+	const union director_slot *hslot;
 	const struct director_row *row;
 	const struct director_config *cfg;
 	const struct director_nexthop *nh;
-	__u32 dst, hsi, slot, key, idx, tot;
+	__u32 dst, hsi, key, tot;
 	long r;
 	__u32 frame_len, ingress;
 	__u64 d0, hash;
 	__u16 dport;
 	__u8 proto;
-	void *index, *fixed;
+	void *fixed;
 
 	/* 8 bytes of L4, as the general path asks of a bound packet */
 	if ((void *)(ports + 4) > data_end)
@@ -1249,21 +1333,12 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	 * did not overflow, or an empty one, means no bind at all: host traffic, which leaves here
 	 * with the verdict and count classify_l4 gives it (the VIP filter would only have
 	 * answered sooner). */
-	index = bpf_map_lookup_elem(&director_vip_index, &fast_zero);
-	if (!index)
-		return FAST_FALLBACK;
-	slot = (((bpf_htonl(0xffff) ^ dst) + proto) * 0x9e3779b1u) >> 20;
-	vs = bpf_map_lookup_elem(index, &slot);
-	if (!vs)
-		return FAST_FALLBACK;
-	if (vs->proto != proto || *(const __u64 *)vs->addr != 0 ||
-	    *(const __u64 *)(vs->addr + 8) != (((__u64)dst << 32) | bpf_htonl(0xffff))) {
-		if (vs->overflow)
-			return FAST_FALLBACK;
+	r = fast_bind(bpf_htonl(0xffff) ^ dst, 0, ((__u64)dst << 32) | bpf_htonl(0xffff), proto,
+		      dport);
+	if (r == FAST_NOT_VIP) {
 		count(&stats_reason, DIRECTOR_PASS_NOT_VIP, frame_len);
 		return XDP_PASS;
 	}
-	r = fast_range(&vs->vip, bpf_ntohs(dport));
 	if (r < 0)
 		return FAST_FALLBACK;
 	key = r & 0xffff;
@@ -1293,21 +1368,10 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&director_config, &fast_zero);
 	if (!cfg || !cfg->src4 || !cfg->nexthop_ttl_ms)
 		return FAST_FALLBACK;
-	idx = 1 + ((__u32)hash & hslot->hdr.rows_mask);
-	rslot = bpf_map_lookup_elem(fixed, &idx);
-	asm volatile("" : "+r"(rslot));
-	if (!rslot)
+	row = fast_row(ctx, fixed, &hslot->hdr, cfg, hash, tot + 40, &nh);
+	if (!row)
 		return FAST_FALLBACK;
-	row = &rslot->row;
-
-	/* The primary's next hop, as cached by the general path. */
-	nh = bpf_map_lookup_elem(&director_nexthops, &row->primary_nh);
 	ingress = ctx->ingress_ifindex;
-	if (!nh || nh->expires <= bpf_jiffies64() || nh->generation != cfg->generation ||
-	    nh->ingress != ingress || tot + 40 > nh->mtu ||
-	    *(const __u64 *)nh->addr != *(const __u64 *)row->hops[0] ||
-	    *(const __u64 *)(nh->addr + 8) != *(const __u64 *)(row->hops[0] + 8))
-		return FAST_FALLBACK;
 
 	/* Encapsulate as encap() does for an IPv4 outer header and one alternate: outer IPv4 20,
 	 * UDP 8, GUE 4, hop list word 4, the alternate 4. */
@@ -1329,10 +1393,7 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 		data_end = (void *)(long)ctx->data_end;
 		if (data + ETH_HLEN_ + 40 > data_end) /* verifier: the frame just grew by 40 */
 			return XDP_DROP;
-		w16 = data;
-		copy_mac(w16, nh->dmac);
-		copy_mac(w16 + 3, nh->smac);
-		w16[6] = bpf_htons(ETH_P_IP_);
+		put_eth(data, nh, bpf_htons(ETH_P_IP_));
 		w = data + ETH_HLEN_;
 		w[0] = w0;
 		w[1] = w1;
@@ -1350,14 +1411,7 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 		w16[6] = bpf_htons(GUE_HOPS_IPV4);
 		w16[7] = bpf_htons(1);
 		*(__u32 *)(w16 + 8) = alt;
-		count(&stats_bind, bind, frame_len);
-		if (egress == ingress)
-			return XDP_TX;
-		if (bpf_redirect(egress, 0) != XDP_REDIRECT) {
-			count(&stats_reason, DIRECTOR_DROP_REDIRECT_FAILED, frame_len);
-			return XDP_DROP;
-		}
-		return XDP_REDIRECT;
+		return fast_send(bind, frame_len, egress, ingress);
 	}
 }
 
@@ -1369,19 +1423,18 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ipv6hdr *ip6 = data + ETH_HLEN_;
 	__be16 *ports = (void *)(ip6 + 1);
-	const struct director_vip_slot *vs;
 	const struct director_hash_state *hs;
-	const union director_slot *hslot, *rslot;
+	const union director_slot *hslot;
 	const struct director_row *row;
 	const struct director_config *cfg;
 	const struct director_nexthop *nh;
-	__u32 x, hsi, slot, key, idx, plen, frame_len, ingress;
+	__u32 x, hsi, key, plen, frame_len, ingress;
 	long r;
 	__u64 d0, d1, hash;
 	__u32 h0, h1;
 	__u16 dport;
 	__u8 proto;
-	void *index, *fixed;
+	void *fixed;
 
 	/* 8 bytes of L4, as the general path asks of a bound packet */
 	if ((void *)(ports + 4) > data_end)
@@ -1400,21 +1453,11 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 	x = (__u32)d0 ^ (__u32)(d0 >> 32) ^ (__u32)d1 ^ (__u32)(d1 >> 32);
 	dport = ports[1];
 
-	index = bpf_map_lookup_elem(&director_vip_index, &fast_zero);
-	if (!index)
-		return FAST_FALLBACK;
-	slot = ((x + proto) * 0x9e3779b1u) >> 20;
-	vs = bpf_map_lookup_elem(index, &slot);
-	if (!vs)
-		return FAST_FALLBACK;
-	if (vs->proto != proto || *(const __u64 *)vs->addr != d0 ||
-	    *(const __u64 *)(vs->addr + 8) != d1) {
-		if (vs->overflow)
-			return FAST_FALLBACK;
+	r = fast_bind(x, d0, d1, proto, dport);
+	if (r == FAST_NOT_VIP) {
 		count(&stats_reason, DIRECTOR_PASS_NOT_VIP, frame_len);
 		return XDP_PASS;
 	}
-	r = fast_range(&vs->vip, bpf_ntohs(dport));
 	if (r < 0)
 		return FAST_FALLBACK;
 	key = r & 0xffff;
@@ -1454,20 +1497,10 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 	h1 = ((const __u32 *)ip6)[1];
 	if (bpf_xdp_adjust_head(ctx, -72))
 		return FAST_FALLBACK;
-	idx = 1 + ((__u32)hash & hslot->hdr.rows_mask);
-	rslot = bpf_map_lookup_elem(fixed, &idx);
-	asm volatile("" : "+r"(rslot));
-	if (!rslot)
+	row = fast_row(ctx, fixed, &hslot->hdr, cfg, hash, sizeof(*ip6) + plen + 72, &nh);
+	if (!row)
 		goto undo;
-	row = &rslot->row;
-
-	nh = bpf_map_lookup_elem(&director_nexthops, &row->primary_nh);
 	ingress = ctx->ingress_ifindex;
-	if (!nh || nh->expires <= bpf_jiffies64() || nh->generation != cfg->generation ||
-	    nh->ingress != ingress || sizeof(*ip6) + plen + 72 > nh->mtu ||
-	    *(const __u64 *)nh->addr != *(const __u64 *)row->hops[0] ||
-	    *(const __u64 *)(nh->addr + 8) != *(const __u64 *)(row->hops[0] + 8))
-		goto undo;
 
 	/* Encapsulate as encap() does for an IPv6 outer header and one alternate: outer IPv6 40,
 	 * UDP 8, GUE 4, hop list word 4, the alternate 16. The inner packet's sum as inner_sum()
@@ -1497,21 +1530,9 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 		data_end = (void *)(long)ctx->data_end;
 		if (data + ETH_HLEN_ + 72 > data_end) /* verifier: the frame just grew by 72 */
 			return XDP_DROP;
-		w16 = data;
-		copy_mac(w16, nh->dmac);
-		copy_mac(w16 + 3, nh->smac);
-		w16[6] = bpf_htons(ETH_P_IPV6_);
+		put_eth(data, nh, bpf_htons(ETH_P_IPV6_));
 		w = data + ETH_HLEN_;
-		w[0] = bpf_htonl((6u << 28) | (tos << 20) | ((__u32)hash & 0xfffff));
-		w[1] = bpf_htonl((udp_len << 16) | (IPPROTO_UDP_ << 8) | DEFAULT_TTL_);
-		w[2] = src[0];
-		w[3] = src[1];
-		w[4] = src[2];
-		w[5] = src[3];
-		w[6] = dst[0];
-		w[7] = dst[1];
-		w[8] = dst[2];
-		w[9] = dst[3];
+		put_ip6_outer(w, tos, (__u32)hash, udp_len, src, dst);
 		w16 = (void *)(w + 10);
 		w16[0] = sport;
 		w16[1] = gue_port;
@@ -1526,14 +1547,7 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 		w[1] = alt[1];
 		w[2] = alt[2];
 		w[3] = alt[3];
-		count(&stats_bind, bind, frame_len);
-		if (egress == ingress)
-			return XDP_TX;
-		if (bpf_redirect(egress, 0) != XDP_REDIRECT) {
-			count(&stats_reason, DIRECTOR_DROP_REDIRECT_FAILED, frame_len);
-			return XDP_DROP;
-		}
-		return XDP_REDIRECT;
+		return fast_send(bind, frame_len, egress, ingress);
 	}
 undo:
 	/* Back to the frame as received (it only grew): the general path sees it unchanged. */

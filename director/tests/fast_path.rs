@@ -21,105 +21,108 @@ fn ip(s: &str) -> IpAddr {
 /// 2^16-row tables (the default) unless said; services the fast path takes and services it
 /// leaves to the general path, one reason each.
 fn yaml() -> String {
-    let svc = |name: &str, extra: &str, binds: &[&str], backends: &[&str]| {
-        let mut s =
-            format!("  - name: {name}\n    hash_key: {KEY}\n    seed: {SEED}\n{extra}    binds:\n");
-        for b in binds {
-            s += &format!("      - {{ {b} }}\n");
-        }
-        s += "    backends:\n";
-        for (i, a) in backends.iter().enumerate() {
-            s += &format!("      - {{ name: b{i}, address: \"{a}\" }}\n");
-        }
-        s
-    };
-    let tcp80 = |vip: &str| format!("vip: {vip}, proto: tcp, port: 80");
+    let sharer = format!("vip: {}, proto: tcp, port: 80", sharing_slot(150));
+    // (name, extra settings, binds; "tcp80 X" is vip X, tcp, port 80, backends)
+    let services: &[(&str, &str, &[&str], &[&str])] = &[
+        (
+            "fast",
+            "",
+            &[
+                "tcp80 10.100.0.1",
+                "vip: 10.100.0.1, proto: udp, port: 53",
+                "vip: 10.100.0.1, proto: tcp, port: 8080",
+                "vip: 10.100.0.1, proto: tcp, ports: 1000-2000",
+            ],
+            &["10.1.0.11", "10.1.0.12", "10.1.0.13"],
+        ),
+        (
+            "src-ip",
+            "    hash: [src_ip]\n",
+            &["tcp80 10.100.0.5"],
+            &["10.1.0.14", "10.1.0.15"],
+        ),
+        (
+            "three-hops",
+            "    hops: 3\n",
+            &["tcp80 10.100.0.6"],
+            &["10.1.0.21", "10.1.0.22", "10.1.0.23", "10.1.0.24"],
+        ),
+        (
+            "v6-backends",
+            "",
+            &["tcp80 10.100.0.7"],
+            &["fd00:1::31", "fd00:1::32"],
+        ),
+        (
+            "small-table",
+            "    table_bits: 8\n",
+            &["tcp80 10.100.0.8"],
+            &["10.1.0.41", "10.1.0.42"],
+        ),
+        // Behind a route with MTU 1000: small packets fit, large ones are too big.
+        (
+            "far",
+            "",
+            &["tcp80 10.100.0.9"],
+            &["10.9.0.11", "10.9.0.12"],
+        ),
+        (
+            "unresolved",
+            "",
+            &["tcp80 10.100.0.10"],
+            &["10.1.0.200", "10.1.0.201"],
+        ),
+        // Out of the other interface: a redirect.
+        (
+            "other-egress",
+            "",
+            &["tcp80 10.100.0.11"],
+            &["10.2.0.10", "10.2.0.11"],
+        ),
+        // Shares 10.100.0.1's TCP slot of the bind index, which 10.100.0.1 keeps (the
+        // smaller): the slot overflows, and this VIP is found in director_vips by the general
+        // path.
+        ("slot-sharer", "", &[&sharer], &["10.1.0.17", "10.1.0.18"]),
+        (
+            "fast6",
+            "",
+            &[
+                "vip: \"fd00:100::1\", proto: tcp, port: 443",
+                "vip: \"fd00:100::1\", proto: udp, port: 53",
+            ],
+            &["fd00:1::31", "fd00:1::32", "fd00:1::33"],
+        ),
+        (
+            "v4-backends",
+            "",
+            &["tcp80 \"fd00:100::2\""],
+            &["10.1.0.45", "10.1.0.46"],
+        ),
+        // Behind a route with MTU 1400.
+        (
+            "far6",
+            "",
+            &["tcp80 \"fd00:100::19\""],
+            &["fd00:9::11", "fd00:9::12"],
+        ),
+    ];
     let mut y = String::from("services:\n");
-    y += &svc(
-        "fast",
-        "",
-        &[
-            &tcp80("10.100.0.1"),
-            "vip: 10.100.0.1, proto: udp, port: 53",
-            "vip: 10.100.0.1, proto: tcp, port: 8080",
-            "vip: 10.100.0.1, proto: tcp, ports: 1000-2000",
-        ],
-        &["10.1.0.11", "10.1.0.12", "10.1.0.13"],
-    );
-    y += &svc(
-        "src-ip",
-        "    hash: [src_ip]\n",
-        &[&tcp80("10.100.0.5")],
-        &["10.1.0.14", "10.1.0.15"],
-    );
-    y += &svc(
-        "three-hops",
-        "    hops: 3\n",
-        &[&tcp80("10.100.0.6")],
-        &["10.1.0.21", "10.1.0.22", "10.1.0.23", "10.1.0.24"],
-    );
-    y += &svc(
-        "v6-backends",
-        "",
-        &[&tcp80("10.100.0.7")],
-        &["fd00:1::31", "fd00:1::32"],
-    );
-    y += &svc(
-        "small-table",
-        "    table_bits: 8\n",
-        &[&tcp80("10.100.0.8")],
-        &["10.1.0.41", "10.1.0.42"],
-    );
-    // Behind a route with MTU 1000: small packets fit, large ones are too big.
-    y += &svc(
-        "far",
-        "",
-        &[&tcp80("10.100.0.9")],
-        &["10.9.0.11", "10.9.0.12"],
-    );
-    y += &svc(
-        "unresolved",
-        "",
-        &[&tcp80("10.100.0.10")],
-        &["10.1.0.200", "10.1.0.201"],
-    );
-    // Out of the other interface: a redirect.
-    y += &svc(
-        "other-egress",
-        "",
-        &[&tcp80("10.100.0.11")],
-        &["10.2.0.10", "10.2.0.11"],
-    );
-    // Shares 10.100.0.1's TCP slot of the bind index, which 10.100.0.1 keeps (the smaller):
-    // the slot overflows, and this VIP is found in director_vips by the general path.
-    y += &svc(
-        "slot-sharer",
-        "",
-        &[&tcp80(&sharing_slot(150))],
-        &["10.1.0.17", "10.1.0.18"],
-    );
-    y += &svc(
-        "fast6",
-        "",
-        &[
-            "vip: \"fd00:100::1\", proto: tcp, port: 443",
-            "vip: \"fd00:100::1\", proto: udp, port: 53",
-        ],
-        &["fd00:1::31", "fd00:1::32", "fd00:1::33"],
-    );
-    y += &svc(
-        "v4-backends",
-        "",
-        &[&tcp80("\"fd00:100::2\"")],
-        &["10.1.0.45", "10.1.0.46"],
-    );
-    // Behind a route with MTU 1400.
-    y += &svc(
-        "far6",
-        "",
-        &[&tcp80("\"fd00:100::19\"")],
-        &["fd00:9::11", "fd00:9::12"],
-    );
+    for (name, extra, binds, backends) in services {
+        y += &format!(
+            "  - name: {name}\n    hash_key: {KEY}\n    seed: {SEED}\n{extra}    binds:\n"
+        );
+        for b in *binds {
+            let b = match b.strip_prefix("tcp80 ") {
+                Some(vip) => format!("vip: {vip}, proto: tcp, port: 80"),
+                None => b.to_string(),
+            };
+            y += &format!("      - {{ {b} }}\n");
+        }
+        y += "    backends:\n";
+        for (i, a) in backends.iter().enumerate() {
+            y += &format!("      - {{ name: b{i}, address: \"{a}\" }}\n");
+        }
+    }
     y
 }
 
@@ -194,7 +197,20 @@ impl Variant {
         !(v6 && self == Variant::NoDf)
     }
 
-    fn apply(self, f: Vec<u8>) -> Vec<u8> {
+    fn apply(self, mut f: Vec<u8>) -> Vec<u8> {
+        match self {
+            Variant::Vlan => {
+                let mut out = f[..12].to_vec();
+                out.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+                out.extend_from_slice(&f[12..]);
+                return out;
+            }
+            Variant::Padding => {
+                f.extend_from_slice(&[0u8; 10]);
+                return f;
+            }
+            _ => {}
+        }
         if u16::from_be_bytes([f[12], f[13]]) == 0x86dd {
             self.apply_v6(f)
         } else {
@@ -228,13 +244,7 @@ impl Variant {
                 }
             }
             Variant::IpOptions => f = ext(&f, 0, [1, 4, 0, 0, 0, 0]), // hop-by-hop, PadN
-            Variant::Vlan => {
-                let mut out = f[..12].to_vec();
-                out.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
-                out.extend_from_slice(&f[12..]);
-                f = out;
-            }
-            Variant::Padding => f.extend_from_slice(&[0u8; 10]),
+            Variant::Vlan | Variant::Padding => unreachable!("applied alike to both"),
             Variant::FirstFragment => f = ext(&f, 44, [0, 1, 0, 0, 0, 7]),
             Variant::LaterFragment => f = ext(&f, 44, [0, 16, 0, 0, 0, 7]),
             Variant::Truncated => f.truncate(14 + 40 + 6),
@@ -269,13 +279,7 @@ impl Variant {
                 ipv4_checksum(&mut out);
                 f = out;
             }
-            Variant::Vlan => {
-                let mut out = f[..12].to_vec();
-                out.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
-                out.extend_from_slice(&f[12..]);
-                f = out;
-            }
-            Variant::Padding => f.extend_from_slice(&[0u8; 10]),
+            Variant::Vlan | Variant::Padding => unreachable!("applied alike to both"),
             Variant::FirstFragment => {
                 f[20] = 0x20; // MF, offset 0
                 ipv4_checksum(&mut f);
