@@ -113,7 +113,7 @@ pub fn backends_yaml(backends: &[BackendLine]) -> String {
     let _ = writeln!(s, "    hash_key: {HASH_KEY}");
     let _ = writeln!(s, "    seed: {SEED}");
     s.push_str(
-        "    table_bits: 12\n\
+        "    table_bits: 16\n\
          \x20   hops: 2\n\
          \x20   hash: [src_ip, src_port, dst_ip, dst_port]\n\
          \x20   binds:\n",

@@ -372,7 +372,7 @@ fn ipv6_backends_get_gue_over_ipv6_and_drain_without_breaking() {
         ("web6", Family::V6, "a1b2c3d4e5f60718293a4b5c6d7e8f90"),
     ] {
         text.push_str(&format!(
-            "  - name: {name}\n    hash_key: {}\n    seed: {seed}\n    table_bits: 12\n    \
+            "  - name: {name}\n    hash_key: {}\n    seed: {seed}\n    table_bits: 16\n    \
              hash: [src_ip, src_port, dst_ip, dst_port]\n    binds:\n      \
              - {{ vip: \"{}\", proto: tcp, port: 80 }}\n      \
              - {{ vip: \"{}\", proto: udp, port: 53 }}\n    backends:\n",
