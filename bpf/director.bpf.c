@@ -1249,10 +1249,10 @@ static __always_inline int fast_send(__u16 bind, __u32 frame_len, __u32 egress, 
 }
 
 /* The row of hash in a fixed-size table (hdr: its entry 0), and its primary's next hop if
- * the general path cached it on this CPU, for this ingress, still valid, with room for an
- * outer packet of outer_len bytes: the row, and *nh set; else NULL. */
+ * the general path cached it on this CPU, for this ingress interface, still valid, with room
+ * for an outer packet of outer_len bytes: the row, and *nh set; else NULL. */
 static __always_inline const struct director_row *
-fast_row(struct xdp_md *ctx, void *fixed, const struct director_table_hdr *hdr,
+fast_row(__u32 ingress, void *fixed, const struct director_table_hdr *hdr,
 	 const struct director_config *cfg, __u64 hash, __u32 outer_len,
 	 const struct director_nexthop **nh)
 {
@@ -1268,7 +1268,7 @@ fast_row(struct xdp_md *ctx, void *fixed, const struct director_table_hdr *hdr,
 	row = &rslot->row;
 	n = bpf_map_lookup_elem(&director_nexthops, &row->primary_nh);
 	if (!n || n->expires <= bpf_jiffies64() || n->generation != cfg->generation ||
-	    n->ingress != ctx->ingress_ifindex || outer_len > n->mtu ||
+	    n->ingress != ingress || outer_len > n->mtu ||
 	    *(const __u64 *)n->addr != *(const __u64 *)row->hops[0] ||
 	    *(const __u64 *)(n->addr + 8) != *(const __u64 *)(row->hops[0] + 8))
 		return NULL;
@@ -1368,10 +1368,10 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&director_config, &fast_zero);
 	if (!cfg || !cfg->src4 || !cfg->nexthop_ttl_ms)
 		return FAST_FALLBACK;
-	row = fast_row(ctx, fixed, &hslot->hdr, cfg, hash, tot + 40, &nh);
+	ingress = ctx->ingress_ifindex;
+	row = fast_row(ingress, fixed, &hslot->hdr, cfg, hash, tot + 40, &nh);
 	if (!row)
 		return FAST_FALLBACK;
-	ingress = ctx->ingress_ifindex;
 
 	/* Encapsulate as encap() does for an IPv4 outer header and one alternate: outer IPv4 20,
 	 * UDP 8, GUE 4, hop list word 4, the alternate 4. */
@@ -1497,10 +1497,10 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 	h1 = ((const __u32 *)ip6)[1];
 	if (bpf_xdp_adjust_head(ctx, -72))
 		return FAST_FALLBACK;
-	row = fast_row(ctx, fixed, &hslot->hdr, cfg, hash, sizeof(*ip6) + plen + 72, &nh);
+	ingress = ctx->ingress_ifindex;
+	row = fast_row(ingress, fixed, &hslot->hdr, cfg, hash, sizeof(*ip6) + plen + 72, &nh);
 	if (!row)
 		goto undo;
-	ingress = ctx->ingress_ifindex;
 
 	/* Encapsulate as encap() does for an IPv6 outer header and one alternate: outer IPv6 40,
 	 * UDP 8, GUE 4, hop list word 4, the alternate 16. The inner packet's sum as inner_sum()
