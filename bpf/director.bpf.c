@@ -617,7 +617,7 @@ static __always_inline int reply_too_big(struct xdp_md *ctx, struct pkt *p, __u3
 	__builtin_memcpy(l2, data, 18);
 
 	/* Cut the frame to L2 + quote, then prepend the new IP + ICMP headers. */
-	delta = (int)(l3 + quote) - (int)(data_end - data);
+	delta = (int)(l3 + quote) - (int)frame_bytes(data, data_end);
 	if (delta < 0 && bpf_xdp_adjust_tail(ctx, delta))
 		return -1;
 	if (bpf_xdp_adjust_head(ctx, 0 - (int)hdr))
@@ -828,8 +828,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	/* Drop Ethernet padding: the outer lengths must describe the inner packet exactly. */
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	if ((__u64)(data_end - data) > p->l3_off + p->ip_len) {
-		if (bpf_xdp_adjust_tail(ctx, (int)(p->l3_off + p->ip_len) - (int)(data_end - data)))
+	if (frame_bytes(data, data_end) > p->l3_off + p->ip_len) {
+		int cut = (int)(p->l3_off + p->ip_len) - (int)frame_bytes(data, data_end);
+
+		if (bpf_xdp_adjust_tail(ctx, cut))
 			return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
 	}
 	/* Grow the frame now, before the row is known: the helper call runs while the hash is
@@ -1322,7 +1324,7 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	proto = ip->protocol;
 	if (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_)
 		return FAST_FALLBACK;
-	frame_len = data_end - data;
+	frame_len = frame_bytes(data, data_end);
 	tot = bpf_ntohs(ip->tot_len);
 	if (ETH_HLEN_ + tot != frame_len)
 		return FAST_FALLBACK;
@@ -1444,7 +1446,7 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 	proto = ip6->nexthdr;
 	if (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_)
 		return FAST_FALLBACK;
-	frame_len = data_end - data;
+	frame_len = frame_bytes(data, data_end);
 	plen = bpf_ntohs(ip6->payload_len);
 	if (ETH_HLEN_ + sizeof(*ip6) + plen != frame_len)
 		return FAST_FALLBACK;
@@ -1564,7 +1566,7 @@ static __always_inline int director_general(struct xdp_md *ctx)
 	__be16 proto;
 	int l3;
 
-	p.frame_len = data_end - data;
+	p.frame_len = frame_bytes(data, data_end);
 	l3 = parse_l2(data, data_end, &proto);
 	if (l3 < 0)
 		return verdict(&p, DIRECTOR_PASS_UNPARSED, XDP_PASS);

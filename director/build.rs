@@ -27,6 +27,10 @@ fn main() {
         "-O2".into(),
         "-g".into(),
         "-Wall".into(),
+        // BPF ISA v3 (kernel 5.1+): 32-bit subregisters and jumps. Clang 14 defaults to v1,
+        // whose code zero-extends every 32-bit value with two shifts and compares in 64 bits:
+        // v3 is 2 to 3 ns less per packet (docs/development/director-datapath.md).
+        "-mcpu=v3".into(),
     ];
     SkeletonBuilder::new()
         .source(src)

@@ -25,6 +25,8 @@ fn main() {
             "-O2",
             "-g",
             "-Wall",
+            // BPF ISA v3 (kernel 5.1+), as the director (see director/build.rs).
+            "-mcpu=v3",
         ])
         .build_and_generate(out.join("redirector.skel.rs"))
         .expect("compile bpf/redirector.bpf.c (needs clang and libbpf-dev headers)");

@@ -7,6 +7,8 @@
 #ifndef XDPLB_BENCH_RESTORE_H
 #define XDPLB_BENCH_RESTORE_H
 
+#include "parse.h" /* frame_bytes */
+
 #define BENCH_RESTORE 64
 
 struct bench_frame {
@@ -35,7 +37,7 @@ static __always_inline int restore(struct xdp_md *ctx)
 	if (!f)
 		return -1;
 	/* Always one helper call, also when the head did not move (pass paths, restore only). */
-	if (bpf_xdp_adjust_head(ctx, (int)(data_end - data) - (int)f->len))
+	if (bpf_xdp_adjust_head(ctx, (int)frame_bytes(data, data_end) - (int)f->len))
 		return -1;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;

@@ -11,6 +11,17 @@
 #include <bpf/bpf_endian.h>
 #include "consts.h"
 
+/* The frame's length in bytes. Computed on the full 64-bit pointers: with 32-bit
+ * subregisters (-mcpu=v3) clang would otherwise subtract their low halves, which the
+ * verifier refuses on packet pointers. */
+static __always_inline __u32 frame_bytes(void *data, void *data_end)
+{
+	__u64 n = (__u64)data_end - (__u64)data;
+
+	asm volatile("" : "+r"(n));
+	return n;
+}
+
 struct vlan_hdr_ {
 	__be16 tci;
 	__be16 proto;
