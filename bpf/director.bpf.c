@@ -459,16 +459,15 @@ static __always_inline void copy_mac(void *dst, const void *src)
 static __always_inline void put_ip6_outer(__u32 *w, __u32 tos, __u32 flow, __u32 udp_len,
 					  const __u32 *src, const __u32 *dst)
 {
-	w[0] = bpf_htonl((6u << 28) | (tos << 20) | (flow & 0xfffff));
-	w[1] = bpf_htonl((udp_len << 16) | (IPPROTO_UDP_ << 8) | DEFAULT_TTL_);
-	w[2] = src[0];
-	w[3] = src[1];
-	w[4] = src[2];
-	w[5] = src[3];
-	w[6] = dst[0];
-	w[7] = dst[1];
-	w[8] = dst[2];
-	w[9] = dst[3];
+	__u64 *w64 = (__u64 *)w;
+
+	asm volatile("" : "+r"(src), "+r"(dst)); /* wide loads, whatever clang knows of them */
+	w64[0] = sip_join32(bpf_htonl((6u << 28) | (tos << 20) | (flow & 0xfffff)),
+			    bpf_htonl((udp_len << 16) | (IPPROTO_UDP_ << 8) | DEFAULT_TTL_));
+	w64[1] = *(const __u64 *)src;
+	w64[2] = *(const __u64 *)(src + 2);
+	w64[3] = *(const __u64 *)dst;
+	w64[4] = *(const __u64 *)(dst + 2);
 }
 
 /* Write Ethernet / outer IP / UDP / GUE / hop list in front of the inner IP packet, in the
@@ -1229,11 +1228,12 @@ static __always_inline long fast_bind(__u32 xw, __u64 a0, __u64 a1, __u8 proto, 
 /* The outer Ethernet header, to the next hop nh. */
 static __always_inline void put_eth(void *data, const struct director_nexthop *nh, __be16 type)
 {
-	__u16 *w16 = data;
+	const void *mac = nh->dmac;
 
-	copy_mac(w16, nh->dmac);
-	copy_mac(w16 + 3, nh->smac);
-	w16[6] = type;
+	asm volatile("" : "+r"(mac)); /* wide loads: dmac, smac are 2-byte aligned */
+	*(__u64 *)data = *(const __u64 *)mac;
+	*(__u32 *)(data + 8) = *(const __u32 *)(mac + 8);
+	*(__u16 *)(data + 12) = type;
 }
 
 /* Count the encapsulated frame for its bind and send it out of egress: XDP_TX when that is
@@ -1386,8 +1386,7 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 		__be16 sport = bpf_htons(0xc000 | ((hash >> 32) & 0x3fff));
 		__be16 gue_port = cfg->gue_port;
 		__u16 bind = r >> 16;
-		__u16 *w16;
-		__u32 *w;
+		__u64 *w64;
 
 		if (bpf_xdp_adjust_head(ctx, -40))
 			return FAST_FALLBACK; /* nothing changed: the general path tries and counts */
@@ -1396,23 +1395,15 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 		if (data + ETH_HLEN_ + 40 > data_end) /* verifier: the frame just grew by 40 */
 			return XDP_DROP;
 		put_eth(data, nh, bpf_htons(ETH_P_IP_));
-		w = data + ETH_HLEN_;
-		w[0] = w0;
-		w[1] = w1;
-		w[2] = w2;
-		w[3] = src;
-		w[4] = dst4;
-		((__u16 *)w)[5] = ~fold64((__u64)w0 + w1 + w2 + src + dst4);
-		w16 = (void *)(w + 5);
-		w16[0] = sport;
-		w16[1] = gue_port;
-		w16[2] = bpf_htons((__u16)(20 + tot));
-		w16[3] = 0;
-		w16[4] = bpf_htons((2 << 8) | GUE_PROTO_IPV4);
-		w16[5] = 0;
-		w16[6] = bpf_htons(GUE_HOPS_IPV4);
-		w16[7] = bpf_htons(1);
-		*(__u32 *)(w16 + 8) = alt;
+		/* 8 bytes a store, built in memory order (sip_join32): each value one store */
+		w64 = data + ETH_HLEN_;
+		w64[0] = sip_join32(w0, w1);
+		w64[1] = sip_join32(sip_join16((__u16)w2, ~fold64((__u64)w0 + w1 + w2 + src + dst4)),
+				    src);
+		w64[2] = sip_join32(dst4, sip_join16(sport, gue_port));
+		w64[3] = sip_join32(sip_join16(bpf_htons((__u16)(20 + tot)), 0),
+				    sip_join16(bpf_htons((2 << 8) | GUE_PROTO_IPV4), 0));
+		w64[4] = sip_join32(sip_join16(bpf_htons(GUE_HOPS_IPV4), bpf_htons(1)), alt);
 		return fast_send(bind, frame_len, egress, ingress);
 	}
 }
@@ -1518,8 +1509,7 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 		__be16 gue_port = cfg->gue_port, ulen = bpf_htons((__u16)udp_len);
 		__be16 gue_w = bpf_htons((5 << 8) | GUE_PROTO_IPV6);
 		__u16 bind = r >> 16;
-		__u64 sum;
-		__u16 *w16;
+		__u64 sum, *w64;
 		__u32 *w;
 
 		sum = (__u64)h0 + h1;
@@ -1535,20 +1525,13 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 		put_eth(data, nh, bpf_htons(ETH_P_IPV6_));
 		w = data + ETH_HLEN_;
 		put_ip6_outer(w, tos, (__u32)hash, udp_len, src, dst);
-		w16 = (void *)(w + 10);
-		w16[0] = sport;
-		w16[1] = gue_port;
-		w16[2] = ulen;
-		w16[3] = csum_udp_mangle0(~fold64(sum));
-		w16[4] = gue_w;
-		w16[5] = 0;
-		w16[6] = bpf_htons(GUE_HOPS_IPV6);
-		w16[7] = bpf_htons(1);
-		w = (void *)(w16 + 8);
-		w[0] = alt[0];
-		w[1] = alt[1];
-		w[2] = alt[2];
-		w[3] = alt[3];
+		w64 = (void *)(w + 10);
+		w64[0] = sip_join32(sip_join16(sport, gue_port),
+				    sip_join16(ulen, csum_udp_mangle0(~fold64(sum))));
+		w64[1] = sip_join32(sip_join16(gue_w, 0),
+				    sip_join16(bpf_htons(GUE_HOPS_IPV6), bpf_htons(1)));
+		w64[2] = *(const __u64 *)alt;
+		w64[3] = *(const __u64 *)(alt + 2);
 		return fast_send(bind, frame_len, egress, ingress);
 	}
 undo:
