@@ -1468,6 +1468,10 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 		hash = siphash13_v6_from(st, *(const __u64 *)&ip6->saddr,
 					 *(const __u64 *)((void *)&ip6->saddr + 8),
 					 sip_join16(ports[0], dport));
+		/* Here, not after the table lookups, where clang would sink it: the state's four
+		 * words are then used up in registers instead of kept on the stack across the
+		 * lookups (one syscall 51 -> 49 ns, restored 43.5 -> 41; IPv4 gains nothing). */
+		asm volatile("" : "+r"(hash));
 	}
 
 	fixed = bpf_map_lookup_elem(&director_tables_fixed, &key);
