@@ -772,7 +772,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	struct director_nexthop *nh = NULL;
 	__u32 key = p->service, zero = 0, idx, ingress = ctx->ingress_ifindex, overhead, tot_len;
 	__u32 hsi = hash_state_index(p);
-	__u32 egress = 0;
+	__u32 egress = 0, cur_len;
 	__u64 frame_len = p->frame_len, now = 0, k0 = 0, k1 = 0;
 	__u8 fields = 0;
 	int rc, outer_v6;
@@ -827,10 +827,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	/* Drop Ethernet padding: the outer lengths must describe the inner packet exactly. */
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	if (frame_bytes(data, data_end) > p->l3_off + p->ip_len) {
-		int cut = (int)(p->l3_off + p->ip_len) - (int)frame_bytes(data, data_end);
-
-		if (bpf_xdp_adjust_tail(ctx, cut))
+	cur_len = frame_bytes(data, data_end);
+	if (cur_len > p->l3_off + p->ip_len) {
+		if (bpf_xdp_adjust_tail(ctx, (int)(p->l3_off + p->ip_len) - (int)cur_len))
 			return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
 	}
 	/* Grow the frame now, before the row is known: the helper call runs while the hash is
