@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Print the path of a cached tarball holding a minimal Debian root (debootstrap minbase plus
-# the runtime dependencies of our packages and systemd), creating it on first use.
+# the runtime dependencies of our packages and systemd), creating it on first use. The path is
+# all that goes to stdout; progress and errors go to stderr.
 #
 # The packaging tests unpack a fresh copy per test, install our .deb/.rpm into it and throw it
 # away. The root is the host's own suite (our binaries link the host's glibc) fetched from the
@@ -8,6 +9,8 @@
 #
 # usage: debian-root.sh [CACHE_DIR]   (default: $XDPLB_TEST_CACHE or /var/cache/xdplb-test)
 set -euo pipefail
+# stdout carries the path alone (the tests parse it); everything else goes to stderr.
+exec 3>&1 1>&2
 
 cache=${1:-${XDPLB_TEST_CACHE:-/var/cache/xdplb-test}}
 # libelf1/zlib1g: what the binaries link; procps: /bin/kill for ExecReload; systemd:
@@ -55,4 +58,4 @@ if [[ ! -s $tarball ]]; then
   tar -C "$work/root" --numeric-owner -cf "$work/root.tar" .
   mv "$work/root.tar" "$tarball"
 fi
-echo "$tarball"
+echo "$tarball" >&3

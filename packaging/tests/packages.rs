@@ -140,6 +140,9 @@ impl Pkg {
 // Running things
 
 /// Runs `cmd`, fails the test with its output unless it exits 0, returns stdout + stderr.
+/// Runs `cmd`, asserts success and returns its transcript: stdout and stderr joined, for
+/// assertions that search what a command said and for failure messages. Never parse a value out
+/// of it (stderr's progress lines land anywhere in it): that is what [`query`] is for.
 fn run(cmd: &mut Command) -> String {
     let out = cmd
         .stdin(Stdio::null())
@@ -158,7 +161,8 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-/// stdout only (for queries whose stdout is parsed).
+/// Runs `cmd`, asserts success and returns its stdout alone: for commands whose output is
+/// parsed. stderr goes into the failure message only.
 fn query(cmd: &mut Command) -> String {
     let out = cmd
         .stdin(Stdio::null())
@@ -291,14 +295,20 @@ struct Root {
 
 impl Root {
     fn new(name: &str) -> Root {
-        let tarball = run(&mut cmd(
+        // The script prints the tarball's path and nothing else on stdout; its progress
+        // (a first run debootstraps into the cache) goes to stderr.
+        let stdout = query(&mut cmd(
             "bash",
             &[workspace()
                 .join("packaging/tests/debian-root.sh")
                 .to_str()
                 .unwrap()],
         ));
-        let tarball = tarball.lines().last().unwrap().trim().to_owned();
+        let tarball = stdout.trim_end_matches('\n');
+        assert!(
+            !tarball.contains('\n') && Path::new(tarball).is_file(),
+            "debian-root.sh printed {stdout:?} on stdout, not the path of one tarball"
+        );
         let path = target_dir()
             .join("packaging-test")
             .join(format!("root-{name}-{}", std::process::id()));
@@ -306,7 +316,7 @@ impl Root {
         fs::create_dir_all(&path).unwrap();
         run(&mut cmd(
             "tar",
-            &["-C", path.to_str().unwrap(), "-xf", &tarball],
+            &["-C", path.to_str().unwrap(), "-xf", tarball],
         ));
         Root { path }
     }
