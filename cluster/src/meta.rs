@@ -35,6 +35,24 @@ pub fn service_digests<'a>(
         .collect()
 }
 
+/// One way the tables built from a version's text differ from what its publisher recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("service {service} is not in the published checksums")]
+    Unpublished { service: String },
+    #[error(
+        "service {service}: built here as version {:016x} checksum {:016x}, published as version {:016x} checksum {:016x}",
+        built.version, built.checksum, published.version, published.checksum
+    )]
+    Differs {
+        service: String,
+        built: ServiceDigest,
+        published: ServiceDigest,
+    },
+    #[error("published service {service} is not in the text")]
+    NotBuilt { service: String },
+}
+
 /// Metadata of one immutable version, as stored in Consul.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionMeta {
@@ -57,6 +75,39 @@ pub struct VersionMeta {
     pub chunks: u32,
     /// SHA-256 of the config text, lowercase hex.
     pub sha256: String,
+}
+
+impl VersionMeta {
+    /// Every difference between `built` (the digests of the tables built from this version's
+    /// text, by [`service_digests`]) and the published ones; the version reproduces when there
+    /// is none. This is the one check of a version: a director refuses to install a version
+    /// that does not reproduce, and `tablegen cluster` warns with the same words before an
+    /// operator rolls back to it. Both the config hash (version) and the table hash (checksum)
+    /// must match: the same table from a different config is still a different version.
+    pub fn mismatches(&self, built: &BTreeMap<String, ServiceDigest>) -> Vec<Mismatch> {
+        let mut out = Vec::new();
+        for (service, &b) in built {
+            match self.services.get(service) {
+                None => out.push(Mismatch::Unpublished {
+                    service: service.clone(),
+                }),
+                Some(&p) if p != b => out.push(Mismatch::Differs {
+                    service: service.clone(),
+                    built: b,
+                    published: p,
+                }),
+                Some(_) => {}
+            }
+        }
+        for service in self.services.keys() {
+            if !built.contains_key(service) {
+                out.push(Mismatch::NotBuilt {
+                    service: service.clone(),
+                });
+            }
+        }
+        out
+    }
 }
 
 /// What a publisher supplies besides the text.
@@ -93,11 +144,19 @@ pub fn sha256_hex(data: &[u8]) -> String {
     s
 }
 
-/// `$USER@hostname`, for the author field.
+/// `user@hostname`, for the author field: `$USER` (or `$LOGNAME`), else the account name of
+/// the uid (cron, systemd units and some containers set neither), else `uid<N>`, so a version
+/// never says `unknown@host`.
 pub fn default_author() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_string());
+        .unwrap_or_else(|_| {
+            let uid = nix::unistd::getuid();
+            match nix::unistd::User::from_uid(uid) {
+                Ok(Some(u)) => u.name,
+                _ => format!("uid{uid}"),
+            }
+        });
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string());
@@ -143,6 +202,61 @@ mod tests {
             r#"{"version":"1f","checksum":"ffffffffffffffff"}"#
         )
         .is_err());
+    }
+
+    fn meta(services: BTreeMap<String, ServiceDigest>) -> VersionMeta {
+        VersionMeta {
+            format: FORMAT,
+            version: 3,
+            created_unix: 0,
+            author: "a@b".into(),
+            comment: String::new(),
+            parent: None,
+            services,
+            size: 0,
+            chunks: 1,
+            sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_version_reproduces_only_when_every_version_and_checksum_matches() {
+        let published = service_digests([("web", 1, 10), ("db", 2, 20)]);
+        let m = meta(published.clone());
+        assert_eq!(m.mismatches(&published), vec![]);
+
+        // Same table, different config hash: refused (a checksum-only check let it through).
+        let other_config = service_digests([("web", 9, 10), ("db", 2, 20)]);
+        assert_eq!(
+            m.mismatches(&other_config),
+            vec![Mismatch::Differs {
+                service: "web".into(),
+                built: ServiceDigest {
+                    version: 9,
+                    checksum: 10
+                },
+                published: ServiceDigest {
+                    version: 1,
+                    checksum: 10
+                },
+            }]
+        );
+        let other_table = service_digests([("web", 1, 11), ("db", 2, 20)]);
+        assert_eq!(m.mismatches(&other_table).len(), 1);
+
+        let renamed = service_digests([("www", 1, 10), ("db", 2, 20)]);
+        let found: Vec<String> = m
+            .mismatches(&renamed)
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "service www is not in the published checksums",
+                "published service web is not in the text"
+            ]
+        );
     }
 
     #[test]

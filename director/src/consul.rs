@@ -217,39 +217,18 @@ fn verify_and_hand_over(
     }
 }
 
-/// Every service this director builds must match the publisher's version and checksum, and
-/// the two must name the same services.
+/// The version reproduces here: [`cluster::VersionMeta::mismatches`] finds nothing.
 pub fn verify(loaded: &Loaded, meta: &VersionMeta) -> Result<(), String> {
-    let mut problems = Vec::new();
-    for t in &loaded.tables {
-        match meta.services.get(&t.service) {
-            None => problems.push(format!(
-                "service {} is not in the published checksums",
-                t.service
-            )),
-            Some(d) if d.version != t.version || d.checksum != t.checksum => {
-                problems.push(format!(
-                    "service {}: this director computes version {:016x} checksum {:016x}, the publisher version {:016x} checksum {:016x}",
-                    t.service, t.version, t.checksum, d.version, d.checksum
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    for name in meta.services.keys() {
-        if !loaded.tables.iter().any(|t| &t.service == name) {
-            problems.push(format!("published service {name} is not in the text"));
-        }
-    }
+    let problems = meta.mismatches(&loaded.digests());
     if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "version {} does not reproduce: {}",
-            meta.version,
-            problems.join("; ")
-        ))
+        return Ok(());
     }
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Err(format!(
+        "version {} does not reproduce: {}",
+        meta.version,
+        problems.join("; ")
+    ))
 }
 
 impl TableSource for ConsulSource {

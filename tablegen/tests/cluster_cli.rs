@@ -379,3 +379,29 @@ fn https_and_acl_token_from_flags() {
     ));
     assert_eq!((numbers(&v), v["current"].as_u64()), (vec![1], Some(1)));
 }
+
+/// Without `$USER` and `$LOGNAME` (cron, systemd units) the author is the uid's account name.
+#[test]
+fn a_publish_without_user_in_the_environment_names_the_account() {
+    let env = Env::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_tablegen"))
+        .arg("--config")
+        .arg(env.config())
+        .args(["cluster", "--director-config"])
+        .arg(env.path("director.yaml"))
+        .args(["publish", "--comment", "cron"])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .output()
+        .unwrap();
+    ok(&out);
+    let uid = nix::unistd::getuid();
+    let name = nix::unistd::User::from_uid(uid)
+        .unwrap()
+        .map_or(format!("uid{uid}"), |u| u.name);
+    let author = env.versions()["versions"][0]["author"].clone();
+    assert!(
+        author.as_str().unwrap().starts_with(&format!("{name}@")),
+        "{author}"
+    );
+}

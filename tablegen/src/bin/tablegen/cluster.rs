@@ -6,7 +6,6 @@
 //! prints. The library stays pure: the tokio runtime lives here, for these commands only.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
@@ -218,7 +217,7 @@ impl Ctx<'_> {
         );
         let meta = PublishMeta {
             services,
-            author: Some(author()),
+            author: None,
             comment: comment.to_string(),
             expect: match expect {
                 Some(Expected(v)) => Expect::Current(v),
@@ -369,48 +368,18 @@ impl Ctx<'_> {
     }
 }
 
-/// Differences between the checksums this tablegen computes and the published ones.
+/// Why directors will refuse the version, by the check they use themselves.
 fn reproduce(loaded: &Loaded, meta: &VersionMeta) -> Vec<String> {
-    let mut out = Vec::new();
-    for (name, _, t) in &loaded.items {
-        match meta.services.get(name) {
-            None => out.push(format!("service {name} is not in the published checksums")),
-            Some(d) if d.checksum != t.checksum => out.push(format!(
-                "service {name}: this tablegen computes checksum {}, the publisher {}; directors that agree with this tablegen will refuse it",
-                hex64(t.checksum),
-                hex64(d.checksum)
-            )),
-            Some(_) => {}
-        }
-    }
-    for name in meta.services.keys() {
-        if !loaded.items.iter().any(|(n, _, _)| n == name) {
-            out.push(format!("published service {name} is not in the text"));
-        }
-    }
-    out
-}
-
-/// `user@host` for the version's author. Where `$USER` is unset (cron, systemd units, some
-/// containers) the account name comes from the uid, so a version does not say `unknown@host`.
-fn author() -> String {
-    let default = cluster::meta::default_author();
-    let Some(host) = default.strip_prefix("unknown@") else {
-        return default;
-    };
-    let Ok(uid) = fs::metadata("/proc/self").map(|m| m.uid()) else {
-        return default;
-    };
-    let name = fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| {
-            passwd.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid{uid}"));
-    format!("{name}@{host}")
+    let built = cluster::service_digests(
+        loaded
+            .items
+            .iter()
+            .map(|(name, _, t)| (name.as_str(), t.version, t.checksum)),
+    );
+    meta.mismatches(&built)
+        .iter()
+        .map(|m| format!("{m}; directors that build what this tablegen builds will refuse it"))
+        .collect()
 }
 
 fn print_digests(m: &VersionMeta, indent: &str) {
