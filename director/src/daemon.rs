@@ -169,6 +169,16 @@ pub fn run_with(
             (m, _) => m.as_str().to_string(),
         };
         info!(iface, mode, "xdp attached");
+        if crate::host::is_veth(iface) {
+            warn!(
+                iface,
+                mode,
+                "veth: in native mode XDP_TX and redirects out of a veth are dropped unless its \
+                 peer runs an XDP program (a pass program will do), and senders on this host need \
+                 `ethtool -K <their veth> tx off` or their checksums arrive broken; see \
+                 docs/setup/director.md, \"On a veth\""
+            );
+        }
         st.interfaces.push(Interface {
             name: iface.clone(),
             mode,

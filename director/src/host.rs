@@ -1,4 +1,5 @@
-//! Host settings the data path relies on: per-interface sysctls.
+//! Host settings the data path relies on: per-interface sysctls, and what the kernel driver of
+//! an attached interface implies (a veth needs help from its peer and from local senders).
 //!
 //! bpf_fib_lookup refuses to route (FWD_DISABLED) unless forwarding is on for the ingress
 //! interface, and the packets the program hands to the kernel (unresolved neighbour, too big
@@ -55,6 +56,76 @@ pub fn fallback_sysctls(iface: &str, v6: bool) -> Vec<(PathBuf, &'static str)> {
         }
     }
     out
+}
+
+/// The kernel driver behind `iface` (what `ethtool -i` calls "driver": `veth`, `mlx5_core`,
+/// `dummy`, ...), asked with the `ETHTOOL_GDRVINFO` ioctl on a socket of the calling thread's
+/// network namespace. (sysfs would answer for the namespace it was mounted in, which is not
+/// necessarily the caller's.)
+pub fn driver(iface: &str) -> std::io::Result<String> {
+    /// `struct ethtool_drvinfo` of linux/ethtool.h.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+
+    let name = iface.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{iface:?} is not an interface name"),
+        ));
+    }
+    // SAFETY: plain C structs, all-zero is a valid value of each.
+    let mut info: DrvInfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    // SAFETY: socket() returns a new descriptor or -1; OwnedFd closes it.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: SIOCETHTOOL reads `req` and writes `info`, both alive and of the kernel's layout.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCETHTOOL,
+            &mut req,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let len = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..len]).into_owned())
+}
+
+/// Whether `iface` is a veth. Unknown (the driver cannot be asked) counts as not.
+pub fn is_veth(iface: &str) -> bool {
+    match driver(iface) {
+        Ok(d) => d == "veth",
+        Err(e) => {
+            tracing::debug!(iface, error = %e, "driver unknown");
+            false
+        }
+    }
 }
 
 /// One sysctl the daemon changed: what it was before, what the daemon wrote.

@@ -85,12 +85,16 @@ impl Setup {
 
     /// With more director.yaml lines.
     fn with(extra: &str) -> Setup {
+        Setup::on(Lab::new(), "dp0", extra)
+    }
+
+    /// On `lab`, attached to `interfaces` (a YAML list's items, e.g. "dp0, dm0").
+    fn on(lab: Lab, interfaces: &str, extra: &str) -> Setup {
         logs();
-        let lab = Lab::new();
         let dir = PathBuf::from(format!("/run/{}", unique("xdplb-daemon-test-")));
         std::fs::create_dir_all(&dir).unwrap();
         let yaml = format!(
-            "interfaces: [dp0]\nxdp_mode: generic\nencap_source_v4: 10.1.0.1\nbpffs_dir: {}\nbackends: {}\nstate_dir: {}\nreload_debounce_ms: 5\n{extra}",
+            "interfaces: [{interfaces}]\nxdp_mode: generic\nencap_source_v4: 10.1.0.1\nbpffs_dir: {}\nbackends: {}\nstate_dir: {}\nreload_debounce_ms: 5\n{extra}",
             lab.fs.root.display(),
             dir.join("backends.yaml").display(),
             dir.display()
@@ -194,6 +198,84 @@ fn reload_refuses_a_bad_edit_and_picks_up_the_next_good_one() {
     });
     h.shutdown();
     j.join().unwrap().unwrap();
+}
+
+/// A `tracing` writer into a shared buffer: the log lines of one thread, for assertions.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines().map(str::to_string).collect()
+    }
+}
+
+#[test]
+fn attaching_to_a_veth_warns_once_and_says_what_to_do() {
+    let lab = Lab::new();
+    // A bridge beside the lab's veth dp0: attached alike, but no veth.
+    lab.ns.ip(&["link", "add", "dm0", "type", "bridge"]);
+    lab.ns.ip(&["link", "set", "dm0", "up"]);
+    let drivers = lab.ns.run(|| {
+        ["dp0", "dm0", "nonexistent0"].map(|i| director::host::driver(i).map_err(|e| e.kind()))
+    });
+    assert_eq!(drivers[0].as_deref(), Ok("veth"));
+    assert_eq!(drivers[1].as_deref(), Ok("bridge"));
+    assert!(drivers[2].is_err(), "{drivers:?}");
+
+    let s = Setup::on(lab, "dp0, dm0", "");
+    std::fs::write(s.backends_path(), backends(&[11], "")).unwrap();
+    let log = Captured::default();
+    let control = Control::new();
+    let h = control.handle();
+    let cfg = s.cfg.clone();
+    let writer = log.clone();
+    let j = spawn_in(&s.lab.ns.name, move || {
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter("info")
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || director::run(cfg, control))
+    });
+    wait_until("both attached", Duration::from_secs(10), || {
+        s.state().interfaces.len() == 2
+    });
+    h.shutdown();
+    j.join().unwrap().unwrap();
+
+    let lines = log.lines();
+    let attached: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("xdp attached"))
+        .collect();
+    assert_eq!(attached.len(), 2, "{lines:#?}");
+    let warned: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("veth"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one warning, for dp0 only: {lines:#?}");
+    let w = warned[0];
+    eprintln!("the warning: {w}");
+    for what in [
+        "iface=\"dp0\"",
+        "peer runs an XDP program",
+        "ethtool -K <their veth> tx off",
+        "docs/setup/director.md",
+    ] {
+        assert!(w.contains(what), "{what:?} missing from {w}");
+    }
 }
 
 /// The sysctls `kernel_fallback` sets on dp0 (IPv4 only here), read in the lab namespace.
