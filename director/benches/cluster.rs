@@ -1,5 +1,6 @@
-//! `cargo bench -p xdplb-director --bench cluster`: issue 6's targets with real director
-//! daemons, not bare followers (cluster/benches/propagation.rs measures those).
+//! `cargo bench -p xdplb-director --bench cluster`: the cluster's propagation target
+//! (docs/development/benchmarking.md) with real director daemons, not bare followers
+//! (cluster/benches/propagation.rs measures those).
 //!
 //! A real Consul (`consul agent -dev`, cluster::testing::ConsulAgent) and three in-process
 //! directors with `source: consul`, each on its own bpffs, attached to no interface, exactly as

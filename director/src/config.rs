@@ -76,7 +76,8 @@ enum SourceKind {
 pub enum Source {
     /// `backends` on disk, watched.
     File,
-    /// The `current` version of a Consul cluster (design.md §7), verified before it is swapped.
+    /// The `current` version of a Consul cluster (docs/development/cluster-sync.md), verified
+    /// before it is swapped.
     Consul(Box<cluster::ConsulConfig>),
 }
 

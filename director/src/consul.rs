@@ -1,9 +1,9 @@
-//! The Consul table source (design.md §7): a [`cluster::Follower`] follows the cluster's
-//! `current` version; its `verify_and_apply` callback parses the version with tablegen,
-//! builds the tables, compares every service's version and checksum with the published meta,
-//! and only then hands the tables to the daemon, which installs them exactly as it installs a
-//! file's. The callback waits for the daemon's outcome, so the follower records (and persists)
-//! a version as applied only once its tables are live.
+//! The Consul table source (docs/development/cluster-sync.md): a [`cluster::Follower`] follows
+//! the cluster's `current` version; its `verify_and_apply` callback parses the version with
+//! tablegen, builds the tables, compares every service's version and checksum with the
+//! published meta, and only then hands the tables to the daemon, which installs them exactly as
+//! it installs a file's. The callback waits for the daemon's outcome, so the follower records
+//! (and persists) a version as applied only once its tables are live.
 //!
 //! Threads: the follower runs on a small tokio runtime owned by this source; the daemon's
 //! loop stays synchronous. A verified version is parked in a one-slot mailbox and the daemon

@@ -1,7 +1,7 @@
-//! Where table versions come from: the backends.yaml file ([`FileSource`]) or a Consul
-//! cluster ([`crate::consul::ConsulSource`], design.md §7). A source produces a validated
-//! config and its tables and wakes the daemon when a new version may be there; the daemon
-//! installs it and tells the source how that went.
+//! Where table versions come from: the backends.yaml file ([`FileSource`]) or a Consul cluster
+//! ([`crate::consul::ConsulSource`], docs/development/cluster-sync.md). A source produces a
+//! validated config and its tables and wakes the daemon when a new version may be there; the
+//! daemon installs it and tells the source how that went.
 //!
 //! Must not do: touch maps (the daemon installs what a source returns).
 

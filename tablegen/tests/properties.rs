@@ -1,4 +1,5 @@
-//! Property tests of the table invariants (issue #2) over random pools: sizes, weights, states,
+//! Property tests of the table invariants (docs/development/table-algorithm.md, "What we need")
+//! over random pools: sizes, weights, states,
 //! seeds, table sizes and hops. Each property also checks that the incremental `Planner` gives
 //! exactly the full build's table.
 

@@ -211,7 +211,8 @@ pub enum Hops {
     },
 }
 
-/// GUE header + private data, exactly as design.md section 3 (GLB's type 0 for IPv4 hops).
+/// GUE header + private data, exactly as docs/development/wire-format.md has them (GLB's type 0
+/// for IPv4 hops).
 pub fn gue(hops: &Hops, inner_v6: bool) -> Vec<u8> {
     let mut private = Vec::new();
     match hops {
