@@ -140,9 +140,7 @@ pub struct Counter {
 /// Read attachment and counters.
 pub fn status(config: &Config) -> Result<Status, Error> {
     let pin_dir = config.pin_dir();
-    let program_id = libbpf_rs::Program::fd_from_pinned_path(pin_dir.join(datapath::PINNED_PROG))
-        .ok()
-        .and_then(|fd| datapath::prog_id(fd.as_fd()));
+    let program_id = datapath::pinned_prog_id(&pin_dir);
     let mut interfaces = Vec::new();
     for ifc in &config.interfaces {
         let attached = match datapath::attached_prog_id(ifc) {

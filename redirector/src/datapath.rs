@@ -1,6 +1,7 @@
-//! The only module that touches the kernel's BPF objects: loads the redirector program, pins it
-//! and its maps under `<bpffs_dir>/redirector`, attaches it to tc ingress, fills its maps and
-//! reads its counters. Everything else in the crate works on plain Rust values.
+//! The only module that calls into the kernel's BPF objects: loads the redirector program, pins
+//! it and its maps under `<bpffs_dir>/redirector`, attaches it to tc ingress, fills its maps and
+//! reads its counters. `daemon::run` holds the skeleton [`load`] returns and hands its maps and
+//! program back to these functions; everything else in the crate works on plain Rust values.
 //!
 //! State in bpffs (survives a daemon restart, so restarts are hitless):
 //! `prog` (the attached program), `allowed_v4`, `allowed_v6`, `self_addrs`, `settings`,
@@ -269,6 +270,12 @@ pub fn prog_id(prog: BorrowedFd<'_>) -> Option<u32> {
         )
     };
     (rc == 0).then_some(info.id)
+}
+
+/// The id of the program pinned in `pin_dir`, if one is.
+pub fn pinned_prog_id(pin_dir: &Path) -> Option<u32> {
+    let fd = libbpf_rs::Program::fd_from_pinned_path(pin_dir.join(PINNED_PROG)).ok()?;
+    prog_id(fd.as_fd())
 }
 
 /// Maps opened from their pins, for a process that did not load the program (status, reload

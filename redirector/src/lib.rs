@@ -7,7 +7,7 @@
 //! Return (`setup`).
 //!
 //! Modules: [`config`] (file -> validated [`config::Config`]), [`datapath`] (the only module that
-//! touches BPF maps and programs), [`setup`] (host changes for DSR, reversible), [`daemon`] (the
+//! calls into BPF maps and programs; the daemon holds the loaded skeleton and passes it back), [`setup`] (host changes for DSR, reversible), [`daemon`] (the
 //! `run`/`detach`/`status` commands), [`cli`] (the clap definition, shared with packaging for
 //! man pages), [`counters`] (reason names for the kernel's per-CPU counters).
 
