@@ -1,7 +1,7 @@
 //! `backends.yaml`: parse, validate, and turn into the typed [`Config`].
 //!
-//! Two steps, as the house style asks: the YAML text becomes a marked tree (`yaml`), and this
-//! module checks every field of it once, collecting *all* errors with their file, line and
+//! Two steps, as the house style asks: the YAML text becomes a marked tree (the `yaml` crate),
+//! and this module checks every field of it once, collecting *all* errors with their file, line and
 //! column before giving up, so an operator fixes a file in one round. Code that receives a
 //! [`Config`] never re-validates: every invariant listed on [`Service`] holds.
 //!
@@ -12,10 +12,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::hash::HashFields;
-use crate::yaml::{self, Node, Pos};
+use yaml::{Checker, Fields, Node, Pos, Problem};
 
 /// Smallest and largest `table_bits`: 256 rows is the least that still spreads a pool of a
 /// few backends evenly; 2^20 rows (4 MiB of entries per hop) is the most a director map is
@@ -175,51 +175,17 @@ impl fmt::Display for State {
     }
 }
 
-/// One problem in a config file, at a position.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}:{column}: {kind}", path.display())]
-pub struct ConfigError {
-    pub path: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub kind: ErrorKind,
-}
+/// One problem in a config file, at a position: `file:line:col: message`.
+pub type ConfigError = yaml::Located<ErrorKind>;
 
 /// What is wrong; each message also says how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ErrorKind {
-    #[error("YAML syntax error: {0}")]
-    Syntax(String),
+    /// What any YAML config can get wrong (syntax, unknown, repeated or missing field, type).
+    #[error(transparent)]
+    Yaml(#[from] Problem),
     #[error("the config is empty; write at least `services: []`")]
     Empty,
-    #[error("unknown field `{field}` in {context}; expected one of: {expected}{hint}")]
-    UnknownField {
-        field: String,
-        context: &'static str,
-        expected: String,
-        hint: String,
-    },
-    #[error("field `{field}` appears twice in this {context}; keep one")]
-    DuplicateField {
-        field: String,
-        context: &'static str,
-    },
-    #[error("missing field `{field}` in {context}; add it")]
-    MissingField {
-        field: &'static str,
-        context: &'static str,
-    },
-    #[error("{what} must be a mapping (`key: value` fields), found {found}")]
-    NotAMapping {
-        what: &'static str,
-        found: &'static str,
-    },
-    #[error("`{field}` must be {expected}, found {found}")]
-    WrongType {
-        field: &'static str,
-        expected: &'static str,
-        found: &'static str,
-    },
     #[error(
         "service name `{name}` is already used at line {first_line}; service names must be unique"
     )]
@@ -287,23 +253,9 @@ pub enum ErrorKind {
     },
 }
 
-/// Every error found in a config. Displays one `file:line:col: message` per line.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors {
-    pub errors: Vec<ConfigError>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
+/// Every error found in a config, in file order. Displays one `file:line:col: message` per
+/// line.
+pub type ConfigErrors = yaml::Errors<ErrorKind>;
 
 /// A non-fatal finding: the config is valid but probably not what was meant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -322,12 +274,10 @@ impl Config {
     /// Parse and validate `text`, which was read from `path` (used in messages only).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         let mut v = Validator {
-            path,
-            errors: Vec::new(),
+            c: Checker::new(path),
         };
-        let root = match yaml::parse(text) {
-            Ok(Some(root)) => root,
-            Ok(None) => {
+        let Some(root) = v.c.document(text) else {
+            if v.c.is_clean() {
                 v.err(
                     Pos {
                         line: 1,
@@ -336,19 +286,12 @@ impl Config {
                     },
                     ErrorKind::Empty,
                 );
-                return Err(v.finish());
             }
-            Err(e) => {
-                v.err(e.pos, ErrorKind::Syntax(e.message));
-                return Err(v.finish());
-            }
+            return Err(v.finish());
         };
         let services = v.config(&root);
-        if v.errors.is_empty() {
-            Ok(Config { services })
-        } else {
-            Err(v.finish())
-        }
+        v.c.finish()?;
+        Ok(Config { services })
     }
 
     /// Valid but suspicious: a service with no eligible backend (its table is empty and the
@@ -391,36 +334,7 @@ const BIND_FIELDS: &[&str] = &["vip", "proto", "port", "ports"];
 const BACKEND_FIELDS: &[&str] = &["name", "address", "weight", "state"];
 
 struct Validator<'a> {
-    path: &'a Path,
-    errors: Vec<ConfigError>,
-}
-
-/// Fields of one mapping, looked up by name after unknown and duplicate keys were reported.
-struct Fields<'n> {
-    map: &'n Node,
-    found: HashMap<&'n str, &'n Node>,
-    context: &'static str,
-}
-
-impl<'n> Fields<'n> {
-    fn get(&self, name: &str) -> Option<&'n Node> {
-        self.found.get(name).copied().filter(|n| !n.is_null())
-    }
-}
-
-/// Distance for "did you mean" hints on unknown fields.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    c: Checker<'a, ErrorKind>,
 }
 
 fn family(a: &IpAddr) -> &'static str {
@@ -466,25 +380,19 @@ fn bind_text(b: &Bind) -> String {
     }
 }
 
-impl<'a> Validator<'a> {
-    fn err(&mut self, pos: Pos, kind: ErrorKind) {
-        self.errors.push(ConfigError {
-            path: self.path.to_path_buf(),
-            line: pos.line,
-            column: pos.column,
-            kind,
-        });
+impl Validator<'_> {
+    fn err(&mut self, pos: Pos, kind: impl Into<ErrorKind>) {
+        self.c.err(pos, kind);
     }
 
-    fn finish(mut self) -> ConfigErrors {
-        // File order reads best; errors found by cross-checks come last otherwise.
-        self.errors.sort_by_key(|e| (e.line, e.column));
-        ConfigErrors {
-            errors: self.errors,
-        }
+    /// Only called once an error was recorded.
+    fn finish(self) -> ConfigErrors {
+        self.c
+            .finish()
+            .err()
+            .unwrap_or(ConfigErrors { errors: Vec::new() })
     }
 
-    /// Check that `node` is a mapping with only `allowed` keys, each once; report the rest.
     fn fields<'n>(
         &mut self,
         node: &'n Node,
@@ -492,82 +400,11 @@ impl<'a> Validator<'a> {
         context: &'static str,
         what: &'static str,
     ) -> Option<Fields<'n>> {
-        let Some(pairs) = node.as_map() else {
-            self.err(
-                node.start,
-                ErrorKind::NotAMapping {
-                    what,
-                    found: node.describe(),
-                },
-            );
-            return None;
-        };
-        let mut found = HashMap::new();
-        for (k, val) in pairs {
-            let Some(key) = k.as_scalar() else {
-                self.err(
-                    k.start,
-                    ErrorKind::WrongType {
-                        field: "key",
-                        expected: "a field name",
-                        found: k.describe(),
-                    },
-                );
-                continue;
-            };
-            if !allowed.contains(&key) {
-                let best = allowed
-                    .iter()
-                    .map(|a| (edit_distance(key, a), *a))
-                    .min()
-                    .filter(|(d, _)| *d <= 2);
-                let hint = best
-                    .map(|(_, a)| format!(" (did you mean `{a}`?)"))
-                    .unwrap_or_default();
-                self.err(
-                    k.start,
-                    ErrorKind::UnknownField {
-                        field: key.to_string(),
-                        context,
-                        expected: allowed.join(", "),
-                        hint,
-                    },
-                );
-                continue;
-            }
-            // The first occurrence wins; the repeat is reported where it is.
-            if found.contains_key(key) {
-                self.err(
-                    k.start,
-                    ErrorKind::DuplicateField {
-                        field: key.to_string(),
-                        context,
-                    },
-                );
-            } else {
-                found.insert(key, val);
-            }
-        }
-        Some(Fields {
-            map: node,
-            found,
-            context,
-        })
+        self.c.fields(node, allowed, context, what)
     }
 
     fn required<'n>(&mut self, f: &Fields<'n>, name: &'static str) -> Option<&'n Node> {
-        let n = f.get(name);
-        if n.is_none() {
-            let pos = f.found.get(name).map(|n| n.start).unwrap_or(f.map.start);
-            self.err(
-                pos,
-                ErrorKind::MissingField {
-                    field: name,
-                    context: f.context,
-                },
-            );
-        }
-        n
+        self.c.required(f, name)
     }
 
     fn scalar<'n>(
@@ -576,33 +413,11 @@ impl<'a> Validator<'a> {
         field: &'static str,
         expected: &'static str,
     ) -> Option<&'n str> {
-        let s = n.as_scalar();
-        if s.is_none() {
-            self.err(
-                n.start,
-                ErrorKind::WrongType {
-                    field,
-                    expected,
-                    found: n.describe(),
-                },
-            );
-        }
-        s
+        self.c.scalar(n, field, expected)
     }
 
     fn seq<'n>(&mut self, n: &'n Node, field: &'static str) -> Option<&'n [Node]> {
-        let s = n.as_seq();
-        if s.is_none() {
-            self.err(
-                n.start,
-                ErrorKind::WrongType {
-                    field,
-                    expected: "a list",
-                    found: n.describe(),
-                },
-            );
-        }
-        s
+        self.c.seq(n, field)
     }
 
     fn config(&mut self, root: &Node) -> Vec<Service> {

@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use crate::config::{Config, ConfigErrors, State};
-use crate::yaml::{self, Node};
+use yaml::Node;
 
 /// What to change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,6 +11,8 @@
 //! - [`report`]: `show` / `lookup` / `diff` results (stable JSON).
 //! - [`edit`]: in-place edits of a backend's state or weight.
 //! - [`cli`]: the clap definition of the `tablegen` command.
+//!
+//! YAML is read through the `yaml` crate (xdplb-yaml), which gives every node its position.
 
 pub mod cli;
 pub mod config;
@@ -20,4 +22,3 @@ pub mod hash;
 pub mod report;
 pub mod score;
 pub mod table;
-pub mod yaml;

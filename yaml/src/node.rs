@@ -1,13 +1,14 @@
 //! A YAML document as a tree of nodes that remember where they came from.
 //!
-//! `config` needs a line and column for every semantic error (a duplicate address is valid YAML,
-//! so a serde deserializer would never point at it), and `edit` needs byte offsets to change one
-//! backend's line without touching the rest of the file. yaml-rust2's event parser reports a
-//! marker for every event, so this module builds a small marked tree from those events. Scalars
-//! stay untyped strings: `config` decides what each field's text means, which also keeps YAML
-//! 1.1 surprises (`no` -> false, `0777` -> octal) out of the schema.
+//! A config check needs a line and column for every semantic error (a duplicate address is
+//! valid YAML, so a serde deserializer would never point at it), and tablegen's in-place edits
+//! need byte offsets to change one backend's line without touching the rest of the file.
+//! yaml-rust2's event parser reports a marker for every event, so this module builds a small
+//! marked tree from those events. Scalars stay untyped strings: the config decides what each
+//! field's text means, which also keeps YAML 1.1 surprises (`no` -> false, `0777` -> octal) out
+//! of every schema.
 //!
-//! Must not do: I/O, or any interpretation of field names (that is `config`'s job).
+//! Must not do: I/O, or any interpretation of field names (that is the caller's job).
 
 use std::collections::HashMap;
 
