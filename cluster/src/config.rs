@@ -1,5 +1,6 @@
-//! The `consul:` section of director.yaml (and of tablegen's publish options): the serde file
-//! shape, and its validation into a typed [`ConsulConfig`] that later code never re-checks.
+//! The `consul:` section of director.yaml (and of tablegen's publish options): the file shape,
+//! read with positions by [`ConsulSection::from_node`], and its validation into a typed
+//! [`ConsulConfig`] that later code never re-checks.
 //!
 //! ```yaml
 //! consul:
@@ -14,27 +15,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use url::Url;
+use yaml::{Checker, Node, Problem};
 
 /// Default place where a follower keeps the last applied version.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/xdplb/cluster-state.json";
 
-/// The section as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The section as written in the file (see [`ConsulSection::from_node`]).
+#[derive(Debug, Clone)]
 pub struct ConsulSection {
     pub address: String,
-    #[serde(default)]
     pub datacenter: Option<String>,
-    #[serde(default)]
     pub token: Option<String>,
-    #[serde(default)]
     pub token_file: Option<PathBuf>,
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     pub prefix: String,
-    #[serde(default)]
     pub state_file: Option<PathBuf>,
 }
 
@@ -103,6 +98,53 @@ pub enum ConfigError {
 }
 
 impl ConsulSection {
+    /// The section's fields, in the order the docs list them.
+    pub const FIELDS: &'static [&'static str] = &[
+        "address",
+        "datacenter",
+        "token",
+        "token_file",
+        "ca_file",
+        "prefix",
+        "state_file",
+    ];
+
+    /// Read the section from its node in a config file, recording every problem (unknown or
+    /// missing field, wrong type) in `c` with its position. `None` if there was one.
+    pub fn from_node<K: From<Problem>>(c: &mut Checker<'_, K>, node: &Node) -> Option<Self> {
+        let f = c.fields(node, Self::FIELDS, "consul", "`consul`")?;
+        let text = |c: &mut Checker<'_, K>, name: &str, required: bool| {
+            let n = if required {
+                c.required(&f, name)
+            } else {
+                f.get(name)
+            };
+            match n {
+                None => Ok(None),
+                Some(n) => c
+                    .scalar(n, &format!("consul.{name}"), "a string")
+                    .map(|s| Some(s.to_string()))
+                    .ok_or(()),
+            }
+        };
+        let address = text(c, "address", true);
+        let datacenter = text(c, "datacenter", false);
+        let token = text(c, "token", false);
+        let token_file = text(c, "token_file", false);
+        let ca_file = text(c, "ca_file", false);
+        let prefix = text(c, "prefix", true);
+        let state_file = text(c, "state_file", false);
+        Some(ConsulSection {
+            address: address.ok()??,
+            datacenter: datacenter.ok()?,
+            token: token.ok()?,
+            token_file: token_file.ok()?.map(PathBuf::from),
+            ca_file: ca_file.ok()?.map(PathBuf::from),
+            prefix: prefix.ok()??,
+            state_file: state_file.ok()?.map(PathBuf::from),
+        })
+    }
+
     /// Checks the section and reads the token file.
     pub fn validate(self) -> Result<ConsulConfig, ConfigError> {
         let address = parse_address(&self.address)?;
@@ -150,6 +192,20 @@ impl ConsulSection {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
             watch_wait: Duration::from_secs(300),
         })
+    }
+}
+
+impl ConfigError {
+    /// The field of the section the error is about, so a reader can point at it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::Address { .. } => "address",
+            ConfigError::CaFileWithoutHttps => "ca_file",
+            ConfigError::TokenTwice | ConfigError::TokenEmpty => "token",
+            ConfigError::TokenFile { .. } | ConfigError::TokenFileEmpty { .. } => "token_file",
+            ConfigError::Prefix { .. } => "prefix",
+            ConfigError::Datacenter { .. } => "datacenter",
+        }
     }
 }
 
@@ -207,8 +263,12 @@ pub fn validate_prefix(prefix: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    fn section(yaml: &str) -> ConsulSection {
-        serde_yaml::from_str(yaml).unwrap()
+    fn section(text: &str) -> ConsulSection {
+        let mut c: Checker<'_, Problem> = Checker::new(std::path::Path::new("c.yaml"));
+        let root = c.document(text).unwrap();
+        let s = ConsulSection::from_node(&mut c, &root);
+        c.finish().unwrap();
+        s.unwrap()
     }
 
     #[test]
@@ -271,9 +331,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_refused() {
-        let e = serde_yaml::from_str::<ConsulSection>("address: http://h\nprefix: p\nprefx: q\n")
-            .unwrap_err();
-        assert!(e.to_string().contains("prefx"), "{e}");
+    fn unknown_and_missing_fields_are_refused_at_their_positions() {
+        let mut c: Checker<'_, Problem> = Checker::new(std::path::Path::new("c.yaml"));
+        let root = c
+            .document("address: http://h\nprefx: q\ntoken: [a]\n")
+            .unwrap();
+        assert!(ConsulSection::from_node(&mut c, &root).is_none());
+        let e = c.finish().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "c.yaml:1:1: missing field `prefix` in consul; add it\n\
+             c.yaml:2:1: unknown field `prefx` in consul; expected one of: address, datacenter, \
+             token, token_file, ca_file, prefix, state_file (did you mean `prefix`?)\n\
+             c.yaml:3:8: `consul.token` must be a string, found a list"
+        );
     }
 }

@@ -1,13 +1,16 @@
-//! `director.yaml`: the file struct (serde) validated once into [`DirectorConfig`].
+//! `director.yaml`: read with positions (the `yaml` crate) and validated once into
+//! [`DirectorConfig`].
 //!
-//! Later code never re-validates. The operator reference is docs/setup/director.md; keep
-//! the two in step. Must not do: touch the kernel.
+//! Every field is checked where it stands and every error is reported at once, as
+//! `file:line:col: message`; later code never re-validates. The operator reference is
+//! docs/setup/director.md; keep the two in step. Must not do: touch the kernel.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use yaml::{Checker, Node, Problem};
 
 use crate::error::ConfigError;
 
@@ -16,6 +19,9 @@ pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/xdplb";
 pub const DEFAULT_BACKENDS: &str = "/etc/xdplb/backends.yaml";
 pub const DEFAULT_STATE_DIR: &str = "/run/xdplb";
 pub const DEFAULT_GUE_PORT: u16 = 19523;
+/// Most milliseconds `nexthop_ttl_ms` and `reload_debounce_ms` may be.
+pub const NEXTHOP_TTL_MAX_MS: u32 = 60_000;
+pub const RELOAD_DEBOUNCE_MAX_MS: u64 = 10_000;
 
 /// XDP attachment mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -27,48 +33,57 @@ pub enum XdpMode {
     Generic,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default)]
-    interfaces: Vec<String>,
-    #[serde(default = "default_mode")]
-    xdp_mode: XdpMode,
-    #[serde(default)]
-    encap_source_v4: Option<Ipv4Addr>,
-    #[serde(default)]
-    encap_source_v6: Option<Ipv6Addr>,
-    #[serde(default = "default_gue_port")]
-    gue_port: u16,
-    #[serde(default = "default_bpffs")]
-    bpffs_dir: PathBuf,
-    #[serde(default = "default_backends")]
-    backends: PathBuf,
-    #[serde(default = "default_state_dir")]
-    state_dir: PathBuf,
-    #[serde(default = "default_true")]
-    kernel_fallback: bool,
-    #[serde(default = "default_debounce")]
-    reload_debounce_ms: u64,
-    #[serde(default = "default_nexthop_ttl")]
-    nexthop_ttl_ms: u32,
-    #[serde(default)]
-    source: SourceKind,
-    /// Also read by `tablegen cluster` (publishing from an operator's machine), so it may be
-    /// present with `source: file`; only validated when the director follows Consul.
-    #[serde(default)]
-    consul: Option<cluster::ConsulSection>,
-    #[serde(default)]
-    publish: bool,
+/// The top-level keys of director.yaml, in the order docs/setup/director.md lists them.
+const FIELDS: &[&str] = &[
+    "interfaces",
+    "xdp_mode",
+    "encap_source_v4",
+    "encap_source_v6",
+    "gue_port",
+    "bpffs_dir",
+    "backends",
+    "state_dir",
+    "kernel_fallback",
+    "reload_debounce_ms",
+    "nexthop_ttl_ms",
+    "source",
+    "consul",
+    "publish",
+];
+
+/// What can be wrong in director.yaml besides what any YAML config can get wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error(transparent)]
+    Yaml(#[from] Problem),
+    #[error("`{name}` is not an interface name; use the kernel's name (1 to 15 characters, no `/`, `:` or white space)")]
+    BadInterface { name: String },
+    #[error("interface `{name}` is listed twice; keep one")]
+    DuplicateInterface { name: String },
+    #[error("`{field}`: `{text}` is not an {family} address")]
+    BadAddress {
+        field: &'static str,
+        text: String,
+        family: &'static str,
+    },
+    #[error("`{field}` must not be empty")]
+    EmptyPath { field: &'static str },
+    #[error("source: consul needs a consul: section (address, prefix, ...)")]
+    ConsulWithoutSection,
+    #[error("publish: true needs source: consul (it publishes backends to the cluster)")]
+    PublishWithoutConsul,
+    /// The `consul:` section's own check (`cluster::ConsulSection::validate`).
+    #[error("{0}")]
+    Consul(String),
 }
 
-/// `source:` in director.yaml.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum SourceKind {
-    #[default]
-    File,
-    Consul,
+/// Whether the kernel would accept `name` as an interface name (`dev_valid_name`).
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
 }
 
 /// Where the director takes its tables from.
@@ -79,31 +94,6 @@ pub enum Source {
     /// The `current` version of a Consul cluster (docs/development/cluster-sync.md), verified
     /// before it is swapped.
     Consul(Box<cluster::ConsulConfig>),
-}
-
-fn default_mode() -> XdpMode {
-    XdpMode::Auto
-}
-fn default_gue_port() -> u16 {
-    DEFAULT_GUE_PORT
-}
-fn default_bpffs() -> PathBuf {
-    DEFAULT_BPFFS_DIR.into()
-}
-fn default_backends() -> PathBuf {
-    DEFAULT_BACKENDS.into()
-}
-fn default_state_dir() -> PathBuf {
-    DEFAULT_STATE_DIR.into()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_nexthop_ttl() -> u32 {
-    100
-}
-fn default_debounce() -> u64 {
-    2
 }
 
 /// The validated director configuration.
@@ -144,90 +134,16 @@ impl DirectorConfig {
     }
 
     /// Validate `text` read from `path` (the path is used for messages and relative paths).
+    /// An empty file (all comments, as shipped) is the all-defaults config.
     pub fn parse(path: &Path, text: &str) -> Result<DirectorConfig, ConfigError> {
-        let invalid = |line: usize, column: usize, message: String| ConfigError::Invalid {
-            path: path.into(),
-            line,
-            column,
-            message,
+        let mut c = Checker::new(path);
+        let root = c.document(text);
+        let config = match &root {
+            Some(root) => check(&mut c, path, root),
+            None => defaults(path, None),
         };
-        // An empty file (all comments, as shipped) is the all-defaults config.
-        let file: File = if text
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim().starts_with('#'))
-        {
-            serde_yaml::from_str("{}").expect("empty mapping parses")
-        } else {
-            serde_yaml::from_str(text).map_err(|e| {
-                let (line, column, message) = common::yaml_error(&e);
-                invalid(line, column, message)
-            })?
-        };
-        if file.gue_port == 0 {
-            return Err(invalid(1, 1, "gue_port must not be 0".into()));
-        }
-        for (i, name) in file.interfaces.iter().enumerate() {
-            if name.is_empty() || name.len() > 15 || name.contains('/') {
-                return Err(invalid(
-                    1,
-                    1,
-                    format!("interfaces[{i}]: `{name}` is not an interface name"),
-                ));
-            }
-        }
-        if file.nexthop_ttl_ms > 60_000 {
-            return Err(invalid(1, 1, "nexthop_ttl_ms must be at most 60000".into()));
-        }
-        if file.reload_debounce_ms > 10_000 {
-            return Err(invalid(
-                1,
-                1,
-                "reload_debounce_ms must be at most 10000".into(),
-            ));
-        }
-        let source = match (file.source, file.consul) {
-            (SourceKind::File, _) => Source::File,
-            (SourceKind::Consul, None) => {
-                return Err(invalid(
-                    1,
-                    1,
-                    "source: consul needs a consul: section (address, prefix, ...)".into(),
-                ))
-            }
-            (SourceKind::Consul, Some(section)) => Source::Consul(Box::new(
-                section
-                    .validate()
-                    .map_err(|e| invalid(1, 1, cluster::error_chain(&e)))?,
-            )),
-        };
-        if file.publish && matches!(source, Source::File) {
-            return Err(invalid(
-                1,
-                1,
-                "publish: true needs source: consul (it publishes backends to the cluster)".into(),
-            ));
-        }
-        let base = path.parent().unwrap_or(Path::new("/"));
-        let backends = if file.backends.is_absolute() {
-            file.backends
-        } else {
-            base.join(file.backends)
-        };
-        Ok(DirectorConfig {
-            interfaces: file.interfaces,
-            xdp_mode: file.xdp_mode,
-            encap_source_v4: file.encap_source_v4,
-            encap_source_v6: file.encap_source_v6,
-            gue_port: file.gue_port,
-            bpffs_dir: file.bpffs_dir,
-            backends,
-            state_dir: file.state_dir,
-            kernel_fallback: file.kernel_fallback,
-            reload_debounce: Duration::from_millis(file.reload_debounce_ms),
-            nexthop_ttl_ms: file.nexthop_ttl_ms,
-            source,
-            publish: file.publish,
-        })
+        c.finish()?;
+        Ok(config.expect("a config whenever no error was recorded"))
     }
 
     /// Where this director's objects are pinned.
@@ -254,6 +170,214 @@ impl DirectorConfig {
     pub fn sysctl_log(&self) -> PathBuf {
         self.state_dir.join("director-sysctls.json")
     }
+}
+
+/// The all-defaults config, with `backends` resolved against director.yaml's directory.
+fn defaults(path: &Path, source: Option<Source>) -> Option<DirectorConfig> {
+    Some(DirectorConfig {
+        interfaces: Vec::new(),
+        xdp_mode: XdpMode::Auto,
+        encap_source_v4: None,
+        encap_source_v6: None,
+        gue_port: DEFAULT_GUE_PORT,
+        bpffs_dir: DEFAULT_BPFFS_DIR.into(),
+        backends: resolve(path, DEFAULT_BACKENDS.into()),
+        state_dir: DEFAULT_STATE_DIR.into(),
+        kernel_fallback: true,
+        reload_debounce: Duration::from_millis(2),
+        nexthop_ttl_ms: 100,
+        source: source.unwrap_or(Source::File),
+        publish: false,
+    })
+}
+
+fn resolve(path: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        path.parent().unwrap_or(Path::new("/")).join(p)
+    }
+}
+
+/// Check every field of the document, recording each error; the config if there was none.
+fn check(c: &mut Checker<'_, ConfigProblem>, path: &Path, root: &Node) -> Option<DirectorConfig> {
+    let f = c.fields(root, FIELDS, "director.yaml", "director.yaml")?;
+    let mut cfg = defaults(path, None)?;
+    let mut ok = true;
+    let mut set = |ok_field: bool| ok &= ok_field;
+
+    if let Some(n) = f.get("interfaces") {
+        match interfaces(c, n) {
+            Some(v) => cfg.interfaces = v,
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("xdp_mode") {
+        match c.one_of(n, "xdp_mode", &["auto", "native", "generic"]) {
+            Some(i) => cfg.xdp_mode = [XdpMode::Auto, XdpMode::Native, XdpMode::Generic][i],
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("encap_source_v4") {
+        match address::<Ipv4Addr>(c, n, "encap_source_v4", "IPv4") {
+            Some(a) => cfg.encap_source_v4 = Some(a),
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("encap_source_v6") {
+        match address::<Ipv6Addr>(c, n, "encap_source_v6", "IPv6") {
+            Some(a) => cfg.encap_source_v6 = Some(a),
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("gue_port") {
+        match c.uint(n, "gue_port", 1u16, u16::MAX) {
+            Some(p) => cfg.gue_port = p,
+            None => set(false),
+        }
+    }
+    for (field, slot) in [
+        ("bpffs_dir", &mut cfg.bpffs_dir),
+        ("state_dir", &mut cfg.state_dir),
+    ] {
+        if let Some(n) = f.get(field) {
+            match path_field(c, n, field) {
+                Some(p) => *slot = p,
+                None => set(false),
+            }
+        }
+    }
+    if let Some(n) = f.get("backends") {
+        match path_field(c, n, "backends") {
+            Some(p) => cfg.backends = resolve(path, p),
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("kernel_fallback") {
+        match c.boolean(n, "kernel_fallback") {
+            Some(b) => cfg.kernel_fallback = b,
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("reload_debounce_ms") {
+        match c.uint(n, "reload_debounce_ms", 0u64, RELOAD_DEBOUNCE_MAX_MS) {
+            Some(ms) => cfg.reload_debounce = Duration::from_millis(ms),
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("nexthop_ttl_ms") {
+        match c.uint(n, "nexthop_ttl_ms", 0u32, NEXTHOP_TTL_MAX_MS) {
+            Some(ms) => cfg.nexthop_ttl_ms = ms,
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("publish") {
+        match c.boolean(n, "publish") {
+            Some(b) => cfg.publish = b,
+            None => set(false),
+        }
+    }
+    // Also read by `tablegen cluster` (publishing from an operator's machine), so the section
+    // may be present with `source: file`; it is always checked for shape, and validated (which
+    // reads the token file) only when the director follows Consul.
+    let section = f
+        .get("consul")
+        .map(|n| (cluster::ConsulSection::from_node(c, n), n));
+    if section.as_ref().is_some_and(|(s, _)| s.is_none()) {
+        set(false);
+    }
+    let consul = match f.get("source") {
+        None => false,
+        Some(n) => match c.one_of(n, "source", &["file", "consul"]) {
+            Some(i) => i == 1,
+            None => {
+                set(false);
+                false
+            }
+        },
+    };
+    if consul {
+        match section {
+            None => c.err(f.key_pos("source"), ConfigProblem::ConsulWithoutSection),
+            Some((None, _)) => {}
+            Some((Some(s), n)) => match s.validate() {
+                Ok(cc) => cfg.source = Source::Consul(Box::new(cc)),
+                Err(e) => c.err(
+                    consul_field_pos(n, e.field()),
+                    ConfigProblem::Consul(cluster::error_chain(&e)),
+                ),
+            },
+        }
+    } else if cfg.publish {
+        c.err(f.key_pos("publish"), ConfigProblem::PublishWithoutConsul);
+    }
+    (ok && c.is_clean()).then_some(cfg)
+}
+
+/// Where `field` of the `consul:` section is (its value), or the section itself.
+fn consul_field_pos(section: &Node, field: &str) -> yaml::Pos {
+    section
+        .as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_scalar() == Some(field)))
+        .map_or(section.start, |(_, v)| v.start)
+}
+
+fn interfaces(c: &mut Checker<'_, ConfigProblem>, n: &Node) -> Option<Vec<String>> {
+    let items = c.scalar_list(n, "interfaces", "an interface name")?;
+    let mut out: Vec<String> = Vec::new();
+    let mut ok = true;
+    for (name, node) in items {
+        if !valid_ifname(name) {
+            c.err(
+                node.start,
+                ConfigProblem::BadInterface { name: name.into() },
+            );
+            ok = false;
+        } else if out.iter().any(|o| o == name) {
+            c.err(
+                node.start,
+                ConfigProblem::DuplicateInterface { name: name.into() },
+            );
+            ok = false;
+        } else {
+            out.push(name.into());
+        }
+    }
+    ok.then_some(out)
+}
+
+fn address<A: std::str::FromStr>(
+    c: &mut Checker<'_, ConfigProblem>,
+    n: &Node,
+    field: &'static str,
+    family: &'static str,
+) -> Option<A> {
+    let s = c.scalar(n, field, "an IP address")?;
+    let a = s.trim().parse::<A>().ok();
+    if a.is_none() {
+        c.err(
+            n.start,
+            ConfigProblem::BadAddress {
+                field,
+                text: s.into(),
+                family,
+            },
+        );
+    }
+    a
+}
+
+fn path_field(
+    c: &mut Checker<'_, ConfigProblem>,
+    n: &Node,
+    field: &'static str,
+) -> Option<PathBuf> {
+    let s = c.scalar(n, field, "a path")?;
+    if s.trim().is_empty() {
+        c.err(n.start, ConfigProblem::EmptyPath { field });
+        return None;
+    }
+    Some(PathBuf::from(s))
 }
 
 #[cfg(test)]

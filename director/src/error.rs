@@ -79,13 +79,9 @@ pub enum TablesError {
 pub enum ConfigError {
     #[error("reading {path}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("{path}:{line}:{column}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    /// Every error of the file, one `file:line:col: message` per line.
+    #[error(transparent)]
+    Invalid(#[from] yaml::Errors<crate::config::ConfigProblem>),
 }
 
 /// Errors reading a table source (backends.yaml).

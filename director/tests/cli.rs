@@ -86,20 +86,45 @@ fn config_errors_are_one_line_with_each_cause_once_and_exit_78() {
         format!("xdplb-director: reading {dir}: Is a directory (os error 21)\n")
     );
 
-    // serde_yaml's own " at line 2 column 1" is not repeated after the file:line:column.
+    // The file:line:column is given once, not repeated after the message.
     for cmd in ["run", "status"] {
         let (code, stderr) = run(&["--config", &unknown, cmd]);
         assert_eq!(code, Some(78), "{cmd}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{cmd}: {stderr}");
         assert!(
             stderr.starts_with(&format!(
-                "xdplb-director: {unknown}:2:1: unknown field `source_v4`, expected one of `interfaces`,"
+                "xdplb-director: {unknown}:2:1: unknown field `source_v4` in director.yaml; expected one of: interfaces,"
             )),
             "{cmd}: {stderr}"
         );
         assert!(!stderr.contains(" at line "), "{cmd}: {stderr}");
-        assert!(stderr.ends_with("`publish`\n"), "{cmd}: {stderr}");
+        assert!(stderr.ends_with(", publish\n"), "{cmd}: {stderr}");
     }
+
+    // Every error of the file at once, each at its own position (these were all at 1:1, one
+    // per run, before).
+    let pins = tmp.0.join("bpf");
+    let several = tmp.write(
+        "several.yaml",
+        &format!(
+            "interfaces: [eth0, 'eth0/1']\ngue_port: 0\nnexthop_ttl_ms: 70000\npublish: true\nbpffs_dir: {}\n",
+            pins.display()
+        ),
+    );
+    let (code, stderr) = run(&["--config", &several, "run"]);
+    assert_eq!(code, Some(78), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("xdplb-director: {several}:1:20: `eth0/1` is not an interface name; use the kernel's name (1 to 15 characters, no `/`, `:` or white space)").as_str(),
+            &format!("{several}:2:11: `gue_port` must be a whole number from 1 to 65535, found `0`"),
+            &format!("{several}:3:17: `nexthop_ttl_ms` must be a whole number from 0 to 60000, found `70000`"),
+            &format!("{several}:4:1: publish: true needs source: consul (it publishes backends to the cluster)"),
+        ],
+        "{stderr}"
+    );
+    assert!(!pins.exists(), "a refused config changes nothing");
 }
 
 #[test]

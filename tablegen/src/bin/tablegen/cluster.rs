@@ -9,7 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use yaml::{Checker, Problem};
 
 use cluster::{ConsulConfig, ConsulSection, Expect, PublishMeta, Store, VersionMeta};
 use tablegen::cli::{
@@ -63,11 +64,23 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Only the `consul:` section of a director.yaml; its other fields are the director's.
-#[derive(Deserialize)]
-struct DirectorFile {
-    #[serde(default)]
-    consul: Option<ConsulSection>,
+/// Only the `consul:` section of a director.yaml, checked with positions; the other fields are
+/// the director's (it checks them).
+fn consul_section(path: &Path, text: &str) -> Result<Option<ConsulSection>> {
+    let mut c: Checker<'_, Problem> = Checker::new(path);
+    let root = c.document(text);
+    let node = root.as_ref().and_then(|root| {
+        root.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_scalar() == Some("consul"))
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_null())
+    });
+    let section = node.and_then(|n| ConsulSection::from_node(&mut c, n));
+    c.finish()
+        .map_err(|e| anyhow!("{e}"))
+        .context("reading the consul: section")?;
+    Ok(section)
 }
 
 /// The settings: the file's `consul:` section (if the file exists and has one), each flag
@@ -78,11 +91,7 @@ fn consul_config(args: &ConsulArgs) -> Result<ConsulConfig> {
         None => (PathBuf::from(DEFAULT_DIRECTOR_CONFIG), false),
     };
     let from_file = match fs::read_to_string(&path) {
-        Ok(text) => {
-            let file: DirectorFile = serde_yaml::from_str(&text)
-                .with_context(|| format!("{}: reading its consul: section", path.display()))?;
-            file.consul
-        }
+        Ok(text) => consul_section(&path, &text)?,
         Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
