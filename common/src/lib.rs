@@ -41,31 +41,9 @@ pub fn check_bpffs(pin_dir: &Path) -> Result<(), BpffsError> {
     })
 }
 
-/// Line, column (1-based; 1:1 when serde_yaml has none) and message of a YAML error, the
-/// message without serde_yaml's trailing " at line L column C", which the caller's
-/// `file:line:column:` prefix already gives.
-pub fn yaml_error(e: &serde_yaml::Error) -> (usize, usize, String) {
-    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-    let message = e.to_string();
-    let position = format!(" at line {line} column {column}");
-    let message = message.strip_suffix(&position).unwrap_or(&message).into();
-    (line, column, message)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn yaml_errors_lose_only_their_trailing_position() {
-        let e = serde_yaml::from_str::<std::collections::BTreeMap<String, u8>>("a: 1\nb: x\n")
-            .unwrap_err();
-        let (line, column, message) = yaml_error(&e);
-        assert_eq!((line, column), (2, 4), "{e}");
-        assert!(e.to_string().ends_with(" at line 2 column 4"), "{e}");
-        assert!(!message.contains(" at line "), "{message}");
-        assert!(message.starts_with("b: invalid type"), "{message}");
-    }
 
     /// The daemons' tests pin on bpffs mounts of their own (accepted) and refuse a tmpfs.
     #[test]

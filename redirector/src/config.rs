@@ -1,7 +1,9 @@
-//! `/etc/xdplb/redirector.yaml`: the serde file shape, validated once into [`Config`].
+//! `/etc/xdplb/redirector.yaml`: read with positions (the `yaml` crate) and validated once
+//! into [`Config`].
 //!
-//! Later code never re-validates: a [`Config`] is always usable. Pure: no I/O except
-//! [`Config::load`], which reads the file.
+//! Every field is checked where it stands and every error is reported at once, as
+//! `file:line:col: message`. Later code never re-validates: a [`Config`] is always usable.
+//! Pure: no I/O except [`Config::load`], which reads the file.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -9,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::Deserialize;
+use yaml::{Checker, Node, Problem};
 
 /// Default UDP destination port of GUE, as GLB Director uses.
 pub const DEFAULT_GUE_PORT: u16 = 19523;
@@ -27,6 +29,20 @@ pub const MAX_ALLOWED_SOURCES: usize = 1024;
 /// Distinct `self_addresses`: `max_entries` of `self_addrs`.
 pub const MAX_SELF_ADDRESSES: usize = 256;
 
+/// The keys of redirector.yaml, in the order docs/setup/redirector.md lists them. Unknown keys
+/// are errors: a typo must not silently do nothing.
+const FIELDS: &[&str] = &[
+    "interfaces",
+    "gue_port",
+    "allowed_sources",
+    "self_addresses",
+    "vips",
+    "vip_interface",
+    "setup_on_run",
+    "bpffs_dir",
+    "state_dir",
+];
+
 /// Whether the kernel would accept `name` as an interface name (`dev_valid_name`).
 fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
@@ -34,28 +50,6 @@ fn valid_ifname(name: &str) -> bool {
         && name != "."
         && name != ".."
         && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
-}
-
-/// The file as written. Unknown keys are errors: a typo must not silently do nothing.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    interfaces: Vec<String>,
-    #[serde(default)]
-    gue_port: Option<u16>,
-    allowed_sources: Vec<String>,
-    #[serde(default)]
-    self_addresses: Vec<IpAddr>,
-    #[serde(default)]
-    vips: Vec<IpAddr>,
-    #[serde(default)]
-    vip_interface: Option<String>,
-    #[serde(default)]
-    setup_on_run: bool,
-    #[serde(default)]
-    bpffs_dir: Option<PathBuf>,
-    #[serde(default)]
-    state_dir: Option<PathBuf>,
 }
 
 /// A validated redirector configuration.
@@ -83,14 +77,32 @@ pub struct Config {
     pub state_dir: PathBuf,
 }
 
-/// A configuration problem, located in the file.
+/// Every problem of a redirector.yaml, each at its position, one `file:line:col: message` per
+/// line.
+pub type ConfigError = yaml::Errors<ConfigProblem>;
+
+/// What can be wrong in redirector.yaml besides what any YAML config can get wrong.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}:{line}:{column}: {message}")]
-pub struct ConfigError {
-    pub path: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
+pub enum ConfigProblem {
+    #[error(transparent)]
+    Yaml(#[from] Problem),
+    #[error("interfaces: list at least one interface that receives GUE from the directors")]
+    NoInterfaces,
+    #[error("{field}: `{name}` is not an interface name; use the kernel's name (1 to 15 characters, no `/`, `:` or white space)")]
+    BadInterface { field: &'static str, name: String },
+    /// A prefix `Cidr::from_str` refused; its message says why.
+    #[error("{0}")]
+    BadCidr(String),
+    #[error("allowed_sources: {count} {family} entries, at most {MAX_ALLOWED_SOURCES} (use wider prefixes)")]
+    TooManySources { count: usize, family: &'static str },
+    #[error("self_addresses: {count} addresses, at most {MAX_SELF_ADDRESSES}")]
+    TooManySelfAddresses { count: usize },
+    #[error("{field}: `{text}` is not an IP address; write an IPv4 address like 192.0.2.10 or an IPv6 address like 2001:db8::10")]
+    BadAddress { field: &'static str, text: String },
+    #[error("vips: {addr} cannot be a VIP (unspecified, multicast or loopback)")]
+    BadVip { addr: IpAddr },
+    #[error("{field}: `{path}` must be an absolute path")]
+    RelativePath { field: &'static str, path: String },
 }
 
 /// An address prefix, e.g. `10.0.0.0/24`; a bare address means the single host.
@@ -163,115 +175,26 @@ impl fmt::Display for Cidr {
 impl Config {
     /// Parse and validate `text`, the content of `path` (used in messages only).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let at = |line: usize, column: usize, message: String| ConfigError {
-            path: path.display().to_string(),
-            line,
-            column,
-            message,
+        let mut c = Checker::new(path);
+        let config = match c.document(text) {
+            Some(root) => check(&mut c, &root),
+            // An empty file misses its required fields, like any file without them.
+            None if c.is_clean() => {
+                let empty = Node {
+                    kind: yaml::NodeKind::Map(Vec::new()),
+                    start: yaml::Pos {
+                        line: 1,
+                        column: 1,
+                        offset: 0,
+                    },
+                    end: yaml::Pos::default(),
+                };
+                check(&mut c, &empty)
+            }
+            None => None,
         };
-        let file: FileConfig = serde_yaml::from_str(text).map_err(|e| {
-            let (line, column, message) = common::yaml_error(&e);
-            at(line, column, message)
-        })?;
-        // serde_yaml keeps no positions after deserializing: point at the key's line.
-        let line_of = |key: &str| {
-            text.lines()
-                .position(|l| l.trim_start().starts_with(&format!("{key}:")))
-                .map_or(1, |i| i + 1)
-        };
-
-        if file.interfaces.is_empty() {
-            return Err(at(
-                line_of("interfaces"),
-                1,
-                "interfaces: list at least one interface that receives GUE from the directors"
-                    .into(),
-            ));
-        }
-        if let Some(bad) = file.interfaces.iter().find(|i| !valid_ifname(i)) {
-            return Err(at(
-                line_of("interfaces"),
-                1,
-                format!("interfaces: `{bad}` is not an interface name"),
-            ));
-        }
-        let mut allowed_sources = Vec::new();
-        for d in &file.allowed_sources {
-            allowed_sources.push(
-                d.parse::<Cidr>()
-                    .map_err(|m| at(line_of("allowed_sources"), 1, m))?,
-            );
-        }
-        for (family, v4) in [("IPv4", true), ("IPv6", false)] {
-            let distinct: HashSet<&Cidr> = allowed_sources
-                .iter()
-                .filter(|c| c.addr.is_ipv4() == v4)
-                .collect();
-            if distinct.len() > MAX_ALLOWED_SOURCES {
-                return Err(at(
-                    line_of("allowed_sources"),
-                    1,
-                    format!(
-                        "allowed_sources: {} {family} entries, at most {MAX_ALLOWED_SOURCES} \
-                         (use wider prefixes)",
-                        distinct.len()
-                    ),
-                ));
-            }
-        }
-        let distinct: HashSet<&IpAddr> = file.self_addresses.iter().collect();
-        if distinct.len() > MAX_SELF_ADDRESSES {
-            return Err(at(
-                line_of("self_addresses"),
-                1,
-                format!(
-                    "self_addresses: {} addresses, at most {MAX_SELF_ADDRESSES}",
-                    distinct.len()
-                ),
-            ));
-        }
-        let gue_port = file.gue_port.unwrap_or(DEFAULT_GUE_PORT);
-        if gue_port == 0 {
-            return Err(at(line_of("gue_port"), 1, "gue_port: must not be 0".into()));
-        }
-        for v in &file.vips {
-            if v.is_unspecified() || v.is_multicast() || v.is_loopback() {
-                return Err(at(line_of("vips"), 1, format!("vips: {v} cannot be a VIP")));
-            }
-        }
-        let vip_interface = file
-            .vip_interface
-            .unwrap_or_else(|| DEFAULT_VIP_INTERFACE.to_string());
-        if !valid_ifname(&vip_interface) {
-            return Err(at(
-                line_of("vip_interface"),
-                1,
-                format!("vip_interface: `{vip_interface}` is not an interface name"),
-            ));
-        }
-        for (key, dir) in [
-            ("bpffs_dir", &file.bpffs_dir),
-            ("state_dir", &file.state_dir),
-        ] {
-            if let Some(d) = dir.as_ref().filter(|d| !d.is_absolute()) {
-                return Err(at(
-                    line_of(key),
-                    1,
-                    format!("{key}: `{}` must be an absolute path", d.display()),
-                ));
-            }
-        }
-        Ok(Config {
-            interfaces: file.interfaces,
-            gue_port,
-            allowed_sources,
-            self_addresses: file.self_addresses,
-            vips: file.vips,
-            vip_interface,
-            setup_on_run: file.setup_on_run,
-            bpffs_dir: file.bpffs_dir.unwrap_or_else(|| DEFAULT_BPFFS_DIR.into()),
-            state_dir: file.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
-        })
+        c.finish()?;
+        Ok(config.expect("a config whenever no error was recorded"))
     }
 
     /// Read and validate the file at `path`.
@@ -287,6 +210,179 @@ impl Config {
     pub fn pin_dir(&self) -> PathBuf {
         self.bpffs_dir.join("redirector")
     }
+}
+
+/// Check every field of the document, recording each error; the config if there was none.
+fn check(c: &mut Checker<'_, ConfigProblem>, root: &Node) -> Option<Config> {
+    let f = c.fields(root, FIELDS, "redirector.yaml", "redirector.yaml")?;
+
+    let interfaces = c.required(&f, "interfaces").and_then(|n| {
+        let items = c.scalar_list(n, "interfaces", "an interface name")?;
+        if n.as_seq().is_some_and(<[Node]>::is_empty) {
+            c.err(n.start, ConfigProblem::NoInterfaces);
+            return None;
+        }
+        let mut ok = true;
+        for (name, node) in &items {
+            if !valid_ifname(name) {
+                c.err(
+                    node.start,
+                    ConfigProblem::BadInterface {
+                        field: "interfaces",
+                        name: name.to_string(),
+                    },
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| items.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>())
+    });
+
+    let gue_port = match f.get("gue_port") {
+        None => Some(DEFAULT_GUE_PORT),
+        Some(n) => c.uint(n, "gue_port", 1u16, u16::MAX),
+    };
+
+    let allowed_sources = c.required(&f, "allowed_sources").and_then(|n| {
+        let items = c.scalar_list(n, "allowed_sources", "an address or prefix")?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (text, node) in items {
+            match text.parse::<Cidr>() {
+                Ok(cidr) => out.push(cidr),
+                Err(m) => {
+                    c.err(node.start, ConfigProblem::BadCidr(m));
+                    ok = false;
+                }
+            }
+        }
+        for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+            let distinct: HashSet<&Cidr> = out.iter().filter(|c| c.addr.is_ipv4() == v4).collect();
+            if distinct.len() > MAX_ALLOWED_SOURCES {
+                c.err(
+                    n.start,
+                    ConfigProblem::TooManySources {
+                        count: distinct.len(),
+                        family,
+                    },
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(out)
+    });
+
+    let self_addresses = match f.get("self_addresses") {
+        None => Some(Vec::new()),
+        Some(n) => addresses(c, n, "self_addresses").and_then(|v| {
+            let distinct: HashSet<&IpAddr> = v.iter().map(|(a, _)| a).collect();
+            if distinct.len() > MAX_SELF_ADDRESSES {
+                c.err(
+                    n.start,
+                    ConfigProblem::TooManySelfAddresses {
+                        count: distinct.len(),
+                    },
+                );
+                return None;
+            }
+            Some(v.into_iter().map(|(a, _)| a).collect::<Vec<_>>())
+        }),
+    };
+
+    let vips = match f.get("vips") {
+        None => Some(Vec::new()),
+        Some(n) => addresses(c, n, "vips").and_then(|v| {
+            let mut ok = true;
+            for (addr, node) in &v {
+                if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+                    c.err(node.start, ConfigProblem::BadVip { addr: *addr });
+                    ok = false;
+                }
+            }
+            ok.then(|| v.into_iter().map(|(a, _)| a).collect::<Vec<_>>())
+        }),
+    };
+
+    let vip_interface = match f.get("vip_interface") {
+        None => Some(DEFAULT_VIP_INTERFACE.to_string()),
+        Some(n) => c
+            .scalar(n, "vip_interface", "an interface name")
+            .and_then(|name| {
+                if valid_ifname(name) {
+                    Some(name.to_string())
+                } else {
+                    c.err(
+                        n.start,
+                        ConfigProblem::BadInterface {
+                            field: "vip_interface",
+                            name: name.to_string(),
+                        },
+                    );
+                    None
+                }
+            }),
+    };
+
+    let setup_on_run = match f.get("setup_on_run") {
+        None => Some(false),
+        Some(n) => c.boolean(n, "setup_on_run"),
+    };
+
+    let mut dir = |field: &'static str, default: &str| match f.get(field) {
+        None => Some(PathBuf::from(default)),
+        Some(n) => c.scalar(n, field, "an absolute path").and_then(|s| {
+            if Path::new(s).is_absolute() {
+                Some(PathBuf::from(s))
+            } else {
+                c.err(
+                    n.start,
+                    ConfigProblem::RelativePath {
+                        field,
+                        path: s.to_string(),
+                    },
+                );
+                None
+            }
+        }),
+    };
+    let bpffs_dir = dir("bpffs_dir", DEFAULT_BPFFS_DIR);
+    let state_dir = dir("state_dir", DEFAULT_STATE_DIR);
+
+    Some(Config {
+        interfaces: interfaces?,
+        gue_port: gue_port?,
+        allowed_sources: allowed_sources?,
+        self_addresses: self_addresses?,
+        vips: vips?,
+        vip_interface: vip_interface?,
+        setup_on_run: setup_on_run?,
+        bpffs_dir: bpffs_dir?,
+        state_dir: state_dir?,
+    })
+}
+
+/// The IP addresses of a list, each with its node; an item that is not one is reported and
+/// left out, so the caller still checks the others.
+fn addresses<'n>(
+    c: &mut Checker<'_, ConfigProblem>,
+    n: &'n Node,
+    field: &'static str,
+) -> Option<Vec<(IpAddr, &'n Node)>> {
+    let items = c.scalar_list(n, field, "an IP address")?;
+    let mut out = Vec::with_capacity(items.len());
+    for (text, node) in items {
+        match text.trim().parse::<IpAddr>() {
+            Ok(a) => out.push((a, node)),
+            Err(_) => c.err(
+                node.start,
+                ConfigProblem::BadAddress {
+                    field,
+                    text: text.to_string(),
+                },
+            ),
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -314,56 +410,80 @@ mod tests {
         for (text, want) in [
             (
                 "interfaces: []\nallowed_sources: []\n",
-                "r.yaml:1:1: interfaces:",
+                "r.yaml:1:13: interfaces: list at least one",
             ),
             (
                 "interfaces: [e]\nallowed_sources: [10.0.0.1/24]\n",
-                "r.yaml:2:1: `10.0.0.1/24` has host bits set",
+                "r.yaml:2:19: `10.0.0.1/24` has host bits set",
             ),
             (
                 "interfaces: [e]\nallowed_sources: [10.0.0.0/33]\n",
-                "prefix length must be 0..=32",
+                "r.yaml:2:19: `10.0.0.0/33`: prefix length must be 0..=32",
             ),
             (
                 "interfaces: [e]\nallowed_sources: [nope]\n",
-                "`nope` is not an address",
+                "r.yaml:2:19: `nope` is not an address",
             ),
             (
                 "interfaces: [e]\nallowed_sources: []\nvipz: []\n",
-                "r.yaml:3:1: unknown field `vipz`",
+                "r.yaml:3:1: unknown field `vipz` in redirector.yaml; expected one of: interfaces,",
+            ),
+            (
+                "interfaces: [e]\nallowed_sources: []\nvipz: []\n",
+                "state_dir (did you mean `vips`?)",
             ),
             (
                 "interfaces: [e]\nallowed_sources: []\nvips: [127.0.0.1]\n",
-                "r.yaml:3:1: vips: 127.0.0.1",
+                "r.yaml:3:8: vips: 127.0.0.1 cannot be a VIP",
             ),
             (
                 "interfaces: [e]\nallowed_sources: []\ngue_port: 0\n",
-                "r.yaml:3:1: gue_port",
+                "r.yaml:3:11: `gue_port` must be a whole number from 1 to 65535, found `0`",
             ),
             (
                 "allowed_sources: []\ninterfaces: [eth0, 'eth0:1']\n",
-                "r.yaml:2:1: interfaces: `eth0:1` is not an interface name",
+                "r.yaml:2:20: interfaces: `eth0:1` is not an interface name",
             ),
             (
                 "interfaces: [averyverylongname]\nallowed_sources: []\n",
-                "is not an interface name",
+                "r.yaml:1:14: interfaces: `averyverylongname` is not an interface name",
             ),
             (
                 "interfaces: [e]\nallowed_sources: []\nvip_interface: ''\n",
-                "r.yaml:3:1: vip_interface",
+                "r.yaml:3:16: vip_interface: `` is not an interface name",
             ),
             (
                 "interfaces: [e]\nallowed_sources: []\nbpffs_dir: bpf\n",
-                "r.yaml:3:1: bpffs_dir: `bpf` must be an absolute path",
+                "r.yaml:3:12: bpffs_dir: `bpf` must be an absolute path",
             ),
             (
                 "interfaces: [e]\nallowed_sources: []\nstate_dir: run/x\n",
-                "r.yaml:3:1: state_dir",
+                "r.yaml:3:12: state_dir: `run/x` must be an absolute path",
             ),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_at_its_own_position() {
+        let e = parse(
+            "interfaces: [eth0, 'a/b']\nallowed_sources: [10.0.0.1/24, fd00::/64, x]\nvips: [0.0.0.0]\nsetup_on_run: yes\n",
+        )
+        .unwrap_err();
+        let lines: Vec<&str> = e.lines().map(|l| l.split(": ").next().unwrap()).collect();
+        assert_eq!(
+            lines,
+            [
+                "r.yaml:1:20",
+                "r.yaml:2:19",
+                "r.yaml:2:43",
+                "r.yaml:3:8",
+                "r.yaml:4:15"
+            ],
+            "{e}"
+        );
     }
 
     #[test]
@@ -387,7 +507,7 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            e.contains("r.yaml:2:1: allowed_sources: 1025 IPv4 entries, at most 1024"),
+            e.contains("r.yaml:2:18: allowed_sources: 1025 IPv4 entries, at most 1024"),
             "{e}"
         );
         let addrs = (0..=MAX_SELF_ADDRESSES)
@@ -399,7 +519,7 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            e.contains("r.yaml:3:1: self_addresses: 257 addresses"),
+            e.contains("r.yaml:3:17: self_addresses: 257 addresses"),
             "{e}"
         );
     }

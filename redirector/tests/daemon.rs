@@ -287,17 +287,23 @@ fn binary_exits_78_on_every_config_error() {
             &["--config", "/nonexistent/redirector.yaml", "run"],
             "read config /nonexistent/redirector.yaml",
         ),
-        (&["--config", "/dev/null", "run"], "/dev/null:"),
-        (&["--config", "/dev/null", "status"], "/dev/null:"),
+        (
+            &["--config", "/dev/null", "run"],
+            "/dev/null:1:1: missing field `interfaces`",
+        ),
+        (
+            &["--config", "/dev/null", "status"],
+            "/dev/null:1:1: missing field `interfaces`",
+        ),
         (&["--config", tmp.to_str().unwrap(), "run"], "read config"),
         // The shipped example names no interface: the package installs an inert daemon.
         (
             &["--config", shipped.to_str().unwrap(), "run"],
             "interfaces: list at least one interface",
         ),
-        (&["--config", &invalid, "run"], "invalid.yaml:2:1:"),
-        (&["--config", &invalid, "setup"], "invalid.yaml:2:1:"),
-        (&["--config", &invalid, "status"], "invalid.yaml:2:1:"),
+        (&["--config", &invalid, "run"], "invalid.yaml:2:19:"),
+        (&["--config", &invalid, "setup"], "invalid.yaml:2:19:"),
+        (&["--config", &invalid, "status"], "invalid.yaml:2:19:"),
         (
             &["--config", &unknown_key, "run"],
             "unknown.yaml:3:1: unknown field `vipz`",
@@ -314,15 +320,25 @@ fn binary_exits_78_on_every_config_error() {
     for (args, message) in cases {
         let (code, stderr) = run_bin(None, args);
         assert_eq!(code, Some(78), "{args:?}: {stderr}");
-        // One line, each cause once: no message repeated by its own source, and no
-        // serde_yaml " at line L column C" after the file:line:column.
+        // Each cause once: no message repeated by its own source, and no parser's own
+        // " at line L column C" after the file:line:column.
         assert_eq!(
             stderr.matches(message).count(),
             1,
             "{args:?}: want {message:?} once in {stderr}"
         );
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(!stderr.contains(" at line "), "{args:?}: {stderr}");
+        // One line per error: an empty file misses both required fields, and says so at once.
+        let want_lines = if args[1] == "/dev/null" { 2 } else { 1 };
+        assert_eq!(stderr.lines().count(), want_lines, "{args:?}: {stderr}");
+        if want_lines == 2 {
+            assert!(
+                stderr.ends_with(
+                    "/dev/null:1:1: missing field `allowed_sources` in redirector.yaml; add it\n"
+                ),
+                "{stderr}"
+            );
+        }
     }
     let (_, stderr) = run_bin(None, &["--config", "/nonexistent/redirector.yaml", "run"]);
     assert_eq!(
@@ -468,7 +484,7 @@ fn the_binary_reloads_on_sighup_and_leaves_the_program_attached_on_sigterm() {
         read(&log1).contains("config rejected")
     });
     assert!(
-        read(&log1).contains("redirector.yaml:2:1: `192.0.2.1/24` has host bits set"),
+        read(&log1).contains("redirector.yaml:2:19: `192.0.2.1/24` has host bits set"),
         "{}",
         read(&log1)
     );

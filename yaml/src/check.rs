@@ -275,8 +275,9 @@ impl<'p, K: From<Problem>> Checker<'p, K> {
         v
     }
 
-    /// A list of scalars, each with its node (for positions). `None` if any item is not a
-    /// scalar (each such item is reported).
+    /// The scalars of a list, each with its node (for positions). An item that is not a
+    /// scalar is reported and left out, so the caller still checks the others; `None` only if
+    /// `n` is not a list. (A caller builds its value only when [`Checker::finish`] is `Ok`.)
     pub fn scalar_list<'n>(
         &mut self,
         n: &'n Node,
@@ -285,14 +286,12 @@ impl<'p, K: From<Problem>> Checker<'p, K> {
     ) -> Option<Vec<(&'n str, &'n Node)>> {
         let items = self.seq(n, field)?;
         let mut out = Vec::with_capacity(items.len());
-        let mut ok = true;
         for (i, it) in items.iter().enumerate() {
-            match self.scalar(it, &format!("{field}[{i}]"), expected) {
-                Some(s) => out.push((s, it)),
-                None => ok = false,
+            if let Some(s) = self.scalar(it, &format!("{field}[{i}]"), expected) {
+                out.push((s, it));
             }
         }
-        ok.then_some(out)
+        Some(out)
     }
 }
 
