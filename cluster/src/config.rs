@@ -145,6 +145,27 @@ impl ConsulSection {
         })
     }
 
+    /// The `consul:` section of a director.yaml's text (read from `path`, used in messages
+    /// only), or `None` if it has none. Only that section is checked here; the other fields
+    /// are the director's.
+    pub fn from_director_yaml(
+        path: &std::path::Path,
+        text: &str,
+    ) -> Result<Option<Self>, yaml::Errors<Problem>> {
+        let mut c: Checker<'_, Problem> = Checker::new(path);
+        let root = c.document(text);
+        let node = root.as_ref().and_then(|root| {
+            root.as_map()?
+                .iter()
+                .find(|(k, _)| k.as_scalar() == Some("consul"))
+                .map(|(_, v)| v)
+                .filter(|v| !v.is_null())
+        });
+        let section = node.and_then(|n| Self::from_node(&mut c, n));
+        c.finish()?;
+        Ok(section)
+    }
+
     /// Checks the section and reads the token file.
     pub fn validate(self) -> Result<ConsulConfig, ConfigError> {
         let address = parse_address(&self.address)?;
@@ -328,6 +349,28 @@ mod tests {
             let e = section(yaml).validate().unwrap_err().to_string();
             assert!(e.contains(want), "{yaml:?}: got {e:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn the_section_of_a_director_yaml_is_read_alone() {
+        let p = std::path::Path::new("d.yaml");
+        let s = ConsulSection::from_director_yaml(
+            p,
+            "interfaces: [eth0]\nconsul:\n  address: http://h\n  prefix: p\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((s.address.as_str(), s.prefix.as_str()), ("http://h", "p"));
+        assert!(ConsulSection::from_director_yaml(p, "# none\n")
+            .unwrap()
+            .is_none());
+        assert!(ConsulSection::from_director_yaml(p, "consul:\n")
+            .unwrap()
+            .is_none());
+        let e = ConsulSection::from_director_yaml(p, "x: 1\nconsul: { prefix: p }\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "d.yaml:2:9: missing field `address` in consul; add it");
     }
 
     #[test]

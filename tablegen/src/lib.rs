@@ -10,6 +10,7 @@
 //! - [`format`](mod@format): the binary table file.
 //! - [`report`]: `show` / `lookup` / `diff` results (stable JSON).
 //! - [`edit`]: in-place edits of a backend's state or weight.
+//! - [`tableset`]: a config's tables as `diff` compares them, from a config or a table file.
 //! - [`cli`]: the clap definition of the `tablegen` command.
 //!
 //! YAML is read through the `yaml` crate (xdplb-yaml), which gives every node its position.
@@ -22,3 +23,4 @@ pub mod hash;
 pub mod report;
 pub mod score;
 pub mod table;
+pub mod tableset;

@@ -5,7 +5,7 @@
 //! add fields, never rename or remove one. 64-bit hashes are 16 hex digits in strings because
 //! JSON numbers lose precision above 2^53 in most readers.
 //!
-//! Must not do: I/O or formatting for humans (the binary prints).
+//! Must not do: I/O (the binary prints).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -41,6 +41,27 @@ pub struct ShowBackend {
     pub weight: u32,
     pub primary_rows: u32,
     pub alternate_rows: u32,
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC for a Unix time (Howard Hinnant's civil-from-days; no time
+/// crate needed).
+pub fn utc(unix: u64) -> String {
+    let (days, secs) = ((unix / 86400) as i64, unix % 86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 pub fn hex64(v: u64) -> String {
@@ -270,4 +291,14 @@ pub fn diff(old: &[NamedTable<'_>], new: &[NamedTable<'_>]) -> Diff {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_known_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::utc(1_795_664_523), "2026-11-26 03:42:03");
+    }
 }

@@ -16,11 +16,12 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use tablegen::cli::{Cli, Command, Target};
-use tablegen::config::{Backend, Config, State};
+use tablegen::config::{Config, State};
 use tablegen::edit::{self, Change};
 use tablegen::format;
-use tablegen::report::{self, hex64, FlowSpec, NamedTable};
-use tablegen::table::{self, Table};
+use tablegen::report::{self, hex64, FlowSpec};
+use tablegen::table;
+use tablegen::tableset::TableSet;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -97,54 +98,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
-/// A table set to diff: from a binary table file (by magic) or built from a config.
-struct Loaded {
-    items: Vec<(String, Vec<Backend>, Table)>,
-}
-
-fn load_tables(path: &Path) -> Result<Loaded> {
+/// A table set to diff: a binary table file or a config.
+fn load_tables(path: &Path) -> Result<TableSet> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if bytes.starts_with(format::MAGIC) {
-        let services = format::read(&bytes)
-            .with_context(|| format!("reading tables from {}", path.display()))?;
-        return Ok(Loaded {
-            items: services
-                .into_iter()
-                .map(|s| (s.name, s.backends, s.table))
-                .collect(),
-        });
-    }
-    let text = String::from_utf8(bytes)
-        .with_context(|| format!("{} is neither a table file nor UTF-8 text", path.display()))?;
-    let config = Config::parse(path, &text)
-        .map_err(|e| anyhow::anyhow!("{} error(s):\n{e}", e.errors.len()))?;
-    Ok(Loaded::build(config))
-}
-
-impl Loaded {
-    /// Builds the tables of every service of `config`.
-    fn build(config: Config) -> Loaded {
-        let tables = table::build_all(&config);
-        Loaded {
-            items: config
-                .services
-                .into_iter()
-                .zip(tables)
-                .map(|(s, t)| (s.name, s.backends, t))
-                .collect(),
-        }
-    }
-}
-
-fn named(l: &Loaded) -> Vec<NamedTable<'_>> {
-    l.items
-        .iter()
-        .map(|(n, b, t)| NamedTable {
-            service: n,
-            backends: b,
-            table: t,
-        })
-        .collect()
+    Ok(TableSet::from_bytes(path, bytes)?)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -274,7 +231,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Diff { old, new, json } => {
             let (o, n) = (load_tables(old)?, load_tables(new)?);
-            let d = report::diff(&named(&o), &named(&n));
+            let d = report::diff(&o.named(), &n.named());
             print_diff(
                 &d,
                 &old.display().to_string(),

@@ -10,16 +10,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
-use yaml::{Checker, Problem};
 
 use cluster::{ConsulConfig, ConsulSection, Expect, PublishMeta, Store, VersionMeta};
 use tablegen::cli::{
     Cluster, ClusterCommand, ConsulArgs, Expected, VersionRef, DEFAULT_DIRECTOR_CONFIG,
 };
-use tablegen::report::{self, hex64};
+use tablegen::report::{self, hex64, utc};
 use tablegen::table;
+use tablegen::tableset::TableSet;
 
-use super::{load, named, parse, print_diff, print_json, read_text, write_atomic, Loaded};
+use super::{load, parse, print_diff, print_json, read_text, write_atomic};
 
 pub fn run(config: &Path, c: &Cluster) -> Result<()> {
     init_tracing();
@@ -64,25 +64,6 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Only the `consul:` section of a director.yaml, checked with positions; the other fields are
-/// the director's (it checks them).
-fn consul_section(path: &Path, text: &str) -> Result<Option<ConsulSection>> {
-    let mut c: Checker<'_, Problem> = Checker::new(path);
-    let root = c.document(text);
-    let node = root.as_ref().and_then(|root| {
-        root.as_map()?
-            .iter()
-            .find(|(k, _)| k.as_scalar() == Some("consul"))
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_null())
-    });
-    let section = node.and_then(|n| ConsulSection::from_node(&mut c, n));
-    c.finish()
-        .map_err(|e| anyhow!("{e}"))
-        .context("reading the consul: section")?;
-    Ok(section)
-}
-
 /// The settings: the file's `consul:` section (if the file exists and has one), each flag
 /// overriding its field. An explicitly named file must exist; the default one may not.
 fn consul_config(args: &ConsulArgs) -> Result<ConsulConfig> {
@@ -91,7 +72,9 @@ fn consul_config(args: &ConsulArgs) -> Result<ConsulConfig> {
         None => (PathBuf::from(DEFAULT_DIRECTOR_CONFIG), false),
     };
     let from_file = match fs::read_to_string(&path) {
-        Ok(text) => consul_section(&path, &text)?,
+        Ok(text) => ConsulSection::from_director_yaml(&path, &text)
+            .map_err(|e| anyhow!("{e}"))
+            .context("reading the consul: section")?,
         Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
@@ -332,10 +315,10 @@ impl Ctx<'_> {
 
     /// A stored version's tables, built here. Says so when they do not reproduce the published
     /// checksums (a different tablegen, or a damaged version): directors would refuse it.
-    fn tables(&self, n: u64) -> Result<Loaded> {
+    fn tables(&self, n: u64) -> Result<TableSet> {
         let version = self.block_on(self.store.get(n))?;
         let origin = PathBuf::from(format!("consul:{}/versions/{n}", self.consul.prefix));
-        let loaded = Loaded::build(parse(&origin, &version.text)?);
+        let loaded = TableSet::build(parse(&origin, &version.text)?);
         for msg in reproduce(&loaded, &version.meta) {
             eprintln!("tablegen: warning: version {n}: {msg}");
         }
@@ -351,11 +334,11 @@ impl Ctx<'_> {
                 (self.tables(n)?, format!("version {n}"))
             }
             None => (
-                Loaded::build(load(self.config)?),
+                TableSet::build(load(self.config)?),
                 self.config.display().to_string(),
             ),
         };
-        let d = report::diff(&named(&old_tables), &named(&new_tables));
+        let d = report::diff(&old_tables.named(), &new_tables.named());
         print_diff(&d, &format!("version {o}"), &new_name, json)
     }
 
@@ -378,7 +361,7 @@ impl Ctx<'_> {
 }
 
 /// Why directors will refuse the version, by the check they use themselves.
-fn reproduce(loaded: &Loaded, meta: &VersionMeta) -> Vec<String> {
+fn reproduce(loaded: &TableSet, meta: &VersionMeta) -> Vec<String> {
     let built = cluster::service_digests(
         loaded
             .items
@@ -403,34 +386,4 @@ fn print_digests(m: &VersionMeta, indent: &str) {
 
 fn show(v: Option<u64>) -> String {
     v.map_or_else(|| "none".to_string(), |v| v.to_string())
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in UTC (Howard Hinnant's civil-from-days; no time crate needed).
-fn utc(unix: u64) -> String {
-    let (days, secs) = ((unix / 86400) as i64, unix % 86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_known_dates() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
-        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(super::utc(1_795_664_523), "2026-11-26 03:42:03");
-    }
 }
