@@ -117,8 +117,8 @@ pub struct Backend {
 }
 
 /// A backend's state (docs/development/table-algorithm.md: filling and draining are the
-/// transitions). The discriminants are part of the table file format and of
-/// the version hash: never renumber them.
+/// transitions). The discriminants are part of the table file format and of the version hash:
+/// never renumber them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum State {
     /// Takes new flows.

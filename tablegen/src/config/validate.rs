@@ -630,7 +630,7 @@ services:
 ";
 
     #[test]
-    fn parses_the_design_example_with_defaults() {
+    fn parses_a_full_example_with_defaults() {
         let c = Config::parse(Path::new("b.yaml"), GOOD).unwrap();
         let s = &c.services[0];
         assert_eq!(s.table_bits, 16);
