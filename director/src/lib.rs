@@ -14,6 +14,7 @@ pub mod counters;
 pub mod daemon;
 pub mod datapath;
 pub mod error;
+pub mod health;
 pub mod host;
 pub mod netwatch;
 pub mod source;
