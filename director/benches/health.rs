@@ -34,6 +34,7 @@ fn service(n: usize, bits: u8) -> Service {
                 state: State::Active,
             })
             .collect(),
+        health: None,
     }
 }
 

@@ -17,7 +17,8 @@ use crate::config::{DirectorConfig, Source, XdpMode};
 use crate::consul::ConsulSource;
 use crate::datapath::{AttachMode, Datapath};
 use crate::error::{DaemonError, DatapathError, ReloadError, SourceError};
-use crate::source::{FileSource, TableSource};
+use crate::health::HealthPlane;
+use crate::source::{FileSource, Loaded, TableSource};
 use crate::state::{self, Interface, Rejected, Reload, ServiceState, State};
 use crate::tables::{self, Snapshot};
 
@@ -32,6 +33,8 @@ pub enum Event {
     Status,
     /// A route, neighbour or link changed (`netwatch`): cached next hops are stale.
     NextHops,
+    /// A backend's health flipped (the health checker): the overlay may change.
+    Health,
     Shutdown,
 }
 
@@ -112,6 +115,22 @@ pub fn run_with(
     let state_path = cfg.state_file();
     let mut st = State::read(&state_path).unwrap_or_default();
     st.pid = std::process::id();
+    // Health starts from the view the last run left, not from "all healthy": a backend that
+    // was down before a restart stays demoted from the first table.
+    let health_tx = control.tx.clone();
+    let mut health = HealthPlane::new(
+        crate::health::ProbeSettings {
+            gue_port: cfg.gue_port,
+            src_v4: cfg.encap_source_v4.map(Into::into),
+            src_v6: cfg.encap_source_v6.map(Into::into),
+        },
+        st.health.as_ref().map(|h| h.view()).unwrap_or_default(),
+        move || {
+            let _ = health_tx.send(Event::Health);
+        },
+    );
+    // The last version loaded: the health overlay is rebuilt from it.
+    let mut last: Option<Loaded> = None;
     st.source = source.describe();
     st.cluster = source.cluster();
 
@@ -131,7 +150,7 @@ pub fn run_with(
     // The first version. If it is unusable but a previous run left tables pinned, those keep
     // forwarding and we wait for a fix; with nothing to forward, fail loudly.
     let had_tables = st.services.iter().any(|s| dp.table_hdr(s.id).is_some());
-    if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st) {
+    if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st, &mut health, &mut last) {
         if !had_tables {
             let _ = st.write(&state_path);
             if !pinned_before {
@@ -195,9 +214,28 @@ pub fn run_with(
     write_state(&st, &state_path)?;
     sd_notify("READY=1");
 
-    while let Ok(ev) = control.rx.recv() {
+    loop {
+        // A health change held back by its service's hold time is due at `wake_at`.
+        let ev = match health.wake_at() {
+            None => match control.rx.recv() {
+                Ok(ev) => ev,
+                Err(_) => break,
+            },
+            Some(at) => match control
+                .rx
+                .recv_timeout(at.saturating_duration_since(Instant::now()))
+            {
+                Ok(ev) => ev,
+                Err(RecvTimeoutError::Timeout) => Event::Health,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
         match ev {
             Event::Shutdown => break,
+            Event::Health => {
+                health_changed(&cfg, &dp, &mut st, &mut health, last.as_ref());
+                write_state(&st, &state_path)?;
+            }
             Event::Status => {
                 st.cluster = source.cluster();
                 write_state(&st, &state_path)?;
@@ -225,7 +263,8 @@ pub fn run_with(
                     break;
                 }
                 sd_notify("RELOADING=1");
-                if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st) {
+                if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st, &mut health, &mut last)
+                {
                     warn!(source = %source.describe(), error = %error_chain(&e), "config rejected, keeping last good tables");
                 }
                 st.cluster = source.cluster();
@@ -242,6 +281,45 @@ pub fn run_with(
     write_state(&st, &state_path)?;
     info!("stopped; the program stays attached (xdplb-director detach removes it)");
     Ok(())
+}
+
+/// A backend's health flipped, or a held change is due: install the tables the overlay asks
+/// for now, if they differ from the installed ones.
+fn health_changed(
+    cfg: &DirectorConfig,
+    dp: &Datapath,
+    st: &mut State,
+    health: &mut HealthPlane,
+    last: Option<&Loaded>,
+) {
+    let t0 = Instant::now();
+    if let Some(l) = last {
+        if let Some(installed) = health.update(&l.config, &l.tables, t0) {
+            let snap = tables::snapshot(
+                &l.config,
+                &installed,
+                &st.ids,
+                cfg.encap_source_v4.is_some(),
+                cfg.encap_source_v6.is_some(),
+            );
+            match snap.map(|snap| (dp.install(&snap), snap)) {
+                Ok((Ok(swapped), snap)) => {
+                    let took = t0.elapsed();
+                    info!(
+                        swapped = swapped.len(),
+                        took_us = took.as_micros() as u64,
+                        "health overlay live"
+                    );
+                    record(st, &snap, swapped, took);
+                }
+                Ok((Err(e), _)) => {
+                    error!(error = %error_chain(&e), "installing the health overlay failed")
+                }
+                Err(e) => error!(error = %error_chain(&e), "building the health overlay failed"),
+            }
+        }
+    }
+    st.health = health.state();
 }
 
 /// A route or neighbour changed: every CPU looks each backend's next hop up again.
@@ -266,8 +344,10 @@ fn reload(
     dp: &Datapath,
     source: &mut dyn TableSource,
     st: &mut State,
+    health: &mut HealthPlane,
+    last: &mut Option<Loaded>,
 ) -> Result<(), ReloadError> {
-    let r = load_and_install(cfg, dp, source, st);
+    let r = load_and_install(cfg, dp, source, st, health, last);
     source.finished(r.as_ref().map(|_| ()).map_err(|e| error_chain(e)));
     r
 }
@@ -277,6 +357,8 @@ fn load_and_install(
     dp: &Datapath,
     source: &mut dyn TableSource,
     st: &mut State,
+    health: &mut HealthPlane,
+    last: &mut Option<Loaded>,
 ) -> Result<(), ReloadError> {
     let t0 = Instant::now();
     let result = source.load().and_then(|loaded| {
@@ -284,9 +366,13 @@ fn load_and_install(
             took_us = t0.elapsed().as_micros() as u64,
             "source loaded and tables built"
         );
-        tables::snapshot(
+        // The published (verified) tables stay as they are; the kernel gets them with the
+        // health overlay.
+        health.configure(&loaded.config, &loaded.tables);
+        let installed = health.tables(&loaded.config, &loaded.tables, Instant::now());
+        let snap = tables::snapshot(
             &loaded.config,
-            &loaded.tables,
+            &installed,
             &st.ids,
             cfg.encap_source_v4.is_some(),
             cfg.encap_source_v6.is_some(),
@@ -294,8 +380,11 @@ fn load_and_install(
         .map_err(|e| SourceError::Unusable {
             path: source_path(cfg),
             source: e,
-        })
+        })?;
+        *last = Some(loaded);
+        Ok(snap)
     });
+    st.health = health.state();
     let snap = match result {
         Ok(s) => s,
         Err(e) => {

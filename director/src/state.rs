@@ -83,6 +83,9 @@ pub struct State {
     /// Consul source only.
     #[serde(default)]
     pub cluster: Option<ClusterState>,
+    /// Only when some service is health-checked: the view a restart starts from.
+    #[serde(default)]
+    pub health: Option<crate::health::HealthState>,
 }
 
 impl State {

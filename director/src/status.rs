@@ -54,6 +54,10 @@ pub struct Status {
     pub last_rejected: Option<crate::state::Rejected>,
     /// Consul source only: connected, last contact, current and applied version, refusal.
     pub cluster: Option<crate::state::ClusterState>,
+    /// Only when some service is health-checked: per service the overlay (fail-open,
+    /// demoted backends, the published version and checksum beside the installed ones in
+    /// `services`), per backend its health.
+    pub health: Option<crate::health::HealthState>,
 }
 
 /// Gather the status of the director configured by `cfg`.
@@ -124,6 +128,7 @@ pub fn gather(cfg: &DirectorConfig) -> Status {
         last_reload: st.last_reload,
         last_rejected: st.last_rejected,
         cluster: st.cluster,
+        health: st.health,
     }
 }
 
@@ -233,6 +238,44 @@ impl Status {
                 s.name, s.version, s.checksum, s.rows, s.width, s.backends,
                 if s.live { "" } else { " (NOT LIVE)" }, s.packets, s.bytes
             );
+        }
+        if let Some(h) = &self.health {
+            let _ = writeln!(o, "health:");
+            for (name, sh) in &h.services {
+                let what = if sh.fail_open {
+                    "FAIL-OPEN (too few healthy backends: health ignored)".to_string()
+                } else if sh.demoted.is_empty() {
+                    "all healthy".to_string()
+                } else {
+                    format!("demoting {}", sh.demoted.join(", "))
+                };
+                let _ = writeln!(
+                    o,
+                    "  {name}: {what}; published version {:016x} checksum {:016x}",
+                    sh.published_version, sh.published_checksum
+                );
+                for (b, t) in h.backends.get(name).into_iter().flatten() {
+                    let _ = write!(
+                        o,
+                        "    {b:<16} {:<9} since {}",
+                        if t.healthy { "healthy" } else { "UNHEALTHY" },
+                        ago(t.since)
+                    );
+                    if t.failures > 0 {
+                        let _ = write!(o, ", {} failed in a row", t.failures);
+                    } else {
+                        let _ = write!(o, ", {} passed in a row", t.passes);
+                    }
+                    match &t.last_error {
+                        Some(e) if !t.healthy || t.failures > 0 => {
+                            let _ = writeln!(o, ": {e}");
+                        }
+                        _ => {
+                            let _ = writeln!(o);
+                        }
+                    }
+                }
+            }
         }
         let _ = writeln!(o, "binds:");
         for b in &self.binds {

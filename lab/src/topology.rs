@@ -608,32 +608,47 @@ impl Lab {
     /// Starts the lab server in every backend and waits until each answers on TCP.
     pub fn start_servers(&self, server_bin: &Path) -> Result<(), LabError> {
         for i in 1..=self.opts.backends {
-            let node = Node::Backend(i);
-            let cmd = self.ns(node).command(server_bin).args([
-                "--name",
-                &node.name(),
-                "--tcp",
-                &addr::TCP_PORT.to_string(),
-                "--udp",
-                &addr::UDP_PORT.to_string(),
-                "--vip",
-                &addr::VIP_V4.to_string(),
-                "--vip",
-                &addr::VIP_V6.to_string(),
-            ]);
-            self.spawn(&format!("server-{}", node.name()), &cmd)?;
+            self.spawn_server(server_bin, i)?;
         }
         for i in 1..=self.opts.backends {
-            let label = format!("server-{}", Node::Backend(i).name());
-            let target = SocketAddr::new(addr::backend(Family::V4, i), addr::TCP_PORT);
-            self.wait_for(&label, Duration::from_secs(10), || {
-                self.ns(Node::Client)
-                    .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(300)))
-                    .map(|r| r.is_ok())
-                    .unwrap_or(false)
-            })?;
+            self.wait_server(i)?;
         }
         Ok(())
+    }
+
+    /// Starts the lab server in backend `i` (again, after a test stopped it) and waits until it
+    /// answers on TCP.
+    pub fn start_server(&self, server_bin: &Path, i: usize) -> Result<(), LabError> {
+        self.spawn_server(server_bin, i)?;
+        self.wait_server(i)
+    }
+
+    fn spawn_server(&self, server_bin: &Path, i: usize) -> Result<(), LabError> {
+        let node = Node::Backend(i);
+        let cmd = self.ns(node).command(server_bin).args([
+            "--name",
+            &node.name(),
+            "--tcp",
+            &addr::TCP_PORT.to_string(),
+            "--udp",
+            &addr::UDP_PORT.to_string(),
+            "--vip",
+            &addr::VIP_V4.to_string(),
+            "--vip",
+            &addr::VIP_V6.to_string(),
+        ]);
+        self.spawn(&format!("server-{}", node.name()), &cmd)
+    }
+
+    fn wait_server(&self, i: usize) -> Result<(), LabError> {
+        let label = format!("server-{}", Node::Backend(i).name());
+        let target = SocketAddr::new(addr::backend(Family::V4, i), addr::TCP_PORT);
+        self.wait_for(&label, Duration::from_secs(10), || {
+            self.ns(Node::Client)
+                .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(300)))
+                .map(|r| r.is_ok())
+                .unwrap_or(false)
+        })
     }
 
     /// Polls `ready` every 50 ms until it holds, failing early if the process `label` exits.

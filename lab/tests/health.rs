@@ -3,34 +3,47 @@
 //! address) and `gue` (a SYN to the VIP through the tunnel, answered directly by the backend),
 //! for both VIP families.
 //!
-//! The checker runs in-process here; how the daemon turns its verdicts into tables is tested
-//! with the daemon.
+//! The first test runs the checker in-process; the second runs the real directors with
+//! health checks in backends.yaml and real client connections.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use director::health::{Check, Checker, ProbeSettings, Spec, Target, Tracker};
+use director::health::{Checker, ProbeSettings, Target, Tracker};
 use lab::addr::{self, Family};
-use lab::system::{Binaries, System, SystemOptions};
+use lab::client::{probe_tcp, Pool, PoolConfig, ProbeReport};
+use lab::system::{backends_yaml, BackendLine, Binaries, System, SystemOptions};
 use lab::Node;
+use tablegen::config::{Health, HealthCheck};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_xdplb-lab-server");
+/// One lab at a time: on two cores several would measure the machine.
+static SERIAL: Mutex<()> = Mutex::new(());
 
-fn spec(vip: std::net::IpAddr) -> Spec {
-    Spec {
+fn start() -> (MutexGuard<'static, ()>, System) {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bins = Binaries::for_tests(Path::new(SERVER)).expect("build the daemons");
+    let sys = System::start(bins, SystemOptions::default()).expect("start xdplb in the lab");
+    (guard, sys)
+}
+
+fn health(vip: std::net::IpAddr) -> Health {
+    Health {
         interval: Duration::from_millis(200),
         timeout: Duration::from_millis(150),
         rise: 2,
         fall: 2,
         jitter_percent: 10,
+        hold: Duration::from_secs(10),
+        fail_open_below: 50,
         checks: vec![
-            Check::Tcp {
+            HealthCheck::Tcp {
                 port: addr::TCP_PORT,
             },
-            Check::Gue {
+            HealthCheck::Gue {
                 vip,
                 port: addr::TCP_PORT,
             },
@@ -50,7 +63,7 @@ fn targets(backends: usize) -> Vec<Target> {
                 service: service.into(),
                 backend: Node::Backend(i).name(),
                 address: addr::backend(family, i),
-                spec: spec(vip),
+                health: health(vip),
             });
         }
     }
@@ -84,8 +97,7 @@ fn healthy(v: &BTreeMap<(String, String), Tracker>, service: &str, backend: usiz
 
 #[test]
 fn probes_follow_the_server_and_the_redirector_on_each_backend() {
-    let bins = Binaries::for_tests(Path::new(SERVER)).expect("build the daemons");
-    let sys = System::start(bins, SystemOptions::default()).expect("start xdplb in the lab");
+    let (_g, sys) = start();
     let backends = SystemOptions::default().lab.backends;
     let flips = Arc::new(AtomicUsize::new(0));
 
@@ -181,4 +193,121 @@ fn probes_follow_the_server_and_the_redirector_on_each_backend() {
     });
     drop(checker);
     drop(sys);
+}
+
+/// The lab's backends.yaml with health checks: a connect to the backend and a SYN through
+/// the tunnel, every 300 ms, two in a row to change, one change per second at most.
+fn checked_backends_yaml() -> String {
+    let lines: Vec<BackendLine> = (1..=3)
+        .map(|index| BackendLine {
+            index,
+            state: "active",
+        })
+        .collect();
+    format!(
+        "health:\n  interval: 300ms\n  timeout: 200ms\n  rise: 2\n  fall: 2\n  hold: 1s\n  checks:\n    - {{ type: tcp, port: 80 }}\n    - {{ type: gue }}\n{}",
+        backends_yaml(&lines)
+    )
+}
+
+/// Director `i`'s health view of service `web` from `status --json`: backend -> healthy.
+fn director_health(sys: &System, i: usize) -> BTreeMap<String, bool> {
+    let v: serde_json::Value = serde_json::from_str(&sys.director_status(i).unwrap()).unwrap();
+    v["health"]["backends"]["web"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(b, t)| (b.clone(), t["healthy"].as_bool().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_directors(sys: &System, what: &str, ok: impl Fn(&BTreeMap<String, bool>) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let views: Vec<_> = (1..=2).map(|i| director_health(sys, i)).collect();
+        if views.iter().all(&ok) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "{what}: {views:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn on(p: &ProbeReport, backend: &str) -> usize {
+    p.per_backend.get(backend).copied().unwrap_or(0)
+}
+
+#[test]
+fn a_dead_server_gets_no_new_connections_and_its_return_gets_them_again() {
+    let (_g, sys) = start();
+    sys.lab()
+        .write_file("backends.yaml", &checked_backends_yaml())
+        .unwrap();
+    wait_directors(&sys, "every backend healthy on both directors", |v| {
+        v.len() == 3 && v.values().all(|h| *h)
+    });
+
+    let p = Pool::start(
+        &sys.lab().ns(Node::Client),
+        PoolConfig::new(addr::vip_tcp(Family::V4), 200),
+    )
+    .unwrap();
+    let s = p.wait_established(Duration::from_secs(15));
+    assert_eq!(s.established, 200, "{s}");
+    assert!(p.open_on("backend-2") > 20, "{}", p.stats());
+
+    // The server dies: its connections end with it, and new ones avoid it once both directors
+    // have seen it fail twice (no hold: it is the first change).
+    sys.lab()
+        .stop(
+            "server-backend-2",
+            nix::sys::signal::Signal::SIGKILL,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let t0 = Instant::now();
+    let client = sys.lab().ns(Node::Client);
+    loop {
+        let probe = probe_tcp(&client, addr::vip_tcp(Family::V4), 100, 16).unwrap();
+        if probe.failures() == 0 && on(&probe, "backend-2") == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "still sent to backend-2: {probe}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = t0.elapsed();
+    eprintln!("new connections avoid the dead backend after {took:?}");
+    wait_directors(&sys, "backend-2 unhealthy", |v| {
+        v.get("backend-2") == Some(&false)
+    });
+    // Both fall-open rules hold: 2 of 3 healthy is above half, so health applies.
+    let st: serde_json::Value = serde_json::from_str(&sys.director_status(1).unwrap()).unwrap();
+    assert_eq!(st["health"]["services"]["web"]["fail_open"], false, "{st}");
+    assert_eq!(
+        st["health"]["services"]["web"]["demoted"][0], "backend-2",
+        "{st}"
+    );
+
+    // Back: after `rise` passes (and the hold since the last change), new connections reach
+    // it again.
+    sys.lab().start_server(Path::new(SERVER), 2).unwrap();
+    sys.wait_new_flows(Family::V4, 200, Duration::from_secs(10), |p| {
+        p.failures() == 0 && on(p, "backend-2") > 20
+    })
+    .unwrap();
+
+    let report = p.stop();
+    let broken_elsewhere: usize = report
+        .stats
+        .broken_per_backend
+        .iter()
+        .filter(|(b, _)| b.as_str() != "backend-2")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(broken_elsewhere, 0, "{:#?}", report.broken_list());
 }

@@ -36,6 +36,7 @@ fn service(n: usize, bits: u8, hops: u8) -> Service {
                 state: State::Active,
             })
             .collect(),
+        health: None,
     }
 }
 

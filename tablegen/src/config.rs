@@ -19,6 +19,8 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use types::{
-    Backend, Bind, Config, Proto, Service, State, Warning, HOPS_DEFAULT, HOPS_MAX, HOPS_MIN,
-    TABLE_BITS_DEFAULT, TABLE_BITS_MAX, TABLE_BITS_MIN, WEIGHT_MAX,
+    Backend, Bind, Config, Health, HealthCheck, Proto, Service, State, Warning, HEALTH_COUNT_MAX,
+    HEALTH_FAIL_OPEN_DEFAULT, HEALTH_FALL_DEFAULT, HEALTH_HOLD_DEFAULT, HEALTH_INTERVAL_DEFAULT,
+    HEALTH_JITTER_DEFAULT, HEALTH_RISE_DEFAULT, HEALTH_TIMEOUT_DEFAULT, HOPS_DEFAULT, HOPS_MAX,
+    HOPS_MIN, TABLE_BITS_DEFAULT, TABLE_BITS_MAX, TABLE_BITS_MIN, WEIGHT_MAX,
 };

@@ -335,6 +335,7 @@ impl Planner {
     }
 
     /// The full ranking of row `r` over the eligible backends (best first).
+    #[cfg(test)]
     fn rank_row(&self, r: u32) -> Vec<(Key, u32)> {
         let mut v: Vec<(Key, u32)> = self
             .eligible()
@@ -350,11 +351,15 @@ impl Planner {
         let w = usize::from(self.width);
         let rows = self.rows();
         let draining = |b: u32| self.service.backends[b as usize].state == State::Draining;
-        let any_non_draining = self
-            .service
-            .backends
-            .iter()
-            .any(|b| b.state.eligible() && b.state != State::Draining);
+        // The candidates for a row whose every entry drains (rare: only beyond the transition
+        // limit, when the director demotes unhealthy backends).
+        let live: Vec<u32> = (0..self.service.backends.len() as u32)
+            .filter(|&b| {
+                let s = self.service.backends[b as usize].state;
+                s.eligible() && s != State::Draining
+            })
+            .collect();
+        let any_non_draining = !live.is_empty();
         let mut entries = self.ranking.clone();
         if w > 0 {
             for r in 0..rows as usize {
@@ -366,11 +371,12 @@ impl Planner {
                         // Only when more backends drain than the transition limit allows (e.g.
                         // the director marks unhealthy ones draining): never make a draining
                         // backend primary while a non-draining one exists.
-                        let primary = self
-                            .rank_row(r as u32)
-                            .into_iter()
-                            .map(|(_, b)| b)
-                            .find(|&b| !draining(b))
+                        // The best of the row's whole ranking that does not drain: one pass
+                        // for the minimum, no sort.
+                        let primary = live
+                            .iter()
+                            .copied()
+                            .min_by_key(|&b| (self.key(b, r as u32), b))
                             .unwrap_or(row[0]);
                         row.rotate_right(1);
                         row[0] = primary;
@@ -524,6 +530,7 @@ mod tests {
                     state: State::Active,
                 })
                 .collect(),
+            health: None,
         }
     }
 

@@ -34,6 +34,7 @@ fn service(seed: [u8; 16], bits: u8, hops: u8, backends: Vec<Backend>) -> Servic
             port_last: 80,
         }],
         backends,
+        health: None,
     }
 }
 

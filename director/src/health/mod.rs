@@ -12,6 +12,7 @@
 
 pub mod overlay;
 pub mod packet;
+pub mod plane;
 pub mod probe;
 pub mod view;
 
@@ -19,55 +20,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use tablegen::config::{Health, HealthCheck};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use overlay::overlay;
+pub use plane::{HealthPlane, HealthState, ServiceHealth};
 pub use view::{decide, Damper, Decision, Tracker};
-
-/// One check of a backend.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Check {
-    /// A TCP connect to the backend's own address.
-    Tcp { port: u16 },
-    /// `GET path` on the backend's own address; `expect` empty = any 2xx.
-    Http {
-        port: u16,
-        path: String,
-        host: Option<String>,
-        expect: Vec<u16>,
-    },
-    /// A SYN to `vip:port` through the tunnel to the backend, as client traffic goes; proves
-    /// the redirector, the VIP on the backend and the listener.
-    Gue { vip: IpAddr, port: u16 },
-}
-
-impl Check {
-    /// `tcp:80`, `http:8080/healthz`, `gue:10.100.0.1:80`.
-    pub fn describe(&self) -> String {
-        match self {
-            Check::Tcp { port } => format!("tcp:{port}"),
-            Check::Http { port, path, .. } => format!("http:{port}{path}"),
-            Check::Gue { vip, port } => format!("gue:{}", SocketAddr::new(*vip, *port)),
-        }
-    }
-}
-
-/// How one backend is checked.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Spec {
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub rise: u32,
-    pub fall: u32,
-    /// Each interval is stretched or shrunk by up to this percentage, at random.
-    pub jitter_percent: u8,
-    pub checks: Vec<Check>,
-}
 
 /// One backend of one service to check.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -75,7 +36,7 @@ pub struct Target {
     pub service: String,
     pub backend: String,
     pub address: IpAddr,
-    pub spec: Spec,
+    pub health: Health,
 }
 
 /// (service, backend name).
@@ -145,6 +106,17 @@ impl Checker {
     /// The backends to check from now on; others stop being checked and are forgotten, the
     /// ones that stay keep their health.
     pub fn set_targets(&self, targets: Vec<Target>) {
+        // The view changes here, before this returns: a backend never seen before is unhealthy
+        // until it passes `rise`, from the first table that includes it.
+        let now = now_unix();
+        {
+            let mut tr = self.trackers.lock().unwrap();
+            tr.retain(|(s, b), _| targets.iter().any(|t| &t.service == s && &t.backend == b));
+            for t in &targets {
+                tr.entry((t.service.clone(), t.backend.clone()))
+                    .or_insert_with(|| Tracker::new(false, now));
+            }
+        }
         let _ = self.commands.send(Command::Targets(targets));
     }
 
@@ -195,16 +167,6 @@ async fn run(
                         }
                         keep
                     });
-                    let now = now_unix();
-                    {
-                        let mut tr = trackers.lock().unwrap();
-                        tr.retain(|(s, b), _| targets.iter().any(|t| &t.service == s && &t.backend == b));
-                        for t in &targets {
-                            // A backend never seen before starts unhealthy until it passes `rise`.
-                            tr.entry((t.service.clone(), t.backend.clone()))
-                                .or_insert_with(|| Tracker::new(false, now));
-                        }
-                    }
                     for t in targets {
                         if tasks.contains_key(&t) {
                             continue;
@@ -237,7 +199,7 @@ async fn check_loop(
     let key = (t.service.clone(), t.backend.clone());
     // Start somewhere in the first interval, so a fleet of backends is spread over it.
     let first = t
-        .spec
+        .health
         .interval
         .mul_f64(f64::from(probe::random_u32()) / f64::from(u32::MAX));
     tokio::time::sleep(first).await;
@@ -249,7 +211,7 @@ async fn check_loop(
             let Some(tracker) = tr.get_mut(&key) else {
                 return;
             };
-            let flip = tracker.record(result.clone(), t.spec.rise, t.spec.fall, now_unix());
+            let flip = tracker.record(result.clone(), t.health.rise, t.health.fall, now_unix());
             if flip {
                 if tracker.healthy {
                     info!(service = %t.service, backend = %t.backend, "backend healthy");
@@ -262,9 +224,9 @@ async fn check_loop(
         if flip {
             flipped();
         }
-        let j = f64::from(t.spec.jitter_percent) / 100.0;
+        let j = f64::from(t.health.jitter_percent) / 100.0;
         let factor = 1.0 + j * (2.0 * f64::from(probe::random_u32()) / f64::from(u32::MAX) - 1.0);
-        tokio::time::sleep_until(started + t.spec.interval.mul_f64(factor.max(0.0))).await;
+        tokio::time::sleep_until(started + t.health.interval.mul_f64(factor.max(0.0))).await;
     }
 }
 
@@ -274,11 +236,11 @@ async fn round(
     settings: &ProbeSettings,
     gue: Option<&probe::GueProber>,
 ) -> Result<(), String> {
-    for check in &t.spec.checks {
+    for check in &t.health.checks {
         let fut = async {
             match check {
-                Check::Tcp { port } => probe::tcp(SocketAddr::new(t.address, *port)).await,
-                Check::Http {
+                HealthCheck::Tcp { port } => probe::tcp(SocketAddr::new(t.address, *port)).await,
+                HealthCheck::Http {
                     port,
                     path,
                     host,
@@ -288,7 +250,7 @@ async fn round(
                     let host = host.clone().unwrap_or_else(|| addr.to_string());
                     probe::http(addr, &host, path, expect).await
                 }
-                Check::Gue { vip, port } => match gue {
+                HealthCheck::Gue { vip, port } => match gue {
                     Some(g) => {
                         let src = if vip.is_ipv4() {
                             settings.src_v4
@@ -301,14 +263,14 @@ async fn round(
                 },
             }
         };
-        match tokio::time::timeout(t.spec.timeout, fut).await {
+        match tokio::time::timeout(t.health.timeout, fut).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("{}: {e}", check.describe())),
             Err(_) => {
                 return Err(format!(
                     "{}: no answer within {} ms",
                     check.describe(),
-                    t.spec.timeout.as_millis()
+                    t.health.timeout.as_millis()
                 ))
             }
         }

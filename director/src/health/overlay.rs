@@ -55,6 +55,7 @@ mod tests {
                     state: State::Active,
                 })
                 .collect(),
+            health: None,
         }
     }
 

@@ -76,6 +76,30 @@ pub enum ErrorKind {
     DuplicateHashField { text: String },
     #[error("`hash` must list at least one field (the default is all four)")]
     EmptyHash,
+    #[error("`{field}` must be a duration like 2s, 500ms or 1m (from 1ms to 1h), found `{text}`")]
+    BadDuration { field: &'static str, text: String },
+    #[error("`{field}` must be a percentage from 0% to 100%, found `{text}`")]
+    BadPercent { field: &'static str, text: String },
+    #[error("health check timeout {timeout:?} is not shorter than the interval {interval:?}; a probe must end before the next one starts: lower `timeout` or raise `interval`")]
+    TimeoutNotBelowInterval {
+        timeout: std::time::Duration,
+        interval: std::time::Duration,
+    },
+    #[error("`{field}` does not apply to a {check} check; remove it")]
+    CheckFieldNotApplicable {
+        field: &'static str,
+        check: &'static str,
+    },
+    #[error("bad health check port `{text}`; use a number from 1 to 65535")]
+    BadCheckPort { text: String },
+    #[error("health check path `{text}` must start with / and hold no spaces, e.g. /healthz")]
+    BadCheckPath { text: String },
+    #[error("health check host `{text}` must be a host name without spaces")]
+    BadCheckHost { text: String },
+    #[error("`{text}` is not an HTTP status code; use codes from 100 to 599, e.g. [200, 204]")]
+    BadStatusCode { text: String },
+    #[error("a gue check needs a VIP and a port: give `vip` and `port`, or give the service a bind with a single port first")]
+    GueCheckTarget,
     #[error("backend `{name}` is {state}, but {already} already in transition; with hops: {hops} at most {limit} backend(s) may be filling or draining at once: finish that transition first (set it to active or inactive), or raise hops")]
     TooManyInTransition {
         name: String,

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::hash::HashFields;
 
@@ -47,6 +48,10 @@ pub struct Service {
     pub hash_fields: HashFields,
     pub binds: Vec<Bind>,
     pub backends: Vec<Backend>,
+    /// How directors check the backends (`None`: not checked, every backend counts as
+    /// healthy). A director's local view: it never changes this table or its checksums, and
+    /// it is not part of the service's version.
+    pub health: Option<Health>,
 }
 
 impl Service {
@@ -205,5 +210,74 @@ impl Config {
 
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// Health checking of a service's backends: the top-level `health:` block gives every
+/// service's defaults, a service's own `health:` overrides them field by field (its `checks`
+/// replace the defaults' list; `checks: []` turns checking off for the service).
+///
+/// Invariants after validation: `timeout < interval`; `rise`, `fall` in `1..=HEALTH_COUNT_MAX`;
+/// `jitter_percent` and `fail_open_below` in `0..=100`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Health {
+    pub interval: Duration,
+    /// For one probe of one check.
+    pub timeout: Duration,
+    /// Consecutive passes that make an unhealthy backend healthy.
+    pub rise: u32,
+    /// Consecutive failures that make a healthy backend unhealthy.
+    pub fall: u32,
+    /// Each interval is stretched or shrunk at random by up to this share, so probes to many
+    /// backends do not fire together.
+    pub jitter_percent: u8,
+    /// At most one change of the service's installed table for health per hold time: a
+    /// flapping backend is batched.
+    pub hold: Duration,
+    /// Fewer healthy backends than this share (percent) of those taking new flows, and health
+    /// is ignored for the service (fail open): the likelier fault is the checker's own network.
+    pub fail_open_below: u8,
+    /// All must pass for a probe round to pass.
+    pub checks: Vec<HealthCheck>,
+}
+
+pub const HEALTH_INTERVAL_DEFAULT: Duration = Duration::from_secs(2);
+pub const HEALTH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+pub const HEALTH_RISE_DEFAULT: u32 = 3;
+pub const HEALTH_FALL_DEFAULT: u32 = 2;
+pub const HEALTH_JITTER_DEFAULT: u8 = 10;
+pub const HEALTH_HOLD_DEFAULT: Duration = Duration::from_secs(10);
+pub const HEALTH_FAIL_OPEN_DEFAULT: u8 = 50;
+pub const HEALTH_COUNT_MAX: u32 = 100;
+
+/// One check of a backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HealthCheck {
+    /// A TCP connection to the backend's own address is accepted.
+    Tcp { port: u16 },
+    /// `GET path` on the backend's own address answers with a status in `expect` (any 2xx
+    /// when empty); `host` is the Host header (default: the address).
+    Http {
+        port: u16,
+        path: String,
+        host: Option<String>,
+        expect: Vec<u16>,
+    },
+    /// A SYN to `vip:port` sent to the backend through the tunnel, as client traffic goes,
+    /// answered by the backend directly: proves the redirector, the VIP on the backend and the
+    /// listener.
+    Gue { vip: IpAddr, port: u16 },
+}
+
+impl HealthCheck {
+    /// `tcp:80`, `http:8080/healthz`, `gue:10.100.0.1:80`.
+    pub fn describe(&self) -> String {
+        match self {
+            HealthCheck::Tcp { port } => format!("tcp:{port}"),
+            HealthCheck::Http { port, path, .. } => format!("http:{port}{path}"),
+            HealthCheck::Gue { vip, port } => {
+                format!("gue:{}", std::net::SocketAddr::new(*vip, *port))
+            }
+        }
     }
 }

@@ -49,6 +49,7 @@ const SERVICE_FIELDS: &[&str] = &[
     "hash",
     "binds",
     "backends",
+    "health",
 ];
 const BIND_FIELDS: &[&str] = &["vip", "proto", "port", "ports"];
 const BACKEND_FIELDS: &[&str] = &["name", "address", "weight", "state"];
@@ -143,11 +144,20 @@ impl Validator<'_> {
     fn config(&mut self, root: &Node) -> Vec<Service> {
         let Some(top) = self.fields(
             root,
-            &["services"],
+            &["services", "health"],
             "the top level",
             "the top level of the config",
         ) else {
             return Vec::new();
+        };
+        // Every service's health defaults; a broken block is reported once, here.
+        let (defaults, defaults_ok) = match top.get("health") {
+            None => (None, true),
+            Some(n) => {
+                let p = self.health_block(n);
+                let ok = p.is_some();
+                (p, ok)
+            }
         };
         let Some(list) = self.required(&top, "services") else {
             return Vec::new();
@@ -230,6 +240,16 @@ impl Validator<'_> {
                 None => None,
                 Some(n) => self.backends(n, hops.unwrap_or(HOPS_DEFAULT)),
             };
+            let own_health = match f.get("health") {
+                None => Some(None),
+                Some(n) => self.health_block(n).map(Some),
+            };
+            let health = match (&own_health, &binds) {
+                (Some(own), Some(binds)) if defaults_ok => {
+                    self.health_of(defaults.as_ref(), own.as_ref(), binds)
+                }
+                _ => None,
+            };
             ok &= name.is_some()
                 && hash_key.is_some()
                 && seed.is_some()
@@ -237,7 +257,8 @@ impl Validator<'_> {
                 && hops.is_some()
                 && hash_fields.is_some()
                 && binds.is_some()
-                && backends.is_some();
+                && backends.is_some()
+                && health.is_some();
             if ok {
                 services.push(Service {
                     name: svc_name,
@@ -248,6 +269,7 @@ impl Validator<'_> {
                     hash_fields: hash_fields.unwrap(),
                     binds: binds.unwrap(),
                     backends: backends.unwrap(),
+                    health: health.unwrap(),
                 });
             }
         }
@@ -610,6 +632,8 @@ impl Validator<'_> {
         ok.then(|| out.into_iter().map(|(b, _)| b).collect())
     }
 }
+
+mod health;
 
 #[cfg(test)]
 mod tests {
