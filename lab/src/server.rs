@@ -9,6 +9,8 @@
 //! - TCP, `SINK` → the server reads and discards everything up to the client's end of stream, then
 //!   answers `<name> <bytes read>` (single-stream throughput).
 //! - UDP, any datagram `D` → `<name> D`.
+//! - TCP, `GET <path> HTTP/1.1` as the first line → an HTTP/1.1 200 answer whose body is the
+//!   name, then the connection closes (the directors' `http` health check).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -132,6 +134,26 @@ async fn serve_tcp(stream: TcpStream, name: String) {
             Ok(_) => {}
         }
         let req = line.trim_end_matches(['\r', '\n']);
+        if req.starts_with("GET ") && req.ends_with(" HTTP/1.1") {
+            // A health check: read the headers to the blank line (closing with unread data
+            // would reset the connection under the answer), answer with the name as the
+            // body, then close.
+            loop {
+                line.clear();
+                match (&mut r).take(MAX_LINE as u64).read_line(&mut line).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if line.trim_end_matches(['\r', '\n']).is_empty() => break,
+                    Ok(_) => {}
+                }
+            }
+            let body = format!("{name}\n");
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = w.write_all(reply.as_bytes()).await;
+            return;
+        }
         let reply = if req == "SINK" {
             let mut buf = vec![0u8; 256 * 1024];
             let mut total = r.buffer().len() as u64;

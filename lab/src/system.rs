@@ -46,12 +46,14 @@ impl Binaries {
     }
 
     /// For the lab's own tests: the binaries cargo built beside the lab server. `cargo test
-    /// --workspace` builds every binary first; `cargo test -p xdplb-lab` does not, so missing
-    /// ones are built here with the same cargo and profile.
+    /// --workspace` builds every binary first; `cargo test -p xdplb-lab` does not, so they are
+    /// built here with the same cargo and profile: always, not only when missing, since a
+    /// daemon binary left from an older tree would test the wrong code (cargo does nothing
+    /// when they are fresh).
     pub fn for_tests(server: &Path) -> Result<Self, CmdError> {
         let dir = server.parent().expect("binary in a directory");
         let bins = Self::in_dir(dir);
-        if !bins.missing().is_empty() {
+        {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = Cmd::new(cargo).args([
                 "build",

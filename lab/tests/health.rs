@@ -311,3 +311,116 @@ fn a_dead_server_gets_no_new_connections_and_its_return_gets_them_again() {
         .sum();
     assert_eq!(broken_elsewhere, 0, "{:#?}", report.broken_list());
 }
+
+/// A command in a lab namespace that must work.
+fn sh(sys: &System, node: Node, args: &[&str]) {
+    sys.lab()
+        .ns(node)
+        .command(args[0])
+        .args(&args[1..])
+        .run()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+}
+
+/// Until new connections all succeed and `pred` holds for where they went.
+fn wait_flows(sys: &System, what: &str, pred: impl Fn(&ProbeReport) -> bool) {
+    sys.wait_new_flows(Family::V4, 150, Duration::from_secs(12), |p| {
+        p.failures() == 0 && pred(p)
+    })
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// A hung server, a backend whose link is down, rows whose primary and secondary are both
+/// unhealthy, and too few healthy backends: each as operators meet them, through the real
+/// directors. The `http` check (the lab server answers `GET` with its name) is what sees a
+/// hung process: the kernel still completes handshakes for it, so `tcp` and `gue` pass.
+#[test]
+fn hung_unreachable_and_doubly_unhealthy_backends_are_avoided_and_too_few_fail_open() {
+    let (_g, sys) = start();
+    let lines: Vec<BackendLine> = (1..=3)
+        .map(|index| BackendLine {
+            index,
+            state: "active",
+        })
+        .collect();
+    let text = format!(
+        "health:\n  interval: 300ms\n  timeout: 200ms\n  rise: 2\n  fall: 2\n  hold: 1s\n  fail_open_below: 30%\n  checks:\n    - {{ type: http, port: 80, path: /healthz }}\n    - {{ type: gue }}\n{}",
+        backends_yaml(&lines)
+    );
+    sys.lab().write_file("backends.yaml", &text).unwrap();
+    wait_directors(&sys, "every backend healthy", |v| {
+        v.len() == 3 && v.values().all(|h| *h)
+    });
+
+    // Hung: SIGSTOP. New connections would be accepted by its kernel and never answered.
+    sh(
+        &sys,
+        Node::Backend(2),
+        &["pkill", "-STOP", "-f", "xdplb-lab-server --name backend-2 "],
+    );
+    wait_flows(&sys, "hung backend-2 avoided", |p| on(p, "backend-2") == 0);
+    sh(
+        &sys,
+        Node::Backend(2),
+        &["pkill", "-CONT", "-f", "xdplb-lab-server --name backend-2 "],
+    );
+    wait_flows(&sys, "backend-2 back after SIGCONT", |p| {
+        on(p, "backend-2") > 10
+    });
+
+    // Unreachable: the router's port to it goes down (on the backend's own side the kernel
+    // would also drop its routes, which a real link that comes back keeps).
+    sh(&sys, Node::Router, &["ip", "link", "set", "to-b2", "down"]);
+    wait_flows(&sys, "unreachable backend-2 avoided", |p| {
+        on(p, "backend-2") == 0
+    });
+    sh(&sys, Node::Router, &["ip", "link", "set", "to-b2", "up"]);
+    wait_flows(&sys, "backend-2 back after link up", |p| {
+        on(p, "backend-2") > 10
+    });
+
+    // Two of three dead: every row whose primary and secondary are both among them still
+    // reaches the healthy one (1 of 3 healthy is above the 30% fail-open share).
+    for i in [1, 2] {
+        sys.lab()
+            .stop(
+                &format!("server-backend-{i}"),
+                nix::sys::signal::Signal::SIGKILL,
+                Duration::from_secs(5),
+            )
+            .unwrap();
+    }
+    wait_flows(&sys, "all new flows on backend-3", |p| {
+        on(p, "backend-3") == p.answered() && p.answered() > 0
+    });
+    let st: serde_json::Value = serde_json::from_str(&sys.director_status(1).unwrap()).unwrap();
+    assert_eq!(st["health"]["services"]["web"]["fail_open"], false, "{st}");
+
+    // The last one dies too: below the share, health is ignored and the published table
+    // goes back in, said as such.
+    sys.lab()
+        .stop(
+            "server-backend-3",
+            nix::sys::signal::Signal::SIGKILL,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let st: serde_json::Value = serde_json::from_str(&sys.director_status(1).unwrap()).unwrap();
+        if st["health"]["services"]["web"]["fail_open"] == true {
+            assert_eq!(
+                st["health"]["services"]["web"]["demoted"],
+                serde_json::json!([])
+            );
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no fail-open: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A server back and the service leaves fail-open (1 of 3 healthy again).
+    sys.lab().start_server(Path::new(SERVER), 3).unwrap();
+    wait_flows(&sys, "backend-3 serves alone again", |p| {
+        on(p, "backend-3") == p.answered() && p.answered() > 0
+    });
+}
