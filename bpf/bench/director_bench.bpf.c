@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Bench-only entry points around the director's XDP program (design.md §11): never shipped,
- * never attached. director/benches/datapath.rs loads this object with every map reused from
- * the daemon's pins, so the program sees real tables.
+/* Bench-only entry points around the director's XDP program (the method and its pitfall:
+ * docs/development/benchmarking.md): never shipped, never attached. director/benches/
+ * datapath.rs loads this object with every map reused from the daemon's pins, so the program
+ * sees real tables.
  *
  * BPF_PROG_TEST_RUN with repeat > 1 runs the program again and again on one buffer; an
  * encapsulating program would see its own output from the second run on. So after each run

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Bench-only (design.md §11): put the original frame back after a run, so BPF_PROG_TEST_RUN
- * with repeat > 1 measures every run on the original frame. The head moves back to where it
- * was and the first BENCH_RESTORE bytes are rewritten from `bench_frame` (the programs
+/* Bench-only (docs/development/benchmarking.md): put the original frame back after a run,
+ * so BPF_PROG_TEST_RUN with repeat > 1 measures every run on the original frame. The head
+ * moves back to where it was and the first BENCH_RESTORE bytes are rewritten from `bench_frame` (the programs
  * measured only write in front of the inner IP header, which starts within them). The bench
  * fills `bench_frame`, measures a restore-only entry point and subtracts it. */
 #ifndef XDPLB_BENCH_RESTORE_H

@@ -1,5 +1,5 @@
 //! `cargo bench -p xdplb-director`: per-packet cost of the XDP program and file-save-to-live
-//! latency, measured as design.md §11 asks.
+//! latency, measured as docs/development/benchmarking.md describes (the method and its pitfall).
 //!
 //! Per packet, two methods, each beside its own harness floor (an empty XDP program measured
 //! the same way):
@@ -98,7 +98,7 @@ const BENCH_RESTORE: usize = 64;
 const BATCH: u32 = 100_000;
 const BATCHES: usize = 31;
 
-/// The other method of design.md §11: repeat > 1 on a bench-only entry point that puts the
+/// The other method of docs/development/benchmarking.md: repeat > 1 on a bench-only entry point that puts the
 /// original frame back after every run (bpf/bench/director_bench.bpf.c). Warm caches and
 /// branch predictors, as in a NAPI poll of many packets; the restore's own cost is measured
 /// by an entry point that only restores, and subtracted.

@@ -1,4 +1,4 @@
-//! Per-packet cost of the redirector, measured honestly (design.md section 11).
+//! Per-packet cost of the redirector, measured as docs/development/benchmarking.md describes.
 //!
 //! BPF_PROG_TEST_RUN with `repeat > 1` runs the program again on the *same* skb: after the first
 //! run a decapsulated packet is no longer GUE and a forwarded one has its index advanced, so a

@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The general path's forwarding of a bound packet: hash, table row, next hop (bpf_fib_lookup,
+ * its answer cached per backend and CPU), encapsulation, and the verdict. */
+#ifndef XDPLB_DIRECTOR_FORWARD_H
+#define XDPLB_DIRECTOR_FORWARD_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "abi.h"
+#include "consts.h"
+#include "gue.h"
+#include "parse.h"
+#include "director_maps.h"
+#include "director_pkt.h"
+#include "director_csum.h"
+#include "director_encap.h"
+#include "director_icmp.h"
+#include "director_hash.h"
+
+/* The kernel's tick rate, for the next-hop expiry in jiffies (libbpf reads it from the kernel
+ * config). Unknown (0): assume 100, the lowest Linux has, so a next hop is never kept longer
+ * than asked. */
+extern const unsigned int CONFIG_HZ __kconfig __weak;
+
+/* A TTL in ms as jiffies, rounded up so a short TTL still caches for one tick. */
+static __always_inline __u64 ttl_jiffies(__u32 ms)
+{
+	__u64 hz = CONFIG_HZ ? CONFIG_HZ : 100;
+
+	return ((__u64)ms * hz + 999) / 1000;
+}
+
+static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
+{
+	struct bpf_fib_lookup fib; /* zeroed on the path that calls bpf_fib_lookup */
+	struct encap_args a = {};
+	const union director_slot *slot;
+	const struct director_table_hdr *hdr;
+	const struct director_row *row;
+	const struct director_config *cfg;
+	void *fixed, *table = NULL, *data, *data_end;
+	const struct director_hash_state *hs;
+	struct director_nexthop *nh = NULL;
+	__u32 key = p->service, zero = 0, idx, ingress = ctx->ingress_ifindex, overhead, tot_len;
+	__u32 hsi = hash_state_index(p);
+	__u32 egress = 0, cur_len;
+	__u64 frame_len = p->frame_len, now = 0, k0 = 0, k1 = 0;
+	__u8 fields = 0;
+	int rc, outer_v6;
+
+	/* Hash first, from the state found by the destination alone: the CPU runs it while the
+	 * table is looked up. */
+	hs = bpf_map_lookup_elem(&director_hash_states, &hsi);
+	if (hs) {
+		k0 = hs->hash_k0;
+		k1 = hs->hash_k1;
+		fields = hs->fields;
+	}
+	a.hash = flow_hash(p, k0, k1, fields, hs);
+
+	/* Each kind of table has its own call sites: the verifier inlines per call site, and a
+	 * call site that can see both kinds of map is not even a direct call. */
+	fixed = bpf_map_lookup_elem(&director_tables_fixed, &key);
+	if (fixed) {
+		slot = bpf_map_lookup_elem(fixed, &zero);
+		/* an empty statement the compiler cannot merge: the two lookups stay apart */
+		asm volatile("" : "+r"(slot));
+	} else {
+		table = bpf_map_lookup_elem(&director_tables, &key);
+		if (!table)
+			return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
+		slot = bpf_map_lookup_elem(table, &zero);
+	}
+	if (!slot)
+		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
+	hdr = &slot->hdr;
+	if (hdr->width == 0 || hdr->width > GUE_MAX_HOPS)
+		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
+
+	/* The table version decides which key counts: hash again, from the start, if the state
+	 * was not made with its key. */
+	if (hdr->hash_k0 != k0 || hdr->hash_k1 != k1 || hdr->fields != fields)
+		a.hash = flow_hash(p, hdr->hash_k0, hdr->hash_k1, hdr->fields, NULL);
+	idx = 1 + ((__u32)a.hash & hdr->rows_mask);
+
+	cfg = bpf_map_lookup_elem(&director_config, &zero);
+	if (!cfg)
+		return verdict(p, DIRECTOR_DROP_NO_SOURCE, XDP_DROP);
+	outer_v6 = hdr->family == 6;
+	if (outer_v6 ? !(*(__u64 *)cfg->src6 | *(__u64 *)(cfg->src6 + 8)) : !cfg->src4)
+		return verdict(p, DIRECTOR_DROP_NO_SOURCE, XDP_DROP);
+	a.cfg = cfg;
+	a.alternates = hdr->width - 1;
+	a.outer_v6 = outer_v6;
+	a.outer_df = p->df;
+	overhead = encap_overhead(outer_v6, a.alternates);
+
+	/* Drop Ethernet padding: the outer lengths must describe the inner packet exactly. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	cur_len = frame_bytes(data, data_end);
+	if (cur_len > p->l3_off + p->ip_len) {
+		if (bpf_xdp_adjust_tail(ctx, (int)(p->l3_off + p->ip_len) - (int)cur_len))
+			return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
+	}
+	/* Grow the frame now, before the row is known: the helper call runs while the hash is
+	 * still being computed. The inner packet's sum (IPv6 outer) is taken first, at its old
+	 * offset. Every path below either encapsulates or, for "too big", shrinks back first. */
+	if (outer_v6)
+		a.payload_sum = inner_sum(ctx, p);
+	a.grown = ETH_HLEN_ + overhead - p->l3_off;
+	if (bpf_xdp_adjust_head(ctx, 0 - (int)a.grown))
+		return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
+
+	if (fixed) {
+		slot = bpf_map_lookup_elem(fixed, &idx);
+		asm volatile("" : "+r"(slot)); /* as above */
+	} else {
+		slot = bpf_map_lookup_elem(table, &idx);
+	}
+	if (!slot)
+		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
+	row = &slot->row;
+
+
+	a.row = row;
+
+	tot_len = overhead + p->ip_len;
+	if (cfg->nexthop_ttl_ms) {
+		__u32 nk = row->primary_nh;
+
+		nh = bpf_map_lookup_elem(&director_nexthops, &nk);
+		now = bpf_jiffies64(); /* inlined by the verifier: a load, not a call */
+		if (nh && nh->expires > now && nh->generation == cfg->generation &&
+		    nh->ingress == ingress && tot_len <= nh->mtu &&
+		    *(__u64 *)nh->addr == *(__u64 *)row->hops[0] &&
+		    *(__u64 *)(nh->addr + 8) == *(__u64 *)(row->hops[0] + 8)) {
+			a.dmac = nh->dmac;
+			a.smac = nh->smac;
+			egress = nh->ifindex;
+			rc = BPF_FIB_LKUP_RET_SUCCESS;
+			goto send;
+		}
+	}
+
+	__builtin_memset(&fib, 0, sizeof(fib));
+	fib.family = outer_v6 ? AF_INET6_ : AF_INET_;
+	fib.l4_protocol = IPPROTO_UDP_;
+	fib.sport = bpf_htons(0xc000 | ((a.hash >> 32) & 0x3fff));
+	fib.dport = cfg->gue_port;
+	fib.tot_len = (__u16)tot_len;
+	fib.ifindex = ingress;
+	if (outer_v6) {
+		__builtin_memcpy(fib.ipv6_src, cfg->src6, 16);
+		__builtin_memcpy(fib.ipv6_dst, row->hops[0], 16);
+	} else {
+		fib.ipv4_src = cfg->src4;
+		__builtin_memcpy(&fib.ipv4_dst, row->hops[0], 4);
+	}
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		a.dmac = fib.dmac;
+		a.smac = fib.smac;
+		egress = fib.ifindex;
+		if (nh) {
+			__builtin_memcpy(nh->addr, row->hops[0], 16);
+			nh->expires = now + ttl_jiffies(cfg->nexthop_ttl_ms);
+			nh->generation = cfg->generation;
+			nh->ingress = ingress;
+			nh->ifindex = fib.ifindex;
+			/* The route MTU on kernels that report it (5.12+), else this frame's length:
+			 * a larger frame then takes the full lookup, which decides "too big". */
+			nh->mtu = fib.mtu_result;
+			__builtin_memcpy(nh->dmac, fib.dmac, 6);
+			__builtin_memcpy(nh->smac, fib.smac, 6);
+		}
+	}
+
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		break;
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		if (p->df && !p->icmp_error) {
+			__u32 mtu = fib.mtu_result > overhead ? fib.mtu_result - overhead : 0;
+
+			/* back to the frame as received: the answer quotes it */
+			if (bpf_xdp_adjust_head(ctx, (int)a.grown) || reply_too_big(ctx, p, mtu))
+				return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
+			return verdict(p, DIRECTOR_TX_TOO_BIG, XDP_TX);
+		}
+		/* No DF (or an ICMP error, which never gets an ICMP answer): the kernel fragments
+		 * the outer packet, which carries no DF either. */
+		a.outer_df = 0;
+		break;
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return verdict(p, DIRECTOR_DROP_FWD_DISABLED, XDP_DROP);
+	default:
+		return verdict(p, DIRECTOR_DROP_NO_ROUTE, XDP_DROP);
+	}
+
+send:
+	if (encap(ctx, p, &a))
+		return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
+
+	count(&stats_bind, p->bind, frame_len);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		/* The frame keeps its own MACs (ours as destination): the kernel routes the GUE
+		 * packet, resolves the neighbour and sends it (needs the interface's forwarding and
+		 * accept_local, which the daemon sets). */
+		return verdict(p, DIRECTOR_PASS_NO_NEIGH, XDP_PASS);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return verdict(p, DIRECTOR_PASS_TOO_BIG_FRAGMENT, XDP_PASS);
+	if (egress == ingress)
+		return XDP_TX;
+	rc = bpf_redirect(egress, 0);
+	if (rc != XDP_REDIRECT)
+		return verdict(p, DIRECTOR_DROP_REDIRECT_FAILED, XDP_DROP);
+	return rc;
+}
+
+#endif

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The redirector's load-time settings and maps (pinned by the daemon under
+ * <bpffs_dir>/redirector; key and value types in abi.h), and its one counter per verdict.
+ * Included once, by bpf/redirector.bpf.c. */
+#ifndef XDPLB_REDIRECTOR_MAPS_H
+#define XDPLB_REDIRECTOR_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "abi.h"
+#include "gue.h"
+
+/* Set by userspace before load (a change means a new program, swapped in atomically). */
+const volatile __u16 gue_port = GUE_DEFAULT_PORT; /* host byte order */
+
+/* Readable by userspace so it can tell which reasons this object counts. */
+const volatile enum redir_reason redir_reason_count = REDIR_REASON_COUNT;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct redir_lpm_v4);
+	__type(value, __u8);
+} allowed_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct redir_lpm_v6);
+	__type(value, __u8);
+} allowed_v6 SEC(".maps");
+
+/* This host's addresses beyond the packet's own outer destination: a hop naming one of them is
+ * "self". */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct redir_addr);
+	__type(value, __u8);
+} self_addrs SEC(".maps");
+
+/* One entry; an array lookup is inlined by the verifier, so reading it costs almost nothing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct redir_settings);
+} settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, REDIR_COUNTERS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(enum redir_reason reason)
+{
+	__u32 key = reason;
+	__u64 *n = bpf_map_lookup_elem(&counters, &key);
+
+	if (n)
+		*n += 1;
+}
+
+#endif
