@@ -413,7 +413,7 @@ fn table_swaps_are_atomic_under_traffic() {
 }
 
 /// The same with 2^16-row tables, which live in the fixed-size maps and are what the fast
-/// path reads (bpf/director.bpf.c, fast_v4).
+/// path reads (bpf/include/director_fast.h, fast_v4).
 #[test]
 fn table_swaps_are_atomic_under_traffic_in_the_fast_path() {
     swaps_are_atomic_under_traffic(16);

@@ -1,4 +1,4 @@
-//! The fast path (`fast_v4` in bpf/director.bpf.c) held to the general path. Every packet runs
+//! The fast paths (bpf/include/director_fast.h) held to the general path. Every packet runs
 //! through the general path alone and then through the whole program (test-only entry points,
 //! bpf/test/director_paths.bpf.c, on the daemon's pinned maps): the verdict, the bytes and
 //! what the counters gained must be the same, and the fast path must have been taken exactly

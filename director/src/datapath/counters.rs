@@ -1,0 +1,135 @@
+//! Counters: the per-CPU `stats_reason`, `stats_bind` and `stats_service_retired` arrays,
+//! summed over CPUs; a service counts what its current binds count plus what its removed
+//! ones did.
+
+use std::collections::BTreeMap;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::{bytes_of, from_bytes, Datapath};
+use crate::bpf::types::{director_counter, director_vip, director_vip_key};
+use crate::error::DatapathError;
+use crate::tables::{VipKey, MAX_BINDS, MAX_SERVICES};
+
+/// Summed-over-CPUs packet and byte counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Datapath {
+    /// Every counter.
+    pub fn counters(&self) -> Counters {
+        Counters::read(
+            &self.reason,
+            ServiceCounts::Retired(&self.service),
+            &self.bind,
+            &self.vips,
+        )
+    }
+}
+
+fn sum_percpu(map: &MapHandle, key: u32) -> Count {
+    let mut c = Count::default();
+    for x in percpu(map, key).unwrap_or_default() {
+        c.packets += x.packets;
+        c.bytes += x.bytes;
+    }
+    c
+}
+
+/// One entry of a per-CPU counter array, per CPU.
+pub(super) fn percpu(map: &MapHandle, key: u32) -> Option<Vec<director_counter>> {
+    let vals = map
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+        .ok()??;
+    Some(vals.iter().map(|v| from_bytes(v)).collect())
+}
+
+pub(super) fn set_percpu(
+    map: &MapHandle,
+    key: u32,
+    vals: &[director_counter],
+    name: &'static str,
+) -> Result<(), DatapathError> {
+    let bytes: Vec<Vec<u8>> = vals.iter().map(|c| bytes_of(c).to_vec()).collect();
+    map.update_percpu(&key.to_ne_bytes(), &bytes, MapFlags::ANY)
+        .map_err(|source| DatapathError::Map {
+            map: name,
+            what: format!("writing the counters of entry {key}"),
+            source,
+        })
+}
+
+/// The binds (stats_bind ids) of each service (slot) in these (VIP, protocol) entries.
+pub(super) fn binds_of_services(binds: &BTreeMap<VipKey, director_vip>) -> BTreeMap<u32, Vec<u32>> {
+    let mut out: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for v in binds.values() {
+        for r in v.ranges.iter().take(v.count as usize) {
+            out.entry(u32::from(r.service))
+                .or_default()
+                .push(u32::from(r.bind));
+        }
+    }
+    out
+}
+
+/// Where a service's count comes from.
+pub(super) enum ServiceCounts<'a> {
+    /// What its removed binds counted; its current binds' counts are added.
+    Retired(&'a MapHandle),
+    /// Pins of an older daemon, which counted every packet for its service as well.
+    Totals(&'a MapHandle),
+}
+
+/// All counters, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    /// Indexed by `director_reason`.
+    pub reasons: Vec<Count>,
+    /// Indexed by service id.
+    pub services: Vec<Count>,
+    /// Indexed by bind id.
+    pub binds: Vec<Count>,
+}
+
+impl Counters {
+    pub(super) fn read(
+        reason: &MapHandle,
+        services: ServiceCounts,
+        bind: &MapHandle,
+        vips: &MapHandle,
+    ) -> Counters {
+        let (ServiceCounts::Retired(m) | ServiceCounts::Totals(m)) = services;
+        let mut c = Counters {
+            reasons: (0..crate::counters::REASONS.len() as u32)
+                .map(|i| sum_percpu(reason, i))
+                .collect(),
+            services: (0..MAX_SERVICES as u32).map(|i| sum_percpu(m, i)).collect(),
+            binds: (0..MAX_BINDS as u32).map(|i| sum_percpu(bind, i)).collect(),
+        };
+        if let ServiceCounts::Retired(_) = services {
+            let pairs: BTreeMap<VipKey, director_vip> = vips
+                .keys()
+                .filter_map(|k| {
+                    let key: director_vip_key = from_bytes(&k);
+                    let v = vips.lookup(&k, MapFlags::ANY).ok()??;
+                    Some(((key.addr, key.proto), from_bytes::<director_vip>(&v)))
+                })
+                .collect();
+            for (service, ids) in binds_of_services(&pairs) {
+                let Some(total) = c.services.get_mut(service as usize) else {
+                    continue;
+                };
+                for b in ids {
+                    if let Some(x) = c.binds.get(b as usize) {
+                        total.packets += x.packets;
+                        total.bytes += x.bytes;
+                    }
+                }
+            }
+        }
+        c
+    }
+}

@@ -1,0 +1,512 @@
+//! Installing: the runtime settings, the tables (one inner map per version, swapped whole), the
+//! binds (`director_vips`, the bind index, the VIP filter) and the started flow hashes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd};
+
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+
+use super::counters::{percpu, set_percpu};
+use super::{
+    bytes_of, from_bytes, Datapath, Settings, FIXED_FLAGS, FIXED_ROWS, INNER_FLAGS, MAP_CONFIG,
+    MAP_HASH_STATES, MAP_SERVICE, MAP_TABLES, MAP_TABLES_FIXED, MAP_VIPS, MAP_VIP_FILTER,
+    MAP_VIP_INDEX, SLOT_SIZE, VIP_FILTER_BITS, VIP_SLOTS,
+};
+use crate::bpf::types::{
+    director_config, director_hash_state, director_table_hdr, director_vip, director_vip_filter,
+    director_vip_key, director_vip_slot,
+};
+use crate::error::DatapathError;
+use crate::tables::{ServiceImage, Snapshot, VipKey, MAX_SERVICES};
+use tablegen::hash::{flow_key_bytes, flow_key_split, siphash13_state, Flow, HashFields};
+
+impl Datapath {
+    /// Write the runtime settings (outer sources, GUE port, next-hop reuse). Also moves the
+    /// next-hop generation on, so nothing cached under older settings is used again.
+    pub fn set_config(&self, s: &Settings) -> Result<(), DatapathError> {
+        let generation = self.read_config().generation.wrapping_add(1);
+        let c = director_config {
+            src6: s.src6.map(|a| a.octets()).unwrap_or_default(),
+            src4: u32::from_ne_bytes(s.src4.map(|a| a.octets()).unwrap_or_default()),
+            gue_port: s.gue_port.to_be(),
+            nexthop_ttl_ms: s.nexthop_ttl_ms,
+            generation,
+            ..Default::default()
+        };
+        self.write_config(&c)
+    }
+
+    fn read_config(&self) -> director_config {
+        self.config
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .map(|v| from_bytes(&v))
+            .unwrap_or_default()
+    }
+
+    /// Make every cached next hop stale (after a table change, or when routes or neighbours
+    /// may have changed).
+    pub fn bump_generation(&self) -> Result<(), DatapathError> {
+        let mut c = self.read_config();
+        c.generation = c.generation.wrapping_add(1);
+        self.write_config(&c)
+    }
+
+    fn write_config(&self, c: &director_config) -> Result<(), DatapathError> {
+        self.config
+            .update(&0u32.to_ne_bytes(), bytes_of(c), MapFlags::ANY)
+            .map_err(|source| DatapathError::Map {
+                map: MAP_CONFIG,
+                what: "writing the settings".into(),
+                source,
+            })
+    }
+
+    /// Build a new inner map holding `img` and swap it into the service's slot. The swap is
+    /// one map update: packets see the old version or this one, never a mix.
+    pub fn install_service(&self, img: &ServiceImage) -> Result<(), DatapathError> {
+        let t0 = std::time::Instant::now();
+        // abi.h: FIXED_ROWS rows in a map of the one fixed size (inlined lookups), others
+        // in one sized to fit.
+        let fixed = img.rows.len() == FIXED_ROWS;
+        let (entries, flags, outer, outer_name, other) = if fixed {
+            let e = 1 + FIXED_ROWS;
+            (
+                e,
+                FIXED_FLAGS,
+                &self.tables_fixed,
+                MAP_TABLES_FIXED,
+                &self.tables,
+            )
+        } else {
+            let e = 1 + img.rows.len().max(1);
+            (e, INNER_FLAGS, &self.tables, MAP_TABLES, &self.tables_fixed)
+        };
+        let name = format!("xdplb_t{}", img.id);
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags: flags,
+            ..Default::default()
+        };
+        let inner = MapHandle::create(
+            MapType::Array,
+            Some(&name),
+            4,
+            SLOT_SIZE as u32,
+            entries as u32,
+            &opts,
+        )
+        .map_err(|source| DatapathError::CreateTable {
+            service: img.name.clone(),
+            source,
+        })?;
+        let len = (entries * SLOT_SIZE).div_ceil(4096) * 4096;
+        // SAFETY: mapping a BPF_F_MMAPABLE array of `entries` slots; len covers it page-rounded.
+        let mem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                inner.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if mem == libc::MAP_FAILED {
+            return Err(DatapathError::MmapTable {
+                service: img.name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        {
+            // SAFETY: the mapping is len >= entries * SLOT_SIZE bytes, writable, ours alone
+            // until the swap below publishes it.
+            let buf =
+                unsafe { std::slice::from_raw_parts_mut(mem.cast::<u8>(), entries * SLOT_SIZE) };
+            buf[..std::mem::size_of::<director_table_hdr>()].copy_from_slice(bytes_of(&img.hdr));
+            for (i, row) in img.rows.iter().enumerate() {
+                let off = (1 + i) * SLOT_SIZE;
+                buf[off..off + SLOT_SIZE].copy_from_slice(bytes_of(row));
+            }
+        }
+        // SAFETY: unmapping exactly what was mapped.
+        unsafe { libc::munmap(mem, len) };
+        tracing::debug!(service = %img.name, took_us = t0.elapsed().as_micros() as u64, "table built in the kernel");
+        let fd = inner.as_fd().as_raw_fd() as u32;
+        outer
+            .update(&img.id.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| DatapathError::Map {
+                map: outer_name,
+                what: format!("swapping in the table of {}", img.name),
+                source,
+            })?;
+        // A table that changed kind: its old version goes only now. The program looks in the
+        // fixed map first, so every packet meanwhile sees one whole version, old or new.
+        let _ = other.delete(&img.id.to_ne_bytes());
+        Ok(())
+    }
+
+    /// Install a whole snapshot: changed tables first, then the bind index (so no bind ever
+    /// points at an empty slot), then remove what is gone. Returns the services swapped.
+    pub fn install(&self, snap: &Snapshot) -> Result<Vec<String>, DatapathError> {
+        let ncpu = libbpf_rs::num_possible_cpus().unwrap_or(1);
+        let zero = vec![vec![0u8; 16]; ncpu];
+        // Removed binds first (their ids may be handed out again below): what they counted
+        // stays with their service. Packets that still match one in the moment before the
+        // new binds are in place are not carried over.
+        for &(bind, service) in &snap.retired_binds {
+            let (Some(b), Some(mut total)) =
+                (percpu(&self.bind, bind), percpu(&self.service, service))
+            else {
+                continue;
+            };
+            for (t, c) in total.iter_mut().zip(b) {
+                t.packets += c.packets;
+                t.bytes += c.bytes;
+            }
+            set_percpu(&self.service, service, &total, MAP_SERVICE)?;
+            let _ = self
+                .bind
+                .update_percpu(&bind.to_ne_bytes(), &zero, MapFlags::ANY);
+        }
+        for id in &snap.fresh_service_ids {
+            let _ = self
+                .service
+                .update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY);
+        }
+        for id in &snap.fresh_bind_ids {
+            let _ = self
+                .bind
+                .update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY);
+        }
+        let mut swapped = Vec::new();
+        for img in &snap.services {
+            let same = self.table_hdr(img.id).is_some_and(|h| {
+                h.version == img.hdr.version
+                    && h.checksum == img.hdr.checksum
+                    && h.service == img.id
+            });
+            if !same {
+                self.install_service(img)?;
+                swapped.push(img.name.clone());
+            }
+        }
+        // The filter must cover every VIP the program can find: old and new ones while the
+        // VIP map changes, only the new ones afterwards.
+        let new_keys: Vec<director_vip_key> = snap.vips.keys().map(vip_key).collect();
+        let old_keys: Vec<Vec<u8>> = self.vips.keys().collect();
+        self.write_vip_filter(
+            new_keys
+                .iter()
+                .map(bytes_of)
+                .chain(old_keys.iter().map(Vec::as_slice)),
+        )?;
+        for (key, v) in &snap.vips {
+            self.vips
+                .update(bytes_of(&vip_key(key)), bytes_of(v), MapFlags::ANY)
+                .map_err(|source| DatapathError::Map {
+                    map: MAP_VIPS,
+                    what: "writing a bind".into(),
+                    source,
+                })?;
+        }
+        // Every pair is in the hash map now: the index may send overflowed slots there.
+        self.write_vip_index(&snap.vips)?;
+        // After the tables: until a state follows, packets hash again with their header's key.
+        let hdr_of = |id: u32| snap.services.iter().find(|s| s.id == id).map(|s| s.hdr);
+        self.write_hash_states(&snap.vips, hdr_of, false)?;
+        let want: BTreeSet<Vec<u8>> = snap
+            .vips
+            .keys()
+            .map(|k| bytes_of(&vip_key(k)).to_vec())
+            .collect();
+        let stale: Vec<Vec<u8>> = self.vips.keys().filter(|k| !want.contains(k)).collect();
+        for k in stale {
+            let _ = self.vips.delete(&k);
+        }
+        self.write_vip_filter(new_keys.iter().map(bytes_of))?;
+        let live: BTreeSet<u32> = snap.services.iter().map(|s| s.id).collect();
+        for id in 0..MAX_SERVICES as u32 {
+            if !live.contains(&id) && self.inner_id(id).is_some() {
+                let _ = self.tables_fixed.delete(&id.to_ne_bytes());
+                let _ = self.tables.delete(&id.to_ne_bytes());
+            }
+        }
+        // Backend ids may now name other addresses: cached next hops must not be reused.
+        if !swapped.is_empty() {
+            self.bump_generation()?;
+        }
+        Ok(swapped)
+    }
+
+    /// Write the started flow hashes (abi.h `director_hash_state`) of these binds: one per
+    /// IPv6 VIP and one per IPv4 VIP and port of a single-port bind, with the key and fields
+    /// of the bind's table. Only what changed since the last call, unless `all`.
+    pub(super) fn write_hash_states(
+        &self,
+        binds: &BTreeMap<VipKey, director_vip>,
+        hdr_of: impl Fn(u32) -> Option<director_table_hdr>,
+        all: bool,
+    ) -> Result<(), DatapathError> {
+        let want: BTreeMap<usize, Vec<u8>> = hash_states(binds, hdr_of)
+            .into_iter()
+            .map(|(i, st)| (i, bytes_of(&st).to_vec()))
+            .collect();
+        let mut written = self
+            .hash_states_written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let zero = bytes_of(&director_hash_state::default()).to_vec();
+        let gone: Vec<usize> = written
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .copied()
+            .collect();
+        let changes = want
+            .iter()
+            .filter(|(k, v)| all || written.get(*k) != Some(*v))
+            .map(|(k, v)| (*k, v.clone()))
+            .chain(gone.into_iter().map(|k| (k, zero.clone())))
+            .collect::<Vec<_>>();
+        for (i, value) in changes {
+            self.hash_states
+                .update(&(i as u32).to_ne_bytes(), &value, MapFlags::ANY)
+                .map_err(|source| DatapathError::Map {
+                    map: MAP_HASH_STATES,
+                    what: format!("writing hash state {i}"),
+                    source,
+                })?;
+        }
+        *written = want;
+        Ok(())
+    }
+
+    /// Build a new bind index for these binds and swap it in whole (abi.h: the smallest pair
+    /// of a slot gets it, the others are marked to be looked up in director_vips).
+    pub(super) fn write_vip_index(
+        &self,
+        binds: &BTreeMap<VipKey, director_vip>,
+    ) -> Result<(), DatapathError> {
+        let err = |what: &str| {
+            let what = what.to_string();
+            move |source| DatapathError::Map {
+                map: MAP_VIP_INDEX,
+                what,
+                source,
+            }
+        };
+        let mut slots: BTreeMap<usize, director_vip_slot> = BTreeMap::new();
+        // Protocol 0 marks "is a VIP" for the slow paths; the index is for TCP/UDP only.
+        for ((addr, proto), v) in binds.iter().filter(|((_, p), _)| *p != 0) {
+            let slot = slots.entry(vip_slot(addr, *proto)).or_default();
+            if slot.proto == 0 {
+                slot.addr = *addr;
+                slot.proto = *proto;
+                slot.vip = *v;
+            } else {
+                slot.overflow = 1;
+            }
+        }
+        let image: BTreeMap<usize, Vec<u8>> = slots
+            .iter()
+            .map(|(i, slot)| (*i, bytes_of(slot).to_vec()))
+            .collect();
+        let mut written = self
+            .vip_index_written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if written.as_ref() == Some(&image) {
+            return Ok(());
+        }
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let inner = MapHandle::create(
+            MapType::Array,
+            Some("vip_index"),
+            4,
+            std::mem::size_of::<director_vip_slot>() as u32,
+            VIP_SLOTS as u32,
+            &opts,
+        )
+        .map_err(err("creating a bind index"))?;
+        for (i, slot) in &slots {
+            inner
+                .update(&(*i as u32).to_ne_bytes(), bytes_of(slot), MapFlags::ANY)
+                .map_err(err("filling the bind index"))?;
+        }
+        let fd = inner.as_fd().as_raw_fd() as u32;
+        self.vip_index
+            .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(err("swapping in the bind index"))?;
+        *written = Some(image);
+        Ok(())
+    }
+
+    /// Write director_vip_filter with the bits of these director_vip_key byte strings.
+    pub(super) fn write_vip_filter<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(), DatapathError> {
+        let mut bits = [0u64; VIP_FILTER_BITS / 64];
+        for k in keys {
+            let b = vip_filter_bit(k[..16].try_into().expect("a 20-byte VIP key"));
+            bits[b / 64] |= 1 << (b % 64);
+        }
+        let mut v = Vec::with_capacity(std::mem::size_of::<director_vip_filter>());
+        v.extend_from_slice(&1u32.to_ne_bytes()); // enabled
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        for w in bits {
+            v.extend_from_slice(&w.to_ne_bytes());
+        }
+        self.vip_filter
+            .update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)
+            .map_err(|source| DatapathError::Map {
+                map: MAP_VIP_FILTER,
+                what: "writing the VIP filter".into(),
+                source,
+            })
+    }
+
+    fn inner_id(&self, service: u32) -> Option<u32> {
+        inner_id(Some(&self.tables_fixed), &self.tables, service)
+    }
+
+    /// The header of the table currently in a service's slot.
+    pub fn table_hdr(&self, service: u32) -> Option<director_table_hdr> {
+        table_hdr(Some(&self.tables_fixed), &self.tables, service)
+    }
+}
+
+/// The bit of a VIP address (IPv4 as ::ffff:a.b.c.d) in director_vip_filter: as maybe_vip in
+/// bpf/include/director_bind.h computes it.
+fn vip_filter_bit(addr: &[u8; 16]) -> usize {
+    let w = |i: usize| u32::from_ne_bytes(addr[4 * i..4 * i + 4].try_into().unwrap());
+    ((w(0) ^ w(1) ^ w(2) ^ w(3)).wrapping_mul(0x9e37_79b1) >> 20) as usize
+}
+
+/// The bind index slot of a (VIP, protocol): as find_vip in bpf/include/director_bind.h
+/// computes it.
+pub fn vip_slot(addr: &[u8; 16], proto: u8) -> usize {
+    let w = |i: usize| u32::from_ne_bytes(addr[4 * i..4 * i + 4].try_into().unwrap());
+    ((w(0) ^ w(1) ^ w(2) ^ w(3))
+        .wrapping_add(u32::from(proto))
+        .wrapping_mul(0x9e37_79b1)
+        >> 20) as usize
+}
+
+/// The director_hash_states entry of an IPv4 destination and port, as hash_state_index in
+/// bpf/include/director_hash.h computes it (address and port as they sit in the packet, read
+/// natively).
+pub fn hash_state_index_v4(addr: Ipv4Addr, port: u16) -> usize {
+    let a = u32::from_ne_bytes(addr.octets());
+    let p = u32::from(u16::from_ne_bytes(port.to_be_bytes()));
+    ((a ^ p.wrapping_mul(0x1_0001)).wrapping_mul(0x9e37_79b1) >> 18) as usize
+}
+
+/// The director_hash_states entry of an IPv6 destination.
+pub fn hash_state_index_v6(addr: &[u8; 16]) -> usize {
+    let w = |i: usize| u32::from_ne_bytes(addr[4 * i..4 * i + 4].try_into().unwrap());
+    ((w(0) ^ w(1) ^ w(2) ^ w(3)).wrapping_mul(0x9e37_79b1) >> 18) as usize
+}
+
+/// The started flow hash of one destination under a table's key and fields (abi.h).
+pub fn hash_state(hdr: &director_table_hdr, dst: IpAddr, dport: u16) -> director_hash_state {
+    let unspecified = match dst {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let flow = Flow {
+        src: unspecified,
+        dst,
+        sport: 0,
+        dport,
+    };
+    let (buf, len) = flow_key_bytes(HashFields(hdr.fields), &flow);
+    let dst_part = &buf[..flow_key_split(len)];
+    let v = siphash13_state(hdr.hash_k0, hdr.hash_k1, dst_part);
+    let family: u8 = if dst.is_ipv4() { 4 } else { 6 };
+    let mut check = v[0]
+        ^ v[1]
+        ^ v[2]
+        ^ v[3]
+        ^ hdr.hash_k0
+        ^ hdr.hash_k1
+        ^ (u64::from(hdr.fields) | u64::from(family) << 8);
+    for w in dst_part.chunks_exact(8) {
+        check ^= u64::from_le_bytes(w.try_into().unwrap());
+    }
+    director_hash_state {
+        hash_k0: hdr.hash_k0,
+        hash_k1: hdr.hash_k1,
+        fields: hdr.fields,
+        family,
+        v,
+        check,
+        ..Default::default()
+    }
+}
+
+/// Every entry of director_hash_states for these binds; of binds that share an entry, the
+/// first in (VIP, protocol, port) order gets it.
+fn hash_states(
+    binds: &BTreeMap<VipKey, director_vip>,
+    hdr_of: impl Fn(u32) -> Option<director_table_hdr>,
+) -> BTreeMap<usize, director_hash_state> {
+    let mut out = BTreeMap::new();
+    for ((addr, _), v) in binds.iter().filter(|((_, p), _)| *p != 0) {
+        let ip = std::net::Ipv6Addr::from(*addr);
+        for r in v.ranges.iter().take(v.count as usize) {
+            let Some(hdr) = hdr_of(u32::from(r.service)) else {
+                continue;
+            };
+            let (i, dst, port) = match ip.to_ipv4_mapped() {
+                // IPv4 hashes the port first too: one entry per single-port bind.
+                Some(a) if r.first == r.last => {
+                    (hash_state_index_v4(a, r.first), a.into(), r.first)
+                }
+                Some(_) => continue,
+                None => (hash_state_index_v6(addr), ip.into(), 0),
+            };
+            out.entry(i).or_insert_with(|| hash_state(&hdr, dst, port));
+        }
+    }
+    out
+}
+
+pub(super) fn vip_key(k: &VipKey) -> director_vip_key {
+    director_vip_key {
+        addr: k.0,
+        proto: k.1,
+        ..Default::default()
+    }
+}
+
+/// The id of a service's inner map in one outer table map.
+fn slot_id(outer: &MapHandle, service: u32) -> Option<u32> {
+    let v = outer.lookup(&service.to_ne_bytes(), MapFlags::ANY).ok()??;
+    Some(u32::from_ne_bytes(v[..4].try_into().ok()?))
+}
+
+/// The inner map the program uses for a service: the fixed-size kind first, as it looks
+/// (`fixed` is None for pins of a version without it).
+fn inner_id(fixed: Option<&MapHandle>, sized: &MapHandle, service: u32) -> Option<u32> {
+    fixed
+        .and_then(|m| slot_id(m, service))
+        .or_else(|| slot_id(sized, service))
+}
+
+pub(super) fn table_hdr(
+    fixed: Option<&MapHandle>,
+    sized: &MapHandle,
+    service: u32,
+) -> Option<director_table_hdr> {
+    let inner = MapHandle::from_map_id(inner_id(fixed, sized, service)?).ok()?;
+    let v = inner.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
+    Some(from_bytes(&v))
+}

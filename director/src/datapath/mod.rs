@@ -1,0 +1,189 @@
+//! The only module that touches the kernel's BPF objects: loads the XDP program, pins and
+//! reuses maps under `<bpffs_dir>/director`, attaches through pinned bpf_links, swaps table
+//! versions, reads counters.
+//!
+//! Pinned layout (docs/setup/director.md): `<pin_dir>/<map name>` for every map,
+//! `<pin_dir>/prog` for the program, `<pin_dir>/links/<ifname>` for each XDP link. A pinned
+//! link keeps the program attached when the daemon exits; a new daemon loads its program, reuses
+//! the pinned maps (tables keep forwarding) and swaps the program into the links atomically.
+//!
+//! Must not do: decide policy (which tables, when); that is the daemon's.
+//!
+//! One module per concern: [`load`] (the object, pins), [`attach`] (XDP links), [`install`]
+//! (settings, tables, binds, hash states), [`counters`], [`view`] (the pinned maps read by
+//! `status`). This module holds the shared pieces: map names, sizes and byte views.
+
+mod attach;
+mod counters;
+mod install;
+mod load;
+mod view;
+
+pub use attach::{detach_all, AttachMode};
+pub use counters::{Count, Counters};
+pub use install::{hash_state, hash_state_index_v4, hash_state_index_v6, vip_slot};
+pub use view::PinnedView;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::{MapHandle, Object};
+
+use crate::bpf::types::{
+    director_config, director_counter, director_slot, director_vip_filter, director_vip_key,
+    director_vip_slot,
+};
+use crate::error::DatapathError;
+
+/// The compiled program (build.rs writes it next to the skeleton).
+const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/director.bpf.o"));
+const PROG_NAME: &str = "xdplb_director";
+const MAP_TABLES: &str = "director_tables";
+const MAP_TABLES_FIXED: &str = "director_tables_fixed";
+const MAP_VIPS: &str = "director_vips";
+const MAP_CONFIG: &str = "director_config";
+const MAP_VIP_FILTER: &str = "director_vip_filter";
+const MAP_VIP_INDEX: &str = "director_vip_index";
+const MAP_HASH_STATES: &str = "director_hash_states";
+/// Maps older versions pinned and this one no longer uses: unpinned when the program loads.
+const RETIRED_MAPS: &[&str] = &["director_slot_keys", MAP_SERVICE_TOTALS];
+const MAP_REASON: &str = "stats_reason";
+const MAP_SERVICE: &str = "stats_service_retired";
+/// Older versions counted every packet for its service too, in this map: read once to carry
+/// the removed binds' counts over (see `Datapath::open`), then unpinned.
+const MAP_SERVICE_TOTALS: &str = "stats_service";
+const MAP_BIND: &str = "stats_bind";
+/// Inner maps must carry the template's flags exactly (the kernel compares them).
+const INNER_FLAGS: u32 = libbpf_sys::BPF_F_INNER_MAP | libbpf_sys::BPF_F_MMAPABLE;
+const FIXED_FLAGS: u32 = libbpf_sys::BPF_F_MMAPABLE;
+/// DIRECTOR_FIXED_ROWS of abi.h: tables of exactly this many rows go in
+/// `director_tables_fixed`, in inner maps of 1 + FIXED_ROWS entries.
+const FIXED_ROWS: usize = 65536;
+const SLOT_SIZE: usize = std::mem::size_of::<director_slot>();
+
+const _: () = assert!(SLOT_SIZE == 72);
+const _: () = assert!(std::mem::size_of::<director_config>() == 32);
+const _: () = assert!(std::mem::size_of::<director_vip_key>() == 20);
+const _: () = assert!(std::mem::size_of::<director_counter>() == 16);
+const _: () = assert!(std::mem::size_of::<director_vip_filter>() == 8 + VIP_FILTER_BITS / 8);
+const _: () = assert!(std::mem::size_of::<director_vip_slot>() == 160);
+
+/// DIRECTOR_VIP_FILTER_BITS of abi.h.
+const VIP_FILTER_BITS: usize = 4096;
+/// DIRECTOR_VIP_SLOTS of abi.h.
+const VIP_SLOTS: usize = 4096;
+
+/// The bytes of a plain `repr(C)` map type from abi.h (explicit padding, no pointers).
+fn bytes_of<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: only used with the generated abi.h types: repr(C), Copy, every byte initialised
+    // (abi.h spells out padding as fields, and values are built from Default).
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+fn from_bytes<T: Copy + Default>(b: &[u8]) -> T {
+    let mut v = T::default();
+    let n = std::mem::size_of::<T>().min(b.len());
+    // SAFETY: T is a plain abi.h type for which every bit pattern is valid.
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (&mut v as *mut T).cast::<u8>(), n) };
+    v
+}
+
+/// libbpf's own maps (".kconfig": the kernel's settings this boot, e.g. CONFIG_HZ) are named
+/// "<object>.<section>". They belong to one load: never pinned, never reused.
+fn is_internal(map_name: &str) -> bool {
+    map_name.contains('.')
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("paths we build have no NUL")
+}
+
+fn last_os_error(rc: i32) -> io::Error {
+    if rc < 0 {
+        io::Error::from_raw_os_error(-rc)
+    } else {
+        io::Error::last_os_error()
+    }
+}
+
+/// Runtime settings of the program (the `director_config` map).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub src4: Option<std::net::Ipv4Addr>,
+    pub src6: Option<std::net::Ipv6Addr>,
+    pub gue_port: u16,
+    pub nexthop_ttl_ms: u32,
+}
+
+/// The loaded program and its (pinned) maps.
+#[derive(Debug)]
+pub struct Datapath {
+    obj: Object,
+    /// The bind index this process last swapped in (slot -> slot bytes): a reload that
+    /// changes only tables skips building and swapping an identical one (and its RCU wait).
+    vip_index_written: std::sync::Mutex<Option<BTreeMap<usize, Vec<u8>>>>,
+    pin_dir: PathBuf,
+    tables: MapHandle,
+    tables_fixed: MapHandle,
+    vips: MapHandle,
+    vip_filter: MapHandle,
+    vip_index: MapHandle,
+    hash_states: MapHandle,
+    /// The hash states this process last wrote (entry -> value bytes), to write only changes.
+    hash_states_written: std::sync::Mutex<BTreeMap<usize, Vec<u8>>>,
+    config: MapHandle,
+    reason: MapHandle,
+    service: MapHandle,
+    bind: MapHandle,
+}
+
+impl Datapath {
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Run the program once on `frame` (BPF_PROG_TEST_RUN) as if received on `ifindex` of the
+    /// calling thread's network namespace. Returns the verdict and the frame it leaves.
+    pub fn test_run(&self, frame: &[u8], ifindex: u32) -> Result<(u32, Vec<u8>), DatapathError> {
+        let (ret, out, _) = self.test_run_repeat(frame, ifindex, 1)?;
+        Ok((ret, out))
+    }
+
+    /// As [`Datapath::test_run`], `repeat` times on the same buffer (the kernel does not
+    /// restore it between runs: see docs/development/benchmarking.md); returns the kernel's
+    /// mean time per run.
+    pub fn test_run_repeat(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<(u32, Vec<u8>, Duration), DatapathError> {
+        let prog = self
+            .obj
+            .progs_mut()
+            .find(|p| p.name() == PROG_NAME)
+            .expect("program exists");
+        let mut ctx = [0u8; 24]; // struct xdp_md
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes()); // data_end
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes()); // ingress_ifindex
+        let mut out = vec![0u8; frame.len() + 256];
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            context_in: Some(&mut ctx),
+            repeat,
+            ..Default::default()
+        };
+        let o = prog.test_run(input).map_err(DatapathError::TestRun)?;
+        let ret = o.return_value;
+        let dur = o.duration;
+        let n = o.data.map(|d| d.len()).unwrap_or(0);
+        out.truncate(n);
+        Ok((ret, out, dur))
+    }
+}
