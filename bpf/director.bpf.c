@@ -38,6 +38,14 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Never read by the program: they name abi.h's enums so that the object's BTF, and the Rust
+ * types libbpf-cargo generates from it, carry them (clang emits an enum only where the object
+ * uses it). director_reason_count also tells a reader of the object how many reasons it
+ * counts. */
+const volatile enum director_reason director_reason_count = DIRECTOR_REASON_COUNT;
+const volatile enum director_limit director_limits = DIRECTOR_MAX_SERVICES;
+const volatile enum xdplb_hash_field director_hash_fields = XDPLB_HASH_ALL;
+
 /* Every case: parse, classify, forward. */
 static __always_inline int director_general(struct xdp_md *ctx)
 {

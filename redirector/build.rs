@@ -19,6 +19,8 @@ fn main() {
     };
     SkeletonBuilder::new()
         .source(SRC)
+        // The object itself too: a test reads its BTF (src/counters.rs).
+        .obj(out.join("redirector.bpf.o"))
         .clang_args([
             "-I../bpf/include",
             &format!("-I/usr/include/{multiarch}"),

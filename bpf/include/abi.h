@@ -1,34 +1,48 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The kernel <-> userspace contract: every map key and value struct and every enum that both
- * sides read. The only such contract: Rust uses the types libbpf-cargo generates from BTF.
+ * sides read. The only such contract: Rust uses the types libbpf-cargo generates from BTF,
+ * never a copy of a number from here.
  *
  * Rules: fixed-width types, explicit padding fields, no bool, no bitfields, byte order stated
- * on every address and port field. Reason enums are append-only: a retired value is renamed
- * (RETIRED_...), never reused. */
+ * on every address and port field. Numbers userspace needs are enum constants, not #defines:
+ * an enum reaches BTF (and so the generated Rust) when the object names it, so each program
+ * has a .rodata global of each of its enums (director_maps.h, redirector_maps.h). Reason
+ * enums are append-only: a retired value is renamed (RETIRED_...), never reused. */
 #ifndef XDPLB_ABI_H
 #define XDPLB_ABI_H
 
 #include <linux/types.h>
 
-/* Flow hash fields a service hashes; same bits as tablegen::hash::HashFields. */
-#define XDPLB_HASH_SRC_IP 1
-#define XDPLB_HASH_SRC_PORT 2
-#define XDPLB_HASH_DST_IP 4
-#define XDPLB_HASH_DST_PORT 8
-#define XDPLB_HASH_ALL 15 /* the default: all four */
+/* Flow hash fields a service hashes; same bits as tablegen::hash::HashFields (a director
+ * test holds them equal). */
+enum xdplb_hash_field {
+	XDPLB_HASH_SRC_IP = 1,
+	XDPLB_HASH_SRC_PORT = 2,
+	XDPLB_HASH_DST_IP = 4,
+	XDPLB_HASH_DST_PORT = 8,
+	XDPLB_HASH_ALL = 15, /* the default: all four */
+};
 
 /* ---- director (bpf/director.bpf.c) ---- */
 
-/* Sizes of the director's pinned maps: fixed at first load, so generous. */
-#define DIRECTOR_MAX_SERVICES 256  /* director_tables slots = stats_service_retired entries */
-#define DIRECTOR_MAX_BINDS 4096    /* stats_bind entries */
-#define DIRECTOR_MAX_VIPS 4096     /* director_vips entries: (VIP, protocol) pairs */
-#define DIRECTOR_VIP_RANGES 16     /* binds per (VIP, protocol); the daemon refuses more */
-#define DIRECTOR_COUNTERS_MAX 64   /* stats_reason entries: room to append reasons */
-#define DIRECTOR_MAX_BACKENDS 16384 /* director_nexthops entries (distinct backend addresses) */
+/* Sizes of the director's pinned maps and their values: fixed at first load, so generous.
+ * Changing one changes the map ABI (a new map name). */
+enum director_limit {
+	DIRECTOR_MAX_SERVICES = 256,   /* director_tables slots = stats_service_retired entries */
+	DIRECTOR_MAX_BINDS = 4096,     /* stats_bind entries */
+	DIRECTOR_MAX_VIPS = 4096,      /* director_vips entries: (VIP, protocol) pairs */
+	DIRECTOR_VIP_RANGES = 16,      /* binds per (VIP, protocol); the daemon refuses more */
+	DIRECTOR_COUNTERS_MAX = 64,    /* stats_reason entries: room to append reasons */
+	DIRECTOR_MAX_BACKENDS = 16384, /* director_nexthops entries (distinct backend addresses) */
+	DIRECTOR_VIP_FILTER_BITS = 4096, /* bits of director_vip_filter (below) */
+	DIRECTOR_VIP_SLOTS = 4096,     /* slots of the bind index (below) */
+	DIRECTOR_HASH_STATES = 16384,  /* director_hash_states entries (below) */
+	DIRECTOR_FIXED_ROWS = 65536,   /* rows of a table in director_tables_fixed (below) */
+};
 
 /* Why the director did not forward a packet: the index into the per-CPU `stats_reason` array.
- * Append-only (see the rules above); userspace names them in director/src/counters.rs. */
+ * Append-only (see the rules above); userspace names them in director/src/counters.rs, and a
+ * test there holds every value of this enum, as the object's BTF has it, to a name. */
 enum director_reason {
 	DIRECTOR_PASS_NOT_VIP = 0,         /* not a bound service: the one total for host traffic */
 	DIRECTOR_PASS_UNPARSED = 1,        /* L3 header truncated or invalid: the kernel decides */
@@ -94,7 +108,6 @@ struct director_vip {
  * of an address (IPv4 as ::ffff:a.b.c.d): xor its four 32-bit words (native order), multiply
  * by 0x9e3779b1 mod 2^32, keep the top 12 bits. The daemon sets a VIP's bit before adding the
  * VIP and clears it only after removing it. enabled 0 (a fresh map) = no filter. */
-#define DIRECTOR_VIP_FILTER_BITS 4096
 struct director_vip_filter {
 	__u32 enabled;
 	__u32 pad;
@@ -108,7 +121,6 @@ struct director_vip_filter {
  * 32-bit words (native order), add the protocol, multiply by 0x9e3779b1 mod 2^32, keep the top
  * 12 bits. When several pairs share a slot, the smallest (address, protocol) gets it and
  * `overflow` sends the others to `director_vips`, which always holds every pair. */
-#define DIRECTOR_VIP_SLOTS 4096
 struct director_vip_slot {
 	__u8 addr[16]; /* network order; IPv4 as ::ffff:a.b.c.d */
 	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP; 0 = empty */
@@ -151,7 +163,6 @@ struct director_table_hdr {
  * rewrites entries in place, so a packet may read a half-written one, a stale one or one made
  * for another destination: the check then fails and the packet hashes from the start with the
  * header's key. */
-#define DIRECTOR_HASH_STATES 16384
 struct director_hash_state {
 	__u64 hash_k0; /* as director_table_hdr */
 	__u64 hash_k1;
@@ -162,15 +173,14 @@ struct director_hash_state {
 	__u64 check;
 };
 
-/* Tables of exactly this many rows (2^16, tablegen's default) live in inner maps of that one
- * size, 1 + DIRECTOR_FIXED_ROWS entries, in `director_tables_fixed`: no BPF_F_INNER_MAP, so
- * the verifier inlines both lookups a packet makes in them (~2 ns). Other sizes (2^8..2^20
- * rows) live in `director_tables`, sized to fit, at the price of two helper calls per packet:
- * padding a small table to 2^16 rows would cost 4.7 MB. A service is in one of the two; the
- * program asks `director_tables_fixed` first. */
-#define DIRECTOR_FIXED_ROWS 65536
-
-/* Entries 1..=rows: the backends of row r at entry 1 + r, primary first. */
+/* Tables of exactly DIRECTOR_FIXED_ROWS rows (2^16, tablegen's default) live in inner maps of
+ * that one size, 1 + DIRECTOR_FIXED_ROWS entries, in `director_tables_fixed`: no
+ * BPF_F_INNER_MAP, so the verifier inlines both lookups a packet makes in them (~2 ns). Other
+ * sizes (2^8..2^20 rows) live in `director_tables`, sized to fit, at the price of two helper
+ * calls per packet: padding a small table to 2^16 rows would cost 4.7 MB. A service is in one
+ * of the two; the program asks `director_tables_fixed` first.
+ *
+ * Entries 1..=rows: the backends of row r at entry 1 + r, primary first. */
 struct director_row {
 	__u8 hops[4][16]; /* GUE_MAX_HOPS addresses, network order; IPv4 in the first 4 bytes */
 	__u32 primary_nh; /* the primary's slot in director_nexthops */
@@ -200,7 +210,8 @@ union director_slot {
 /* ---- redirector (bpf/redirector.bpf.c) ---- */
 
 /* Why the redirector did what it did to a packet: the index into the per-CPU `counters` array.
- * Append-only (see the rules above). userspace names them in redirector/src/counters.rs. */
+ * Append-only (see the rules above). Userspace names them in redirector/src/counters.rs, and a
+ * test there holds every value of this enum, as the object's BTF has it, to a name. */
 enum redir_reason {
 	REDIR_PASS_NOT_GUE = 0,          /* not UDP to the GUE port: left untouched */
 	REDIR_ACCEPT_SYN = 1,            /* inner TCP SYN without ACK: new flows land here */
@@ -226,8 +237,12 @@ enum redir_reason {
 	REDIR_REASON_COUNT = 21,         /* not a reason: how many this object knows */
 };
 
-/* Room in the counters array: reasons can be added without resizing the pinned map. */
-#define REDIR_COUNTERS_MAX 64
+/* Sizes of the redirector's pinned maps. */
+enum redir_limit {
+	REDIR_COUNTERS_MAX = 64,      /* counters entries: reasons can be appended without resizing */
+	REDIR_MAX_ALLOWED = 1024,     /* allowed_v4 / allowed_v6 entries (per family) */
+	REDIR_MAX_SELF_ADDRS = 256,   /* self_addrs entries */
+};
 
 /* Key of the allowed-director LPM tries (prefixlen first, as the kernel requires). */
 struct redir_lpm_v4 {

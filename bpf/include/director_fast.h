@@ -49,8 +49,10 @@ static __always_inline long fast_range(const struct director_vip *v, __u16 port)
 #define FAST_NOT_VIP -3
 
 /* The key of the one-entry maps, read from .rodata rather than stored on the stack each
- * time: one less value for the two fast paths to keep in a register. */
-static const __u32 fast_zero = 0;
+ * time: one less value for the two fast paths to keep in a register. Not static: clang lays
+ * out .rodata globals first, in the order they are defined, so this one stays at offset 0
+ * ahead of director.bpf.c's (the program's text does not depend on them). */
+const __u32 fast_zero = 0;
 
 /* The bind of (address, protocol, port) by the bind index, as find_vip() and match_port()
  * find it: its service | bind << 16. FAST_NOT_VIP: no bind has the address and protocol (the

@@ -17,9 +17,13 @@ const volatile __u16 gue_port = GUE_DEFAULT_PORT; /* host byte order */
 /* Readable by userspace so it can tell which reasons this object counts. */
 const volatile enum redir_reason redir_reason_count = REDIR_REASON_COUNT;
 
+/* Never read by the program: it names enum redir_limit so that the object's BTF, and the Rust
+ * types generated from it, carry the map sizes (abi.h). */
+const volatile enum redir_limit redir_limits = REDIR_COUNTERS_MAX;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
+	__uint(max_entries, REDIR_MAX_ALLOWED);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct redir_lpm_v4);
 	__type(value, __u8);
@@ -27,7 +31,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
+	__uint(max_entries, REDIR_MAX_ALLOWED);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct redir_lpm_v6);
 	__type(value, __u8);
@@ -37,7 +41,7 @@ struct {
  * "self". */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
+	__uint(max_entries, REDIR_MAX_SELF_ADDRS);
 	__type(key, struct redir_addr);
 	__type(value, __u8);
 } self_addrs SEC(".maps");

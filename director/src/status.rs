@@ -105,9 +105,8 @@ pub fn gather(cfg: &DirectorConfig) -> Status {
         .collect();
     let reasons = REASONS
         .iter()
-        .enumerate()
-        .map(|(i, (name, verdict, _))| {
-            let c = get(&counters.reasons, i as u32);
+        .map(|(r, name, verdict, _)| {
+            let c = get(&counters.reasons, r.0);
             ReasonStatus {
                 reason: name,
                 verdict,

@@ -12,16 +12,24 @@ use tablegen::config::{Config, Proto, Service};
 use tablegen::hash::key_halves;
 use tablegen::table::Table;
 
-use crate::bpf::types::{director_port_range, director_row, director_table_hdr, director_vip};
+use crate::bpf::types::{
+    director_limit as Limit, director_port_range, director_row, director_table_hdr, director_vip,
+};
 use crate::error::TablesError;
 
-/// Sizes fixed by bpf/include/abi.h (the pinned maps are created with them).
-pub const MAX_SERVICES: usize = 256;
-pub const MAX_BINDS: usize = 4096;
-pub const MAX_VIPS: usize = 4096;
-pub const VIP_RANGES: usize = 16;
-pub const MAX_HOPS: usize = 4;
-pub const MAX_BACKENDS: usize = 16384;
+/// Sizes fixed by bpf/include/abi.h's `enum director_limit` (the pinned maps are created with
+/// them), from the generated type.
+pub const MAX_SERVICES: usize = Limit::DIRECTOR_MAX_SERVICES.0 as usize;
+pub const MAX_BINDS: usize = Limit::DIRECTOR_MAX_BINDS.0 as usize;
+pub const MAX_VIPS: usize = Limit::DIRECTOR_MAX_VIPS.0 as usize;
+pub const VIP_RANGES: usize = Limit::DIRECTOR_VIP_RANGES.0 as usize;
+pub const MAX_BACKENDS: usize = Limit::DIRECTOR_MAX_BACKENDS.0 as usize;
+/// GUE_MAX_HOPS (bpf/include/gue.h): the addresses a generated `director_row` holds.
+pub const MAX_HOPS: usize = array_len(|r: director_row| r.hops);
+
+const fn array_len<T, const N: usize>(_: fn(director_row) -> [T; N]) -> usize {
+    N
+}
 
 const _: () = assert!(std::mem::size_of::<director_row>() == 72);
 const _: () = assert!(std::mem::size_of::<director_table_hdr>() == 48);

@@ -7,8 +7,9 @@ mod common;
 use std::net::IpAddr;
 
 use common::*;
+use director::bpf::types::director_limit as Limit;
 use director::counters as reason;
-use director::datapath::Datapath;
+use director::datapath::{AbiBytes, Datapath};
 use libbpf_rs::MapCore;
 use tablegen::hash::Flow;
 
@@ -212,12 +213,13 @@ fn vips_sharing_a_bind_index_slot_both_forward() {
     let mapped = |a: std::net::Ipv4Addr| a.to_ipv6_mapped().octets();
     let addr = |i: u32| std::net::Ipv4Addr::from(0x0a64_0100 + i); // 10.100.1.0 + i
     let mut first_in_slot = std::collections::HashMap::new();
-    let (a, b) = (0..4096u32)
+    let slots = Limit::DIRECTOR_VIP_SLOTS.0;
+    let (a, b) = (0..slots)
         .find_map(|i| {
             let slot = director::datapath::vip_slot(&mapped(addr(i)), 6);
             first_in_slot.insert(slot, i).map(|j| (addr(j), addr(i)))
         })
-        .expect("4096 addresses in 4096 slots collide somewhere");
+        .expect("as many addresses as slots collide somewhere");
     let yaml = format!(
         "services:\n  - name: first\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    binds:\n      - {{ vip: {a}, proto: tcp, port: 80 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.11 }}\n      - {{ name: b2, address: 10.1.0.12 }}\n  - name: second\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    binds:\n      - {{ vip: {b}, proto: tcp, port: 80 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.21 }}\n      - {{ name: b2, address: 10.1.0.22 }}\n"
     );
@@ -879,9 +881,8 @@ fn with_hash_states(
 #[test]
 fn wrong_torn_or_foreign_hash_states_still_hash_with_the_tables_key() {
     with_hash_states(|dp, inst, dp0, m| {
-        let n = director::bpf::types::director_hash_state::default();
-        let size = std::mem::size_of_val(&n);
-        let live: Vec<(u32, Vec<u8>)> = (0..16384u32)
+        let size = director::bpf::types::director_hash_state::SIZE;
+        let live: Vec<(u32, Vec<u8>)> = (0..Limit::DIRECTOR_HASH_STATES.0)
             .filter_map(|i| {
                 let v = m
                     .lookup(&i.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
@@ -924,7 +925,7 @@ fn wrong_torn_or_foreign_hash_states_still_hash_with_the_tables_key() {
 
         // Junk everywhere, both families.
         let mut junk = vec![0u8; size];
-        for i in 0..16384u32 {
+        for i in 0..Limit::DIRECTOR_HASH_STATES.0 {
             junk[..4].copy_from_slice(&i.to_ne_bytes());
             junk[16] = 0x0f;
             junk[17] = if i % 2 == 0 { 4 } else { 6 };
@@ -942,14 +943,7 @@ fn wrong_torn_or_foreign_hash_states_still_hash_with_the_tables_key() {
 fn packets_hash_from_the_destination_state() {
     with_hash_states(|dp, inst, dp0, m| {
         use director::datapath::{hash_state, hash_state_index_v4, hash_state_index_v6};
-        let bytes = |s: &director::bpf::types::director_hash_state| {
-            // SAFETY: a repr(C) plain-data type generated from abi.h, padding fields explicit
-            // and zeroed: every byte is initialised.
-            unsafe {
-                std::slice::from_raw_parts((s as *const _) as *const u8, std::mem::size_of_val(s))
-            }
-            .to_vec()
-        };
+        let bytes = |s: &director::bpf::types::director_hash_state| s.as_bytes().to_vec();
         // (service, its slot: the order in yaml(), a flow to one of its single-port binds)
         let cases = [
             ("web", 0, flow("192.0.2.7", "10.100.0.1", 40000, 80)),
@@ -1265,7 +1259,7 @@ fn service_counts_of_older_pins_carry_over() {
             Some("stats_service"),
             4,
             16,
-            256,
+            Limit::DIRECTOR_MAX_SERVICES.0,
             &opts,
         )
         .unwrap();

@@ -13,6 +13,8 @@ use std::str::FromStr;
 
 use yaml::{Checker, Node, Problem};
 
+use crate::skel::types::redir_limit as Limit;
+
 /// Default UDP destination port of GUE, as GLB Director uses.
 pub const DEFAULT_GUE_PORT: u16 = 19523;
 /// Default bpffs directory; the redirector pins under `<bpffs_dir>/redirector`.
@@ -22,12 +24,12 @@ pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/xdplb";
 pub const DEFAULT_STATE_DIR: &str = "/run/xdplb";
 /// Default interface that carries the VIPs.
 pub const DEFAULT_VIP_INTERFACE: &str = "lo";
-/// Distinct `allowed_sources` per address family: `max_entries` of `allowed_v4`/`allowed_v6` in
-/// `bpf/redirector.bpf.c`. Checked here so an oversized list is a config error (exit 78), not a
-/// map update failing at every start.
-pub const MAX_ALLOWED_SOURCES: usize = 1024;
-/// Distinct `self_addresses`: `max_entries` of `self_addrs`.
-pub const MAX_SELF_ADDRESSES: usize = 256;
+/// Distinct `allowed_sources` per address family: `max_entries` of `allowed_v4`/`allowed_v6`
+/// (`REDIR_MAX_ALLOWED` of abi.h's `enum redir_limit`). Checked here so an oversized list is a
+/// config error (exit 78), not a map update failing at every start.
+pub const MAX_ALLOWED_SOURCES: usize = Limit::REDIR_MAX_ALLOWED.0 as usize;
+/// Distinct `self_addresses`: `max_entries` of `self_addrs` (`REDIR_MAX_SELF_ADDRS`).
+pub const MAX_SELF_ADDRESSES: usize = Limit::REDIR_MAX_SELF_ADDRS.0 as usize;
 
 /// The keys of redirector.yaml, in the order docs/setup/redirector.md lists them. Unknown keys
 /// are errors: a typo must not silently do nothing.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::{bytes_of, from_bytes, Datapath};
+use super::{AbiBytes, Datapath};
 use crate::bpf::types::{director_counter, director_vip, director_vip_key};
 use crate::error::DatapathError;
 use crate::tables::{VipKey, MAX_BINDS, MAX_SERVICES};
@@ -44,7 +44,11 @@ pub(super) fn percpu(map: &MapHandle, key: u32) -> Option<Vec<director_counter>>
     let vals = map
         .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
         .ok()??;
-    Some(vals.iter().map(|v| from_bytes(v)).collect())
+    Some(
+        vals.iter()
+            .map(|v| director_counter::from_bytes(v))
+            .collect(),
+    )
 }
 
 pub(super) fn set_percpu(
@@ -53,7 +57,7 @@ pub(super) fn set_percpu(
     vals: &[director_counter],
     name: &'static str,
 ) -> Result<(), DatapathError> {
-    let bytes: Vec<Vec<u8>> = vals.iter().map(|c| bytes_of(c).to_vec()).collect();
+    let bytes: Vec<Vec<u8>> = vals.iter().map(|c| c.as_bytes().to_vec()).collect();
     map.update_percpu(&key.to_ne_bytes(), &bytes, MapFlags::ANY)
         .map_err(|source| DatapathError::Map {
             map: name,
@@ -113,9 +117,9 @@ impl Counters {
             let pairs: BTreeMap<VipKey, director_vip> = vips
                 .keys()
                 .filter_map(|k| {
-                    let key: director_vip_key = from_bytes(&k);
+                    let key = director_vip_key::from_bytes(&k);
                     let v = vips.lookup(&k, MapFlags::ANY).ok()??;
-                    Some(((key.addr, key.proto), from_bytes::<director_vip>(&v)))
+                    Some(((key.addr, key.proto), director_vip::from_bytes(&v)))
                 })
                 .collect();
             for (service, ids) in binds_of_services(&pairs) {

@@ -11,7 +11,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use super::counters::{percpu, set_percpu};
 use super::{
-    bytes_of, from_bytes, Datapath, Settings, FIXED_FLAGS, FIXED_ROWS, INNER_FLAGS, MAP_CONFIG,
+    AbiBytes, Datapath, Settings, FIXED_FLAGS, FIXED_ROWS, INNER_FLAGS, MAP_CONFIG,
     MAP_HASH_STATES, MAP_SERVICE, MAP_TABLES, MAP_TABLES_FIXED, MAP_VIPS, MAP_VIP_FILTER,
     MAP_VIP_INDEX, SLOT_SIZE, VIP_FILTER_BITS, VIP_SLOTS,
 };
@@ -44,7 +44,7 @@ impl Datapath {
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .ok()
             .flatten()
-            .map(|v| from_bytes(&v))
+            .map(|v| director_config::from_bytes(&v))
             .unwrap_or_default()
     }
 
@@ -58,7 +58,7 @@ impl Datapath {
 
     fn write_config(&self, c: &director_config) -> Result<(), DatapathError> {
         self.config
-            .update(&0u32.to_ne_bytes(), bytes_of(c), MapFlags::ANY)
+            .update(&0u32.to_ne_bytes(), c.as_bytes(), MapFlags::ANY)
             .map_err(|source| DatapathError::Map {
                 map: MAP_CONFIG,
                 what: "writing the settings".into(),
@@ -127,10 +127,10 @@ impl Datapath {
             // until the swap below publishes it.
             let buf =
                 unsafe { std::slice::from_raw_parts_mut(mem.cast::<u8>(), entries * SLOT_SIZE) };
-            buf[..std::mem::size_of::<director_table_hdr>()].copy_from_slice(bytes_of(&img.hdr));
+            buf[..director_table_hdr::SIZE].copy_from_slice(img.hdr.as_bytes());
             for (i, row) in img.rows.iter().enumerate() {
                 let off = (1 + i) * SLOT_SIZE;
-                buf[off..off + SLOT_SIZE].copy_from_slice(bytes_of(row));
+                buf[off..off + SLOT_SIZE].copy_from_slice(row.as_bytes());
             }
         }
         // SAFETY: unmapping exactly what was mapped.
@@ -202,12 +202,12 @@ impl Datapath {
         self.write_vip_filter(
             new_keys
                 .iter()
-                .map(bytes_of)
+                .map(AbiBytes::as_bytes)
                 .chain(old_keys.iter().map(Vec::as_slice)),
         )?;
         for (key, v) in &snap.vips {
             self.vips
-                .update(bytes_of(&vip_key(key)), bytes_of(v), MapFlags::ANY)
+                .update(vip_key(key).as_bytes(), v.as_bytes(), MapFlags::ANY)
                 .map_err(|source| DatapathError::Map {
                     map: MAP_VIPS,
                     what: "writing a bind".into(),
@@ -222,13 +222,13 @@ impl Datapath {
         let want: BTreeSet<Vec<u8>> = snap
             .vips
             .keys()
-            .map(|k| bytes_of(&vip_key(k)).to_vec())
+            .map(|k| vip_key(k).as_bytes().to_vec())
             .collect();
         let stale: Vec<Vec<u8>> = self.vips.keys().filter(|k| !want.contains(k)).collect();
         for k in stale {
             let _ = self.vips.delete(&k);
         }
-        self.write_vip_filter(new_keys.iter().map(bytes_of))?;
+        self.write_vip_filter(new_keys.iter().map(AbiBytes::as_bytes))?;
         let live: BTreeSet<u32> = snap.services.iter().map(|s| s.id).collect();
         for id in 0..MAX_SERVICES as u32 {
             if !live.contains(&id) && self.inner_id(id).is_some() {
@@ -254,13 +254,13 @@ impl Datapath {
     ) -> Result<(), DatapathError> {
         let want: BTreeMap<usize, Vec<u8>> = hash_states(binds, hdr_of)
             .into_iter()
-            .map(|(i, st)| (i, bytes_of(&st).to_vec()))
+            .map(|(i, st)| (i, st.as_bytes().to_vec()))
             .collect();
         let mut written = self
             .hash_states_written
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let zero = bytes_of(&director_hash_state::default()).to_vec();
+        let zero = director_hash_state::default().as_bytes().to_vec();
         let gone: Vec<usize> = written
             .keys()
             .filter(|k| !want.contains_key(k))
@@ -313,7 +313,7 @@ impl Datapath {
         }
         let image: BTreeMap<usize, Vec<u8>> = slots
             .iter()
-            .map(|(i, slot)| (*i, bytes_of(slot).to_vec()))
+            .map(|(i, slot)| (*i, slot.as_bytes().to_vec()))
             .collect();
         let mut written = self
             .vip_index_written
@@ -337,7 +337,7 @@ impl Datapath {
         .map_err(err("creating a bind index"))?;
         for (i, slot) in &slots {
             inner
-                .update(&(*i as u32).to_ne_bytes(), bytes_of(slot), MapFlags::ANY)
+                .update(&(*i as u32).to_ne_bytes(), slot.as_bytes(), MapFlags::ANY)
                 .map_err(err("filling the bind index"))?;
         }
         let fd = inner.as_fd().as_raw_fd() as u32;
@@ -508,5 +508,5 @@ pub(super) fn table_hdr(
 ) -> Option<director_table_hdr> {
     let inner = MapHandle::from_map_id(inner_id(fixed, sized, service)?).ok()?;
     let v = inner.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
-    Some(from_bytes(&v))
+    Some(director_table_hdr::from_bytes(&v))
 }

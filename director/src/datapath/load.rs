@@ -11,10 +11,11 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
 
 use super::counters::{binds_of_services, percpu, set_percpu};
+use super::AbiBytes;
 use super::{
-    cpath, from_bytes, is_internal, last_os_error, Datapath, MAP_BIND, MAP_CONFIG, MAP_HASH_STATES,
-    MAP_REASON, MAP_SERVICE, MAP_SERVICE_TOTALS, MAP_TABLES, MAP_TABLES_FIXED, MAP_VIPS,
-    MAP_VIP_FILTER, MAP_VIP_INDEX, OBJECT, PROG_NAME, RETIRED_MAPS,
+    cpath, is_internal, last_os_error, Datapath, MAP_BIND, MAP_CONFIG, MAP_HASH_STATES, MAP_REASON,
+    MAP_SERVICE, MAP_SERVICE_TOTALS, MAP_TABLES, MAP_TABLES_FIXED, MAP_VIPS, MAP_VIP_FILTER,
+    MAP_VIP_INDEX, OBJECT, PROG_NAME, RETIRED_MAPS,
 };
 use crate::bpf::types::{director_vip, director_vip_key};
 use crate::error::DatapathError;
@@ -93,9 +94,9 @@ impl Datapath {
         // Likewise the bind index (absent when the pins come from a version without it).
         let mut binds = BTreeMap::new();
         for k in &pinned {
-            let key: director_vip_key = from_bytes(k);
+            let key = director_vip_key::from_bytes(k);
             if let Ok(Some(v)) = dp.vips.lookup(k, MapFlags::ANY) {
-                binds.insert((key.addr, key.proto), from_bytes::<director_vip>(&v));
+                binds.insert((key.addr, key.proto), director_vip::from_bytes(&v));
             }
         }
         dp.write_vip_index(&binds)?;

@@ -11,14 +11,17 @@
 //!
 //! One module per concern: [`load`] (the object, pins), [`attach`] (XDP links), [`install`]
 //! (settings, tables, binds, hash states), [`counters`], [`view`] (the pinned maps read by
-//! `status`). This module holds the shared pieces: map names, sizes and byte views.
+//! `status`), [`abi`] (the bytes of the abi.h types). This module holds the shared pieces: map
+//! names and sizes.
 
+mod abi;
 mod attach;
 mod counters;
 mod install;
 mod load;
 mod view;
 
+pub use abi::AbiBytes;
 pub use attach::{detach_all, AttachMode};
 pub use counters::{Count, Counters};
 pub use install::{hash_state, hash_state_index_v4, hash_state_index_v6, vip_slot};
@@ -34,14 +37,12 @@ use std::time::Duration;
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapHandle, Object};
 
-use crate::bpf::types::{
-    director_config, director_counter, director_slot, director_vip_filter, director_vip_key,
-    director_vip_slot,
-};
+use crate::bpf::types::{director_limit as Limit, director_slot};
 use crate::error::DatapathError;
+use crate::tables::VIP_RANGES;
 
 /// The compiled program (build.rs writes it next to the skeleton).
-const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/director.bpf.o"));
+pub(crate) const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/director.bpf.o"));
 const PROG_NAME: &str = "xdplb_director";
 const MAP_TABLES: &str = "director_tables";
 const MAP_TABLES_FIXED: &str = "director_tables_fixed";
@@ -61,37 +62,13 @@ const MAP_BIND: &str = "stats_bind";
 /// Inner maps must carry the template's flags exactly (the kernel compares them).
 const INNER_FLAGS: u32 = libbpf_sys::BPF_F_INNER_MAP | libbpf_sys::BPF_F_MMAPABLE;
 const FIXED_FLAGS: u32 = libbpf_sys::BPF_F_MMAPABLE;
-/// DIRECTOR_FIXED_ROWS of abi.h: tables of exactly this many rows go in
-/// `director_tables_fixed`, in inner maps of 1 + FIXED_ROWS entries.
-const FIXED_ROWS: usize = 65536;
+/// Sizes from abi.h's `enum director_limit`, as the object's BTF has them.
+const FIXED_ROWS: usize = Limit::DIRECTOR_FIXED_ROWS.0 as usize;
+const VIP_FILTER_BITS: usize = Limit::DIRECTOR_VIP_FILTER_BITS.0 as usize;
+const VIP_SLOTS: usize = Limit::DIRECTOR_VIP_SLOTS.0 as usize;
 const SLOT_SIZE: usize = std::mem::size_of::<director_slot>();
 
 const _: () = assert!(SLOT_SIZE == 72);
-const _: () = assert!(std::mem::size_of::<director_config>() == 32);
-const _: () = assert!(std::mem::size_of::<director_vip_key>() == 20);
-const _: () = assert!(std::mem::size_of::<director_counter>() == 16);
-const _: () = assert!(std::mem::size_of::<director_vip_filter>() == 8 + VIP_FILTER_BITS / 8);
-const _: () = assert!(std::mem::size_of::<director_vip_slot>() == 160);
-
-/// DIRECTOR_VIP_FILTER_BITS of abi.h.
-const VIP_FILTER_BITS: usize = 4096;
-/// DIRECTOR_VIP_SLOTS of abi.h.
-const VIP_SLOTS: usize = 4096;
-
-/// The bytes of a plain `repr(C)` map type from abi.h (explicit padding, no pointers).
-fn bytes_of<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: only used with the generated abi.h types: repr(C), Copy, every byte initialised
-    // (abi.h spells out padding as fields, and values are built from Default).
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
-fn from_bytes<T: Copy + Default>(b: &[u8]) -> T {
-    let mut v = T::default();
-    let n = std::mem::size_of::<T>().min(b.len());
-    // SAFETY: T is a plain abi.h type for which every bit pattern is valid.
-    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (&mut v as *mut T).cast::<u8>(), n) };
-    v
-}
 
 /// libbpf's own maps (".kconfig": the kernel's settings this boot, e.g. CONFIG_HZ) are named
 /// "<object>.<section>". They belong to one load: never pinned, never reused.

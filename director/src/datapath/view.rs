@@ -8,8 +8,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::counters::{Counters, ServiceCounts};
 use super::install::{table_hdr, vip_key};
 use super::{
-    bytes_of, from_bytes, MAP_BIND, MAP_REASON, MAP_SERVICE, MAP_SERVICE_TOTALS, MAP_TABLES,
-    MAP_TABLES_FIXED, MAP_VIPS,
+    AbiBytes, MAP_BIND, MAP_REASON, MAP_SERVICE, MAP_SERVICE_TOTALS, MAP_TABLES, MAP_TABLES_FIXED,
+    MAP_VIPS,
 };
 use crate::bpf::types::{director_table_hdr, director_vip};
 use crate::error::DatapathError;
@@ -71,8 +71,8 @@ impl PinnedView {
     pub fn vip(&self, key: &VipKey) -> Option<director_vip> {
         let v = self
             .vips
-            .lookup(bytes_of(&vip_key(key)), MapFlags::ANY)
+            .lookup(vip_key(key).as_bytes(), MapFlags::ANY)
             .ok()??;
-        Some(from_bytes(&v))
+        Some(director_vip::from_bytes(&v))
     }
 }
