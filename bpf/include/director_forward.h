@@ -48,6 +48,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	__u32 egress = 0, cur_len;
 	__u64 frame_len = p->frame_len, now = 0, k0 = 0, k1 = 0;
 	__u8 fields = 0;
+	__u32 in_fixed = 0;
 	int rc, outer_v6;
 
 	/* Hash first, from the state found by the destination alone: the CPU runs it while the
@@ -64,6 +65,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	 * call site that can see both kinds of map is not even a direct call. */
 	fixed = bpf_map_lookup_elem(&director_tables_fixed, &key);
 	if (fixed) {
+		in_fixed = 1;
+		/* verifier: a flag the compiler cannot turn back into a test of the map pointer (see
+		 * the second lookup below) */
+		asm volatile("" : "+r"(in_fixed));
 		slot = bpf_map_lookup_elem(fixed, &zero);
 		/* an empty statement the compiler cannot merge: the two lookups stay apart */
 		asm volatile("" : "+r"(slot));
@@ -114,7 +119,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	if (bpf_xdp_adjust_head(ctx, 0 - (int)a.grown))
 		return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
 
-	if (fixed) {
+	/* verifier: branch on the flag, not on `fixed`. Older verifiers (Debian 12's 6.1 among
+	 * them) do not know that an inner map pointer is never NULL: testing `fixed` again, they
+	 * walk the other branch too, with this path's NULL `table`, and refuse the program. */
+	if (in_fixed) {
 		slot = bpf_map_lookup_elem(fixed, &idx);
 		asm volatile("" : "+r"(slot)); /* as above */
 	} else {
