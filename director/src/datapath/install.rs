@@ -6,7 +6,6 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd};
 
-use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use super::counters::{percpu, set_percpu};
@@ -87,11 +86,7 @@ impl Datapath {
             (e, INNER_FLAGS, &self.tables, MAP_TABLES, &self.tables_fixed)
         };
         let name = format!("xdplb_t{}", img.id);
-        let opts = libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
-            map_flags: flags,
-            ..Default::default()
-        };
+        let opts = self.table_btf.opts(flags);
         let inner = MapHandle::create(
             MapType::Array,
             Some(&name),
@@ -322,10 +317,7 @@ impl Datapath {
         if written.as_ref() == Some(&image) {
             return Ok(());
         }
-        let opts = libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
-            ..Default::default()
-        };
+        let opts = self.vip_index_btf.opts(0);
         let inner = MapHandle::create(
             MapType::Array,
             Some("vip_index"),

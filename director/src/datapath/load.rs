@@ -12,6 +12,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
 
 use super::counters::{binds_of_services, percpu, set_percpu};
 use super::AbiBytes;
+use super::InnerBtf;
 use super::{
     cpath, is_internal, last_os_error, Datapath, MAP_BIND, MAP_CONFIG, MAP_HASH_STATES, MAP_REASON,
     MAP_SERVICE, MAP_SERVICE_TOTALS, MAP_TABLES, MAP_TABLES_FIXED, MAP_VIPS, MAP_VIP_FILTER,
@@ -72,6 +73,8 @@ impl Datapath {
             })
         };
         let dp = Datapath {
+            table_btf: InnerBtf::of(&obj, "director_table_template"),
+            vip_index_btf: InnerBtf::of(&obj, "director_vip_index_template"),
             tables: handle(MAP_TABLES)?,
             tables_fixed: handle(MAP_TABLES_FIXED)?,
             vips: handle(MAP_VIPS)?,

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libbpf_rs::libbpf_sys;
-use libbpf_rs::{MapHandle, Object};
+use libbpf_rs::{AsRawLibbpf, MapCore, MapHandle, Object};
 
 use crate::bpf::types::{director_limit as Limit, director_slot};
 use crate::error::DatapathError;
@@ -101,6 +101,9 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct Datapath {
     obj: Object,
+    /// The BTF the inner maps are created with: that of the templates (see [`InnerBtf`]).
+    table_btf: InnerBtf,
+    vip_index_btf: InnerBtf,
     /// The bind index this process last swapped in (slot -> slot bytes): a reload that
     /// changes only tables skips building and swapping an identical one (and its RCU wait).
     vip_index_written: std::sync::Mutex<Option<BTreeMap<usize, Vec<u8>>>>,
@@ -162,5 +165,53 @@ impl Datapath {
         let n = o.data.map(|d| d.len()).unwrap_or(0);
         out.truncate(n);
         Ok((ret, out, dur))
+    }
+}
+
+/// The BTF of an inner-map template, for creating inner maps the kernel takes for the same
+/// kind of map. libbpf creates each template with the object's BTF; kernels 5.15 to 6.1 compare
+/// where a map's BTF puts a `bpf_timer`, which a map created without BTF has nowhere ("invalid")
+/// and a BTF'd one "not found": swapping a BTF-less inner map in fails there with EINVAL.
+#[derive(Debug, Clone, Copy)]
+struct InnerBtf {
+    fd: u32,
+    key: u32,
+    value: u32,
+}
+
+impl InnerBtf {
+    /// Of the map `template` in `obj` (whose BTF fd lives as long as `obj`).
+    fn of(obj: &Object, template: &str) -> InnerBtf {
+        let map = obj
+            .maps()
+            .find(|m| m.name() == template)
+            .expect("the object defines the template");
+        // SAFETY: valid pointers to the loaded object and one of its maps.
+        unsafe {
+            let fd = libbpf_sys::bpf_object__btf_fd(obj.as_libbpf_object().as_ptr());
+            let m = map.as_libbpf_object().as_ptr();
+            InnerBtf {
+                fd: u32::try_from(fd).unwrap_or(0),
+                key: libbpf_sys::bpf_map__btf_key_type_id(m),
+                value: libbpf_sys::bpf_map__btf_value_type_id(m),
+            }
+        }
+    }
+
+    /// Map-creation options carrying this BTF (none when the object has no BTF fd).
+    fn opts(self, map_flags: u32) -> libbpf_sys::bpf_map_create_opts {
+        let (fd, key, value) = if self.fd > 0 {
+            (self.fd, self.key, self.value)
+        } else {
+            (0, 0, 0)
+        };
+        libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags,
+            btf_fd: fd,
+            btf_key_type_id: key,
+            btf_value_type_id: value,
+            ..Default::default()
+        }
     }
 }
