@@ -32,3 +32,18 @@ pub mod topology;
 
 pub use addr::Family;
 pub use topology::{Lab, LabError, LabOptions, Node, Routing};
+
+/// `d` stretched by `XDPLB_LAB_SLOWDOWN` (a whole factor, default 1): the lab's waits for
+/// daemons and flows are sized for a real machine, and an emulated one (the kernel test matrix
+/// runs the lab in qemu without KVM) is many times slower. Bounds stay bounds, only longer.
+pub fn scaled(d: std::time::Duration) -> std::time::Duration {
+    static FACTOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let f = *FACTOR.get_or_init(|| {
+        std::env::var("XDPLB_LAB_SLOWDOWN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|f| (1..=100).contains(f))
+            .unwrap_or(1)
+    });
+    d * f
+}

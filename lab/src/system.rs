@@ -473,6 +473,7 @@ impl System {
                 .all(|name| live.iter().any(|s| s["name"] == *name && s["live"] == true))
         };
         let directors = self.lab.options().directors;
+        let within = crate::scaled(within);
         let start = Instant::now();
         while !(1..=directors).all(serves) {
             crate::signal::check()?;
@@ -544,6 +545,7 @@ impl System {
         within: Duration,
         pred: impl Fn(&ProbeReport) -> bool,
     ) -> Result<ProbeReport, LabError> {
+        let within = crate::scaled(within);
         let start = Instant::now();
         let client = self.lab.ns(Node::Client);
         loop {

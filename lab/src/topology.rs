@@ -658,6 +658,7 @@ impl Lab {
         within: Duration,
         mut ready: impl FnMut() -> bool,
     ) -> Result<(), LabError> {
+        let within = crate::scaled(within);
         let start = Instant::now();
         loop {
             crate::signal::check()?;
