@@ -4,13 +4,16 @@
 set -euo pipefail
 
 # Debian packages: build (clang for BPF, libelf/zlib for libbpf), lab and tests (iproute2,
-# ethtool, tcpdump), packaging tests.
+# ethtool, tcpdump), packaging tests, the kernel test matrix.
 PKGS=(
   clang llvm libelf-dev zlib1g-dev libbpf-dev bpftool gcc gcc-multilib pkg-config make
   iproute2 iputils-ping ethtool tcpdump procps psmisc
   # packaging: dpkg-shlibdeps and rpmbuild to build; lintian, debootstrap and systemd
   # (systemd-analyze), systemd-container (systemd-nspawn boots the units) to test the packages
   dpkg-dev rpm lintian debootstrap debian-archive-keyring systemd systemd-container
+  # the kernel test matrix (kernels/run.sh): qemu boots Debian's kernels with an initramfs of
+  # busybox and the image's modules (depmod from kmod); jq reads cargo's JSON
+  qemu-system-x86 busybox-static kmod jq
 )
 
 missing=()
