@@ -428,6 +428,14 @@ fn the_fast_path_gives_what_the_general_path_gives() {
             x ^= x << 17;
             x
         };
+        // Random sources per (target, variant, payload): 3, or XDPLB_FAST_PATH_SOURCES (at
+        // least 1). The kernel test matrix asks for 1 in an emulated guest, where each packet's
+        // counter reads cost milliseconds; every target, variant and payload still runs.
+        let sources: usize = std::env::var("XDPLB_FAST_PATH_SOURCES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n >= 1)
+            .unwrap_or(3);
         let (mut fast, mut general_only) = (0, 0);
         for &(vip, port, case) in targets {
             let dst = ip(vip);
@@ -436,7 +444,7 @@ fn the_fast_path_gives_what_the_general_path_gives() {
                     continue;
                 }
                 for payload in [0usize, 100, 1300] {
-                    for _ in 0..3 {
+                    for _ in 0..sources {
                         let r = next();
                         let src = if dst.is_ipv6() {
                             IpAddr::from(std::net::Ipv6Addr::from(
@@ -483,9 +491,10 @@ fn the_fast_path_gives_what_the_general_path_gives() {
                 }
             }
         }
-        // The loop really had both kinds (the counts are fixed by the cases above).
+        // The loop really had both kinds (the counts are fixed by the cases above: with three
+        // sources, over 250 and over 1200).
         assert!(
-            fast > 250 && general_only > 1200,
+            fast > 250 * sources / 3 && general_only > 1200 * sources / 3,
             "{fast} fast, {general_only} general"
         );
     });
