@@ -1,7 +1,42 @@
-//! What the director and the redirector daemons share: the check that their pins land on a
-//! bpffs, and the position and message of an error in their YAML config files.
+//! What the director and the redirector daemons share: the check that the running kernel is
+//! new enough, the check that their pins land on a bpffs, and the position and message of an
+//! error in their YAML config files.
 
 use std::path::{Path, PathBuf};
+
+/// The oldest kernel both programs load on (the kernel test matrix boots it:
+/// docs/development/kernels.md).
+pub const MIN_KERNEL: (u32, u32) = (5, 10);
+
+/// The kernel is older than [`MIN_KERNEL`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Linux {release} is too old: xdplb needs 5.10 or later (bpf_redirect_neigh, inner maps \
+     of varying size: BPF_F_INNER_MAP)"
+)]
+pub struct KernelTooOld {
+    pub release: String,
+}
+
+/// The running kernel is [`MIN_KERNEL`] or newer, by its release (`uname -r`). A release that
+/// does not parse passes: the program load will tell.
+pub fn check_kernel() -> Result<(), KernelTooOld> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_default();
+    match kernel_version(&release) {
+        Some(v) if v < MIN_KERNEL => Err(KernelTooOld { release }),
+        _ => Ok(()),
+    }
+}
+
+/// (major, minor) of a kernel release such as "6.1.0-50-amd64" or "5.10.223".
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
 
 /// Why a daemon may not pin under a directory.
 #[derive(Debug, thiserror::Error)]
@@ -55,5 +90,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn kernel_releases_parse_and_compare() {
+        assert_eq!(kernel_version("6.1.0-50-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5.10.223"), Some((5, 10)));
+        assert_eq!(kernel_version("6.12.95+deb12-amd64"), Some((6, 12)));
+        assert_eq!(kernel_version("5.4.0-150-generic"), Some((5, 4)));
+        assert_eq!(kernel_version("weird"), None);
+        assert!(kernel_version("5.4.0").unwrap() < MIN_KERNEL);
+        assert!(kernel_version("5.10.0-32-amd64").unwrap() >= MIN_KERNEL);
+        assert!(kernel_version("6.1.0").unwrap() >= MIN_KERNEL);
+        assert!(
+            check_kernel().is_ok(),
+            "the tests run on a supported kernel"
+        );
     }
 }

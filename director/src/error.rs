@@ -21,6 +21,8 @@ pub enum DatapathError {
     PinDir { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Bpffs(#[from] common::BpffsError),
+    #[error(transparent)]
+    Kernel(#[from] common::KernelTooOld),
     #[error("opening pinned object {path}")]
     OpenPinned { path: PathBuf, source: io::Error },
     #[error("interface {name}")]
@@ -133,7 +135,7 @@ pub enum DaemonError {
 
 impl DaemonError {
     /// A problem only the operator can fix (director.yaml, a backends file that is missing or
-    /// invalid, `bpffs_dir` not on a bpffs): the binary exits with EX_CONFIG (78) and the
+    /// invalid, `bpffs_dir` not on a bpffs, a kernel too old): the binary exits with EX_CONFIG (78) and the
     /// systemd unit does not restart it. Not when Consul has no version yet: a restart may
     /// well fix that.
     pub fn is_config(&self) -> bool {
@@ -141,6 +143,7 @@ impl DaemonError {
             self,
             DaemonError::Config(_)
                 | DaemonError::Datapath(DatapathError::Bpffs(common::BpffsError::NotBpffs { .. }))
+                | DaemonError::Datapath(DatapathError::Kernel(_))
                 | DaemonError::FirstLoad(ReloadError::Source(
                     SourceError::Read { .. }
                         | SourceError::Invalid(_)

@@ -78,6 +78,7 @@ pub fn load<'o>(
     gue_port: u16,
     pin_dir: Option<&Path>,
 ) -> Result<RedirectorSkel<'o>, Error> {
+    common::check_kernel()?;
     let mut open = RedirectorSkelBuilder::default()
         .open(object)
         .map_err(Error::Open)?;

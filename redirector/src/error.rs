@@ -37,6 +37,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Bpffs(#[from] common::BpffsError),
+    #[error(transparent)]
+    Kernel(#[from] common::KernelTooOld),
     #[error("update BPF map {map}")]
     MapUpdate {
         map: &'static str,
@@ -115,14 +117,15 @@ impl Error {
     }
 
     /// Whether this is a configuration problem that only the operator can fix (the file is
-    /// missing, unreadable or invalid, or `bpffs_dir` is not on a bpffs): the binary exits with
-    /// EX_CONFIG (78) on these, and the systemd unit does not restart it.
+    /// missing, unreadable or invalid, `bpffs_dir` is not on a bpffs, the kernel is too old): the
+    /// binary exits with EX_CONFIG (78) on these, and the systemd unit does not restart it.
     pub fn is_config(&self) -> bool {
         matches!(
             self,
             Error::ReadConfig { .. }
                 | Error::Config(_)
                 | Error::Bpffs(common::BpffsError::NotBpffs { .. })
+                | Error::Kernel(_)
         )
     }
 }
