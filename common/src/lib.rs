@@ -1,6 +1,6 @@
 //! What the director and the redirector daemons share: the check that the running kernel is
-//! new enough, the check that their pins land on a bpffs, and the position and message of an
-//! error in their YAML config files.
+//! new enough, and the check that their pins land on a bpffs. (Their YAML error positions live
+//! in the `yaml` crate.)
 
 use std::path::{Path, PathBuf};
 
