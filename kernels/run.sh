@@ -36,7 +36,7 @@ while (($#)); do
     --accel) accel=$2; shift ;;
     --no-setup) setup=0 ;;
     --latest) latest=1 ;;
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$HERE/run.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
     all) names+=($(awk '!/^#/ && NF {print $1}' "$HERE/kernels.tsv") host) ;;
     -*) echo "kernels: unknown option $1" >&2; exit 2 ;;
     *) names+=("$1") ;;
@@ -123,7 +123,7 @@ if ((latest)); then
   apt_private
   while read -r name suite pkg version; do
     echo "$name: pinned $pkg $version; newest linux-image-amd64 in $suite:"
-    apt-cache "${apt_opts[@]}" madison linux-image-amd64 | awk -F' [|] ' -v s=" $suite/main " 'index($3, s) {print "  " $2}'
+    apt-cache "${apt_opts[@]}" madison linux-image-amd64 | awk -F' [|] ' -v s=" $suite/main " 'index($3, s) {gsub(/ /, "", $2); print "  " $2}'
   done < <(awk '!/^#/ && NF' "$HERE/kernels.tsv")
   exit 0
 fi
