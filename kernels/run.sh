@@ -315,7 +315,7 @@ collect() {
     fi
     if [[ $step == smoke || $step == *packet ]]; then
       local counts
-      counts=$(grep -h '^test result:' "$results/$log" | tail -1 | awk '{print $4, $5, $6, $7}')
+      counts=$(grep -h '^test result:' "$results/$log" | tail -1 | awk '{s = $4 " " $5 " " $6 " " $7; sub(/;$/, "", s); print s}')
       [[ -n $counts ]] && detail[$name/$step]="${detail[$name/$step]:+${detail[$name/$step]}; }$log: $counts"
     fi
   done <"$results/summary"
