@@ -424,3 +424,116 @@ fn hung_unreachable_and_doubly_unhealthy_backends_are_avoided_and_too_few_fail_o
         on(p, "backend-3") == p.answered() && p.answered() > 0
     });
 }
+
+/// Director `i`'s view of backend-2 in `status --json`: (healthy, since).
+fn backend2(sys: &System, i: usize) -> (bool, u64) {
+    let v: serde_json::Value = serde_json::from_str(&sys.director_status(i).unwrap()).unwrap();
+    let t = &v["health"]["backends"]["web"]["backend-2"];
+    (
+        t["healthy"].as_bool().unwrap_or(true),
+        t["since"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Each director decides for itself: director-1 cannot reach backend-2's port (a policy rule in
+/// its namespace refuses its own TCP to it; the traffic it forwards is GUE, over UDP, and goes
+/// through), director-2 can. Director-1 demotes backend-2, director-2 does not, and no
+/// connection breaks. Director-1 restarted keeps backend-2 demoted from its first table (the
+/// same `since`: the view was kept, not found again). Then backend-2 flaps every second and the
+/// hold time batches it.
+#[test]
+fn directors_decide_alone_keep_their_view_across_a_restart_and_batch_a_flapping_backend() {
+    let (_g, sys) = start();
+    let lines: Vec<BackendLine> = (1..=3)
+        .map(|index| BackendLine {
+            index,
+            state: "active",
+        })
+        .collect();
+    let text = format!(
+        "health:\n  interval: 300ms\n  timeout: 200ms\n  rise: 2\n  fall: 2\n  hold: 3s\n  checks:\n    - {{ type: tcp, port: 80 }}\n{}",
+        backends_yaml(&lines)
+    );
+    sys.lab().write_file("backends.yaml", &text).unwrap();
+    wait_directors(&sys, "every backend healthy", |v| {
+        v.len() == 3 && v.values().all(|h| *h)
+    });
+    let p = Pool::start(
+        &sys.lab().ns(Node::Client),
+        PoolConfig::new(addr::vip_tcp(Family::V4), 200),
+    )
+    .unwrap();
+    let s = p.wait_established(Duration::from_secs(15));
+    assert_eq!(s.established, 200, "{s}");
+
+    let b2 = addr::backend(Family::V4, 2).to_string();
+    let rule = [
+        "rule", "add", "to", &b2, "ipproto", "tcp", "dport", "80", "prohibit",
+    ];
+    let unrule = [
+        "rule", "del", "to", &b2, "ipproto", "tcp", "dport", "80", "prohibit",
+    ];
+    let ip = |args: &[&str]| {
+        let mut a = vec!["ip"];
+        a.extend_from_slice(args);
+        sh(&sys, Node::Director(1), &a);
+    };
+    ip(&rule);
+    let t0 = Instant::now();
+    while backend2(&sys, 1).0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "director-1 never demoted backend-2"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Director-2 still sees it healthy, a while later.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(backend2(&sys, 2).0, "director-2 demoted backend-2 too");
+    let (_, since) = backend2(&sys, 1);
+
+    // A restart of director-1's daemon starts from the view it kept.
+    sys.stop_director(1).unwrap();
+    sys.start_director(1).unwrap();
+    let (healthy, since_after) = backend2(&sys, 1);
+    assert!(!healthy, "restarted director-1 forgot backend-2 was down");
+    assert_eq!(since_after, since, "the view was found again, not kept");
+    let st: serde_json::Value = serde_json::from_str(&sys.director_status(1).unwrap()).unwrap();
+    assert_eq!(
+        st["health"]["services"]["web"]["demoted"][0], "backend-2",
+        "{st}"
+    );
+
+    // Flapping: the rule comes and goes every second for 12 s; with hold 3 s the director
+    // changes its table at most 12/3 + 1 times (without the hold it would follow each flip).
+    let label = "xdplb-director-1";
+    let before = sys.lab().log(label).matches("health overlay live").count();
+    let t0 = Instant::now();
+    let mut on_ = true;
+    while t0.elapsed() < Duration::from_secs(12) {
+        std::thread::sleep(Duration::from_secs(1));
+        if on_ {
+            ip(&unrule);
+        } else {
+            ip(&rule);
+        }
+        on_ = !on_;
+    }
+    if on_ {
+        ip(&unrule);
+    }
+    let changes = sys.lab().log(label).matches("health overlay live").count() - before;
+    eprintln!("table changes while flapping for 12 s with hold 3 s: {changes}");
+    assert!(
+        changes <= 5,
+        "{changes} table changes in 12 s with a 3 s hold"
+    );
+    assert!(changes >= 1, "the flapping was never seen");
+
+    // Back to healthy on both; nothing broke through any of it.
+    wait_directors(&sys, "every backend healthy again", |v| {
+        v.len() == 3 && v.values().all(|h| *h)
+    });
+    let report = p.stop();
+    assert_eq!(report.stats.broken, 0, "{:#?}", report.broken_list());
+}
