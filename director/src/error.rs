@@ -20,9 +20,9 @@ pub enum DatapathError {
     #[error("creating bpffs directory {path}")]
     PinDir { path: PathBuf, source: io::Error },
     #[error(transparent)]
-    Bpffs(#[from] common::BpffsError),
+    Bpffs(#[from] daemon_support::BpffsError),
     #[error(transparent)]
-    Kernel(#[from] common::KernelTooOld),
+    Kernel(#[from] daemon_support::KernelTooOld),
     #[error("opening pinned object {path}")]
     OpenPinned { path: PathBuf, source: io::Error },
     #[error("interface {name}")]
@@ -142,7 +142,9 @@ impl DaemonError {
         matches!(
             self,
             DaemonError::Config(_)
-                | DaemonError::Datapath(DatapathError::Bpffs(common::BpffsError::NotBpffs { .. }))
+                | DaemonError::Datapath(DatapathError::Bpffs(
+                    daemon_support::BpffsError::NotBpffs { .. }
+                ))
                 | DaemonError::Datapath(DatapathError::Kernel(_))
                 | DaemonError::FirstLoad(ReloadError::Source(
                     SourceError::Read { .. }

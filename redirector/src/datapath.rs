@@ -78,7 +78,7 @@ pub fn load<'o>(
     gue_port: u16,
     pin_dir: Option<&Path>,
 ) -> Result<RedirectorSkel<'o>, Error> {
-    common::check_kernel()?;
+    daemon_support::check_kernel()?;
     let mut open = RedirectorSkelBuilder::default()
         .open(object)
         .map_err(Error::Open)?;
@@ -106,10 +106,10 @@ pub fn load<'o>(
     open.load().map_err(Error::Load)
 }
 
-/// Make sure `dir` (`<bpffs_dir>/redirector`) is on a bpffs ([`common::check_bpffs`], which
-/// never mounts one), then create it.
+/// Make sure `dir` (`<bpffs_dir>/redirector`) is on a bpffs
+/// ([`daemon_support::check_bpffs`], which never mounts one), then create it.
 pub fn ensure_pin_dir(dir: &Path) -> Result<(), Error> {
-    common::check_bpffs(dir)?;
+    daemon_support::check_bpffs(dir)?;
     std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
         path: dir.to_path_buf(),
         source,

@@ -36,9 +36,9 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Bpffs(#[from] common::BpffsError),
+    Bpffs(#[from] daemon_support::BpffsError),
     #[error(transparent)]
-    Kernel(#[from] common::KernelTooOld),
+    Kernel(#[from] daemon_support::KernelTooOld),
     #[error("update BPF map {map}")]
     MapUpdate {
         map: &'static str,
@@ -124,7 +124,7 @@ impl Error {
             self,
             Error::ReadConfig { .. }
                 | Error::Config(_)
-                | Error::Bpffs(common::BpffsError::NotBpffs { .. })
+                | Error::Bpffs(daemon_support::BpffsError::NotBpffs { .. })
                 | Error::Kernel(_)
         )
     }

@@ -25,8 +25,8 @@ impl Datapath {
     /// Load the program, reusing every map already pinned under `pin_dir` (so a restart keeps
     /// the tables) and pinning the others. Nothing is attached yet.
     pub fn open(pin_dir: &Path) -> Result<Datapath, DatapathError> {
-        common::check_kernel()?;
-        common::check_bpffs(pin_dir)?;
+        daemon_support::check_kernel()?;
+        daemon_support::check_bpffs(pin_dir)?;
         fs::create_dir_all(pin_dir.join("links")).map_err(|source| DatapathError::PinDir {
             path: pin_dir.into(),
             source,
