@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use daemon_support::error_chain;
 use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -376,24 +377,6 @@ where
     }
 }
 
-/// `error: cause: cause` on one line: for logs and status fields that hold one string, and for
-/// the binaries' last word. A cause whose text already ends the line is left out: some errors
-/// (reqwest's, hyper's) repeat their own source in their message, and a plain walk of the chain
-/// (anyhow's `{:#}`) printed "Connection refused" three times.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let cause = c.to_string();
-        if !s.ends_with(&cause) {
-            s.push_str(": ");
-            s.push_str(&cause);
-        }
-        src = c.source();
-    }
-    s
-}
-
 /// Sleeps `base` plus up to 25% jitter, so many directors do not retry in lockstep.
 async fn sleep_jittered(base: Duration) {
     let nanos = SystemTime::now()
@@ -403,54 +386,4 @@ async fn sleep_jittered(base: Duration) {
     let jitter = base.as_nanos() as u64 / 4;
     let extra = if jitter == 0 { 0 } else { nanos % jitter };
     tokio::time::sleep(base + Duration::from_nanos(extra)).await;
-}
-
-#[cfg(test)]
-mod chain_tests {
-    use super::error_chain;
-
-    /// An error with a message and an optional cause.
-    #[derive(Debug)]
-    struct E(&'static str, Option<Box<E>>);
-
-    impl std::fmt::Display for E {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-
-    impl std::error::Error for E {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            self.1.as_deref().map(|e| e as _)
-        }
-    }
-
-    fn chain(msgs: &[&'static str]) -> E {
-        let mut e: Option<Box<E>> = None;
-        for m in msgs.iter().rev() {
-            e = Some(Box::new(E(m, e)));
-        }
-        *e.unwrap()
-    }
-
-    #[test]
-    fn each_cause_once() {
-        let plain = chain(&["consul read k", "error sending request", "refused (111)"]);
-        assert_eq!(
-            error_chain(&plain),
-            "consul read k: error sending request: refused (111)"
-        );
-        // hyper's way: messages that already end with their causes.
-        let repeating = chain(&[
-            "consul read k",
-            "connect: tcp: refused (111)",
-            "connect: tcp: refused (111)",
-            "tcp: refused (111)",
-            "refused (111)",
-        ]);
-        assert_eq!(
-            error_chain(&repeating),
-            "consul read k: connect: tcp: refused (111)"
-        );
-    }
 }

@@ -49,7 +49,7 @@ pub mod testing;
 
 pub use config::{ConfigError, ConsulConfig, ConsulSection, Token};
 pub use consul::ConsulError;
-pub use follower::{error_chain, Applied, ApplyError, Follower, FollowerStatus, Rejection, Source};
+pub use follower::{Applied, ApplyError, Follower, FollowerStatus, Rejection, Source};
 pub use meta::{service_digests, Expect, Mismatch, PublishMeta, ServiceDigest, VersionMeta};
 pub use state::StateError;
 pub use store::{Error, Store, Version, Watched, CHUNK_SIZE};

@@ -2,7 +2,6 @@
 //! Consul is unreachable serves what it served before. One JSON file, replaced atomically
 //! (temp file in the same directory, fsync, rename, fsync the directory).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -74,27 +73,13 @@ pub fn save(path: &Path, version: &Version) -> Result<(), StateError> {
         path: path.to_path_buf(),
         source,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
     let json = serde_json::to_vec(&StateFile {
         meta: version.meta.clone(),
         text: version.text.clone(),
     })
     .expect("state serialises");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".cluster-state.")
-        .tempfile_in(dir)
-        .map_err(err)?;
-    tmp.write_all(&json).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
-    Ok(())
+    // 0600: the text holds the services' hash keys.
+    daemon_support::write_atomic(path, &json, 0o600).map_err(err)
 }
 
 #[cfg(test)]

@@ -1,6 +1,19 @@
-//! What the director and the redirector daemons share: the check that the running kernel is
-//! new enough, and the check that their pins land on a bpffs. (Their YAML error positions live
-//! in the `yaml` crate.)
+//! What the director and the redirector daemons share, written once: the check that the running
+//! kernel is new enough, the check that their pins land on a bpffs, interface names, the
+//! defaults ([`defaults`]), systemd readiness ([`notify`]), replacing a file whole ([`fs`]), the
+//! sysctl journal ([`sysctl`]) and the error chain the binaries print ([`errors`]). (Their YAML
+//! error positions live in the `yaml` crate.)
+//!
+//! Must not know either daemon's config or maps: what is here is plumbing both use the same way.
+
+pub mod defaults;
+pub mod errors;
+pub mod fs;
+pub mod notify;
+pub mod sysctl;
+
+pub use errors::{error_chain, exit_with, EX_CONFIG};
+pub use fs::write_atomic;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +49,17 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
+}
+
+/// Whether the kernel would accept `name` as an interface name (`dev_valid_name`): 1 to 15
+/// bytes (under IFNAMSIZ, so it fits a C `ifr_name` with its NUL), not `.` or `..`, no NUL,
+/// `/`, `:` or white space.
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '\0' || c == '/' || c == ':' || c.is_whitespace())
 }
 
 /// Why a daemon may not pin under a directory.
@@ -79,6 +103,25 @@ pub fn check_bpffs(pin_dir: &Path) -> Result<(), BpffsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_names_as_the_kernel_takes_them() {
+        for ok in ["eth0", "eth0.100", "lo", "a23456789012345"] {
+            assert!(valid_ifname(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "eth0:1",
+            "a/b",
+            "a b",
+            "a\0b",
+            "a234567890123456",
+        ] {
+            assert!(!valid_ifname(bad), "{bad}");
+        }
+    }
 
     /// The daemons' tests pin on bpffs mounts of their own (accepted) and refuse a tmpfs.
     #[test]

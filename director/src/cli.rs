@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     /// director.yaml
-    #[arg(long, short, global = true, default_value = crate::config::DEFAULT_PATH)]
+    #[arg(long, short, global = true, default_value = daemon_support::defaults::DIRECTOR_CONFIG)]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,

@@ -9,16 +9,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use daemon_support::{defaults, valid_ifname};
 use serde::Deserialize;
 use yaml::{Checker, Node, Problem};
 
 use crate::error::ConfigError;
 
-pub const DEFAULT_PATH: &str = "/etc/xdplb/director.yaml";
-pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/xdplb";
-pub const DEFAULT_BACKENDS: &str = "/etc/xdplb/backends.yaml";
-pub const DEFAULT_STATE_DIR: &str = "/run/xdplb";
-pub const DEFAULT_GUE_PORT: u16 = 19523;
 /// Most milliseconds `nexthop_ttl_ms` and `reload_debounce_ms` may be.
 pub const NEXTHOP_TTL_MAX_MS: u32 = 60_000;
 pub const RELOAD_DEBOUNCE_MAX_MS: u64 = 10_000;
@@ -75,15 +71,6 @@ pub enum ConfigProblem {
     /// The `consul:` section's own check (`cluster::ConsulSection::validate`).
     #[error("{0}")]
     Consul(String),
-}
-
-/// Whether the kernel would accept `name` as an interface name (`dev_valid_name`).
-fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < 16
-        && name != "."
-        && name != ".."
-        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
 }
 
 /// Where the director takes its tables from.
@@ -179,10 +166,10 @@ fn defaults(path: &Path, source: Option<Source>) -> Option<DirectorConfig> {
         xdp_mode: XdpMode::Auto,
         encap_source_v4: None,
         encap_source_v6: None,
-        gue_port: DEFAULT_GUE_PORT,
-        bpffs_dir: DEFAULT_BPFFS_DIR.into(),
-        backends: resolve(path, DEFAULT_BACKENDS.into()),
-        state_dir: DEFAULT_STATE_DIR.into(),
+        gue_port: defaults::GUE_PORT,
+        bpffs_dir: defaults::BPFFS_DIR.into(),
+        backends: resolve(path, defaults::BACKENDS.into()),
+        state_dir: defaults::STATE_DIR.into(),
         kernel_fallback: true,
         reload_debounce: Duration::from_millis(2),
         nexthop_ttl_ms: 100,
@@ -304,7 +291,7 @@ fn check(c: &mut Checker<'_, ConfigProblem>, path: &Path, root: &Node) -> Option
                 Ok(cc) => cfg.source = Source::Consul(Box::new(cc)),
                 Err(e) => c.err(
                     consul_field_pos(n, e.field()),
-                    ConfigProblem::Consul(cluster::error_chain(&e)),
+                    ConfigProblem::Consul(daemon_support::error_chain(&e)),
                 ),
             },
         }
@@ -389,8 +376,8 @@ mod tests {
         let c =
             DirectorConfig::parse(Path::new("/etc/xdplb/director.yaml"), "# nothing\n\n").unwrap();
         assert!(c.interfaces.is_empty());
-        assert_eq!(c.gue_port, DEFAULT_GUE_PORT);
-        assert_eq!(c.backends, PathBuf::from(DEFAULT_BACKENDS));
+        assert_eq!(c.gue_port, defaults::GUE_PORT);
+        assert_eq!(c.backends, PathBuf::from(defaults::BACKENDS));
         assert_eq!(c.xdp_mode, XdpMode::Auto);
     }
 

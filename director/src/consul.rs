@@ -194,7 +194,7 @@ fn verify_and_hand_over(
     meta: &VersionMeta,
 ) -> Result<(), String> {
     let origin = PathBuf::from(format!("consul:{prefix}/versions/{}", meta.version));
-    let loaded = source::build(&origin, text).map_err(|e| cluster::error_chain(&e))?;
+    let loaded = source::build(&origin, text).map_err(|e| daemon_support::error_chain(&e))?;
     verify(&loaded, meta)?;
     let (reply, answer) = mpsc::channel();
     {
@@ -386,7 +386,7 @@ fn publish_once(path: &std::path::Path, store: &Store, rt: &tokio::runtime::Hand
     let loaded = match source::build(path, &text) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(path = %path.display(), error = %cluster::error_chain(&e), "not publishing an invalid backends file");
+            tracing::error!(path = %path.display(), error = %daemon_support::error_chain(&e), "not publishing an invalid backends file");
             return true;
         }
     };
@@ -409,7 +409,7 @@ fn publish_once(path: &std::path::Path, store: &Store, rt: &tokio::runtime::Hand
             true
         }
         Err(e) => {
-            warn!(error = %cluster::error_chain(&e), "publishing failed; retrying");
+            warn!(error = %daemon_support::error_chain(&e), "publishing failed; retrying");
             false
         }
     }

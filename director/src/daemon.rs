@@ -10,7 +10,7 @@ use std::fs;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use cluster::error_chain;
+use daemon_support::{error_chain, notify};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{DirectorConfig, Source, XdpMode};
@@ -212,7 +212,7 @@ pub fn run_with(
     }
     st.cluster = source.cluster();
     write_state(&st, &state_path)?;
-    sd_notify("READY=1");
+    notify::ready();
 
     loop {
         // A health change held back by its service's hold time is due at `wake_at`.
@@ -262,17 +262,18 @@ pub fn run_with(
                 if stop {
                     break;
                 }
-                sd_notify("RELOADING=1");
+                notify::reloading();
                 if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st, &mut health, &mut last)
                 {
                     warn!(source = %source.describe(), error = %error_chain(&e), "config rejected, keeping last good tables");
                 }
                 st.cluster = source.cluster();
                 write_state(&st, &state_path)?;
-                sd_notify("READY=1");
+                notify::ready();
             }
         }
     }
+    notify::stopping();
     st.pid = 0;
     st.cluster = source.cluster();
     if let Some(c) = &mut st.cluster {
@@ -442,28 +443,6 @@ fn record(st: &mut State, snap: &Snapshot, swapped: Vec<String>, took: Duration)
         swapped,
         took_us: took.as_micros() as u64,
     });
-}
-
-/// systemd readiness (sd_notify(3)): one datagram to $NOTIFY_SOCKET, if set.
-pub fn sd_notify(msg: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(_) => return,
-    };
-    let bytes = path.as_encoded_bytes();
-    let r = if let Some(abs) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abs)
-            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
-    } else {
-        sock.send_to(msg.as_bytes(), std::path::Path::new(&path))
-    };
-    if let Err(e) = r {
-        warn!(error = %e, "sd_notify failed");
-    }
 }
 
 /// What an unusable config is called in messages: the file, or the Consul prefix.

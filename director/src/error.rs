@@ -1,6 +1,6 @@
 //! The director library's error types: each variant says what was being done, and to what;
 //! the cause is its `source()`, not repeated in its message. The binary, logs and `status`
-//! print the whole chain with `cluster::error_chain`.
+//! print the whole chain with `daemon_support::error_chain`.
 
 use std::io;
 use std::path::PathBuf;
@@ -125,8 +125,8 @@ pub enum DaemonError {
     },
     #[error("writing state file {path}")]
     State { path: PathBuf, source: io::Error },
-    #[error("setting {path}")]
-    Sysctl { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Sysctl(#[from] daemon_support::sysctl::SysctlError),
     #[error("consul source")]
     Cluster(#[from] cluster::Error),
     #[error("consul source: starting its runtime")]

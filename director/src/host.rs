@@ -17,42 +17,31 @@
 //! net.ipv6.conf.all.forwarding on kernels without force_forwarding (documented in
 //! docs/setup/director.md).
 //!
-//! Every value changed is first recorded with the value it had (`SysctlLog`, next to the
-//! state file), and `detach` puts those values back: detaching leaves the host as it was.
-//! A value the operator changed since is theirs and stays.
+//! Every value changed is first recorded with the value it had (the sysctl journal of
+//! `daemon_support::sysctl`, next to the state file), and `detach` puts those values back:
+//! detaching leaves the host as it was. A value the operator changed since is theirs and stays.
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use daemon_support::sysctl::{conf_path, Journal};
+pub use daemon_support::sysctl::{Restored, SysctlChange};
 
 use crate::error::DaemonError;
 
 /// (path, value) for each setting `kernel_fallback` makes on `iface`.
 pub fn fallback_sysctls(iface: &str, v6: bool) -> Vec<(PathBuf, &'static str)> {
     let mut out = vec![
-        (
-            format!("/proc/sys/net/ipv4/conf/{iface}/forwarding").into(),
-            "1",
-        ),
-        (
-            format!("/proc/sys/net/ipv4/conf/{iface}/accept_local").into(),
-            "1",
-        ),
-        (
-            format!("/proc/sys/net/ipv4/conf/{iface}/send_redirects").into(),
-            "0",
-        ),
+        (conf_path("ipv4", iface, "forwarding"), "1"),
+        (conf_path("ipv4", iface, "accept_local"), "1"),
+        (conf_path("ipv4", iface, "send_redirects"), "0"),
     ];
     if v6 {
-        out.push((
-            format!("/proc/sys/net/ipv6/conf/{iface}/forwarding").into(),
-            "1",
-        ));
-        let force: PathBuf = format!("/proc/sys/net/ipv6/conf/{iface}/force_forwarding").into();
+        out.push((conf_path("ipv6", iface, "forwarding"), "1"));
+        let force = conf_path("ipv6", iface, "force_forwarding");
         if force.exists() {
             out.push((force, "1"));
         } else {
-            out.push(("/proc/sys/net/ipv6/conf/all/forwarding".into(), "1"));
+            out.push((conf_path("ipv6", "all", "forwarding"), "1"));
         }
     }
     out
@@ -82,7 +71,8 @@ pub fn driver(iface: &str) -> std::io::Result<String> {
     const ETHTOOL_GDRVINFO: u32 = 0x3;
 
     let name = iface.as_bytes();
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+    // Also what makes the copy into ifr_name below safe: under IFNAMSIZ bytes, no NUL.
+    if !daemon_support::valid_ifname(iface) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("{iface:?} is not an interface name"),
@@ -128,123 +118,23 @@ pub fn is_veth(iface: &str) -> bool {
     }
 }
 
-/// One sysctl the daemon changed: what it was before, what the daemon wrote.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SysctlChange {
-    pub path: PathBuf,
-    pub before: String,
-    pub set: String,
-}
-
-/// The sysctls the daemon changed and not yet put back (`<state_dir>/director-sysctls.json`).
-/// An entry is written before its sysctl, and a path keeps its first `before`: restarts,
-/// which find the value already set, never record the daemon's own value as the original.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SysctlLog {
-    pub changes: Vec<SysctlChange>,
-}
-
-impl SysctlLog {
-    pub fn read(path: &Path) -> SysctlLog {
-        std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    /// Atomically (temp file + rename); an empty log removes the file.
-    fn write(&self, path: &Path) -> Result<(), DaemonError> {
-        let err = |source| DaemonError::Sysctl {
-            path: path.into(),
-            source,
-        };
-        if self.changes.is_empty() {
-            return match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
-                _ => Ok(()),
-            };
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(self).expect("plain data serializes");
-        std::fs::write(&tmp, text).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
-    }
-}
-
-/// Apply [`fallback_sysctls`], skipping values already set, recording each change in `log`.
+/// Apply [`fallback_sysctls`], skipping values already set, each change in the journal at
+/// `log` before it is made.
 pub fn apply_fallback_sysctls(iface: &str, v6: bool, log: &Path) -> Result<(), DaemonError> {
-    let mut rec = SysctlLog::read(log);
+    let journal = Journal::new(log);
     for (path, value) in fallback_sysctls(iface, v6) {
-        let cur = std::fs::read_to_string(&path).map_err(|source| DaemonError::Sysctl {
-            path: path.clone(),
-            source,
-        })?;
-        let cur = cur.trim();
-        if cur == value {
-            continue;
-        }
-        if !rec.changes.iter().any(|c| c.path == path) {
-            rec.changes.push(SysctlChange {
-                path: path.clone(),
-                before: cur.to_string(),
-                set: value.to_string(),
-            });
-            rec.write(log)?;
-        }
-        std::fs::write(&path, value).map_err(|source| DaemonError::Sysctl {
-            path: path.clone(),
-            source,
-        })?;
-        tracing::info!(path = %path.display(), before = cur, value, "sysctl set");
+        journal.set(&path, value)?;
     }
     Ok(())
 }
 
-/// What [`restore_sysctls`] did with each recorded change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Restored {
-    /// Put back to its value from before the daemon.
-    Reverted(SysctlChange),
-    /// Changed by someone else since, or gone with its interface (`now` is "(gone)"): left
-    /// as it is.
-    Kept { change: SysctlChange, now: String },
-}
-
 /// Put back the sysctls recorded in `log`: all of them (`iface` None, for `detach`), or only
 /// those of one interface (it is no longer configured; host-wide ones stay until detach).
+/// Values changed by someone since are left as they are.
 pub fn restore_sysctls(log: &Path, iface: Option<&str>) -> Result<Vec<Restored>, DaemonError> {
-    let mut rec = SysctlLog::read(log);
-    let mut done = Vec::new();
-    let mut keep = Vec::new();
-    for c in rec.changes.drain(..) {
-        let mine = match iface {
-            None => true,
-            Some(i) => c.path.to_string_lossy().contains(&format!("/conf/{i}/")),
-        };
-        if !mine {
-            keep.push(c);
-            continue;
-        }
-        // Unreadable: the interface is gone, and its settings with it.
-        let now = std::fs::read_to_string(&c.path)
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|_| "(gone)".to_string());
-        if now != c.set {
-            tracing::info!(path = %c.path.display(), now, "sysctl changed since: left as it is");
-            done.push(Restored::Kept { change: c, now });
-            continue;
-        }
-        std::fs::write(&c.path, &c.before).map_err(|source| DaemonError::Sysctl {
-            path: c.path.clone(),
-            source,
-        })?;
-        tracing::info!(path = %c.path.display(), value = c.before, "sysctl restored");
-        done.push(Restored::Reverted(c));
-    }
-    rec.changes = keep;
-    rec.write(log)?;
-    Ok(done)
+    let mine = |p: &Path| match iface {
+        None => true,
+        Some(i) => p.to_string_lossy().contains(&format!("/conf/{i}/")),
+    };
+    Ok(Journal::new(log).restore(mine)?)
 }

@@ -7,18 +7,15 @@ use director::daemon::{self, Control};
 use director::DirectorConfig;
 use nix::sys::signal::{SigSet, Signal};
 
-/// sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus; restarting cannot fix a config.
-const EX_CONFIG: u8 = 78;
-
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xdplb-director: {}", cluster::error_chain(e.as_ref()));
+            // EX_CONFIG for what only the operator can fix: the unit does not restart on it.
             let config = e.downcast_ref::<director::error::ConfigError>().is_some()
                 || e.downcast_ref::<director::error::DaemonError>()
                     .is_some_and(director::error::DaemonError::is_config);
-            std::process::ExitCode::from(if config { EX_CONFIG } else { 1 })
+            daemon_support::exit_with("xdplb-director", e.as_ref(), config)
         }
     }
 }

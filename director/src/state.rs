@@ -93,16 +93,10 @@ impl State {
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
     }
 
+    /// Replaced whole ([`daemon_support::write_atomic`]); 0644: `status` reads it.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).expect("state serialises"),
-        )?;
-        std::fs::rename(&tmp, path)
+        let json = serde_json::to_vec_pretty(self).expect("state serialises");
+        daemon_support::write_atomic(path, &json, 0o644)
     }
 }
 

@@ -317,8 +317,9 @@ fn restart_keeps_forwarding_and_detach_removes_everything() {
     h.shutdown();
     j.join().unwrap().unwrap();
     assert_eq!(read_sysctls(&s), ["1", "1", "0"], "kernel_fallback applied");
-    let log = director::host::SysctlLog::read(&s.cfg.sysctl_log());
-    assert_eq!(log.changes.len(), 2, "only what it changed: {log:?}");
+    let journal = daemon_support::sysctl::Journal::new(s.cfg.sysctl_log());
+    let log = journal.changes().unwrap();
+    assert_eq!(log.len(), 2, "only what it changed: {log:?}");
 
     // Daemon gone: still attached, tables still in the kernel, packets still forwarded.
     assert_eq!(s.xdp_prog_id(), Some(prog1));
@@ -349,7 +350,7 @@ fn restart_keeps_forwarding_and_detach_removes_everything() {
         "same config: no swap on restart"
     );
     // The restart found the values set: the originals recorded first are kept.
-    assert_eq!(director::host::SysctlLog::read(&s.cfg.sysctl_log()), log);
+    assert_eq!(journal.changes().unwrap(), log);
     assert_eq!(s.lab.ns.run(forwarded()), XDP_TX);
 
     // status reads the pinned maps and the state file.
@@ -400,7 +401,7 @@ fn first_config_invalid_without_pinned_tables_fails_loudly() {
     let s = Setup::new();
     std::fs::write(s.backends_path(), "services: [\n").unwrap();
     let (_h, j) = s.start();
-    let e = cluster::error_chain(&j.join().unwrap().unwrap_err());
+    let e = daemon_support::error_chain(&j.join().unwrap().unwrap_err());
     assert!(e.starts_with("first table load: "), "{e}");
     assert!(e.contains("backends.yaml:"), "{e}");
 }

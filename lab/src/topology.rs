@@ -538,12 +538,8 @@ impl Lab {
     /// editor or config management saves a file.
     pub fn write_file(&self, name: &str, text: &str) -> Result<PathBuf, LabError> {
         let path = self.run_dir.join(name);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(Self::io("create", dir))?;
-        }
-        let tmp = path.with_extension("tmp");
-        fs::write(&tmp, text).map_err(Self::io("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(Self::io("rename", &path))?;
+        daemon_support::write_atomic(&path, text.as_bytes(), 0o644)
+            .map_err(Self::io("write", &path))?;
         Ok(path)
     }
 

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "xdplb-redirector", version, about, long_about = None)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, default_value = "/etc/xdplb/redirector.yaml")]
+    #[arg(long, global = true, default_value = daemon_support::defaults::REDIRECTOR_CONFIG)]
     pub config: PathBuf,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "text")]

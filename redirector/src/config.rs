@@ -11,17 +11,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use daemon_support::{defaults, valid_ifname};
 use yaml::{Checker, Node, Problem};
 
 use crate::skel::types::redir_limit as Limit;
 
-/// Default UDP destination port of GUE, as GLB Director uses.
-pub const DEFAULT_GUE_PORT: u16 = 19523;
-/// Default bpffs directory; the redirector pins under `<bpffs_dir>/redirector`.
-pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/xdplb";
-/// Default directory for the record of what `setup` changed (tmpfs: gone at reboot, like the
-/// changes themselves).
-pub const DEFAULT_STATE_DIR: &str = "/run/xdplb";
 /// Default interface that carries the VIPs.
 pub const DEFAULT_VIP_INTERFACE: &str = "lo";
 /// Distinct `allowed_sources` per address family: `max_entries` of `allowed_v4`/`allowed_v6`
@@ -44,15 +38,6 @@ const FIELDS: &[&str] = &[
     "bpffs_dir",
     "state_dir",
 ];
-
-/// Whether the kernel would accept `name` as an interface name (`dev_valid_name`).
-fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < 16
-        && name != "."
-        && name != ".."
-        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
-}
 
 /// A validated redirector configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +226,7 @@ fn check(c: &mut Checker<'_, ConfigProblem>, root: &Node) -> Option<Config> {
     });
 
     let gue_port = match f.get("gue_port") {
-        None => Some(DEFAULT_GUE_PORT),
+        None => Some(defaults::GUE_PORT),
         Some(n) => c.uint(n, "gue_port", 1u16, u16::MAX),
     };
 
@@ -347,8 +332,8 @@ fn check(c: &mut Checker<'_, ConfigProblem>, root: &Node) -> Option<Config> {
             }
         }),
     };
-    let bpffs_dir = dir("bpffs_dir", DEFAULT_BPFFS_DIR);
-    let state_dir = dir("state_dir", DEFAULT_STATE_DIR);
+    let bpffs_dir = dir("bpffs_dir", defaults::BPFFS_DIR);
+    let state_dir = dir("state_dir", defaults::STATE_DIR);
 
     Some(Config {
         interfaces: interfaces?,

@@ -13,7 +13,9 @@ use serde::Serialize;
 use tracing::{info, info_span, warn};
 
 use crate::config::Config;
-use crate::{counters, datapath, notify, setup, Error};
+use daemon_support::notify;
+
+use crate::{counters, datapath, setup, Error};
 
 /// What the daemon is told while it runs (signals in the binary, channel sends in tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,14 +50,14 @@ pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
         datapath::attach(skel.progs.redirector.as_fd(), ifc)?;
         info!(interface = %ifc, "attached to tc ingress");
     }
-    notify::notify("READY=1")?;
+    notify::ready();
     info!(pin_dir = %pin_dir.display(), "ready");
 
     for event in events {
         match event {
             Event::Stop => break,
             Event::Reload => {
-                notify::notify("RELOADING=1")?;
+                notify::reloading();
                 match Config::load(config_path) {
                     Ok(new) => {
                         if new.gue_port != config.gue_port || new.interfaces != config.interfaces {
@@ -84,11 +86,11 @@ pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
                         warn!(error = %e.chain(), "config rejected, keeping the last good one")
                     }
                 }
-                notify::notify("READY=1")?;
+                notify::ready();
             }
         }
     }
-    notify::notify("STOPPING=1")?;
+    notify::stopping();
     info!("stopping; the program stays attached (run `xdplb-redirector detach` to remove it)");
     Ok(())
 }

@@ -8,7 +8,6 @@
 //! `counters`.
 
 use std::collections::HashSet;
-use std::ffi::CString;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -152,13 +151,9 @@ pub fn unpin(dir: &Path) {
 
 /// The ifindex of `name`.
 pub fn ifindex(name: &str) -> Result<i32, Error> {
-    let c = CString::new(name).map_err(|_| Error::NoInterface { name: name.into() })?;
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let idx = unsafe { nix::libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        return Err(Error::NoInterface { name: name.into() });
-    }
-    Ok(idx as i32)
+    nix::net::if_::if_nametoindex(name)
+        .map(|i| i as i32)
+        .map_err(|_| Error::NoInterface { name: name.into() })
 }
 
 /// Attach `prog` to the tc ingress of `interface`, replacing our previous filter atomically

@@ -74,12 +74,8 @@ pub enum Error {
     },
     #[error("run `{command}`: {message}")]
     Command { command: String, message: String },
-    #[error("write sysctl {path}")]
-    Sysctl {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Sysctl(#[from] daemon_support::sysctl::SysctlError),
     #[error("save setup state {path}")]
     SaveState {
         path: PathBuf,
@@ -98,22 +94,14 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    #[error("notify systemd at {socket}")]
-    Notify {
-        socket: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl Error {
-    /// This error and its causes on one line, as the binary prints it (`{:#}`): for logs,
-    /// whose `%e` would show only what was being done.
+    /// This error and its causes on one line, as the binary prints it
+    /// ([`daemon_support::error_chain`]): for logs, whose `%e` would show only what was being
+    /// done.
     pub fn chain(&self) -> String {
-        std::iter::successors(Some(self as &dyn std::error::Error), |e| e.source())
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join(": ")
+        daemon_support::error_chain(self)
     }
 
     /// Whether this is a configuration problem that only the operator can fix (the file is

@@ -17,7 +17,6 @@ pub mod counters;
 pub mod daemon;
 pub mod datapath;
 pub mod error;
-pub mod notify;
 pub mod setup;
 
 pub use error::Error;

@@ -5,16 +5,12 @@ use std::sync::mpsc;
 
 use anyhow::Context;
 use clap::Parser;
+use daemon_support::defaults;
 use nix::sys::signal::{SigSet, Signal};
 use redirector::cli::{Cli, Command, LogFormat};
-use redirector::config::{Config, DEFAULT_BPFFS_DIR, DEFAULT_STATE_DIR};
+use redirector::config::Config;
 use redirector::daemon::{self, Event};
 use tracing::warn;
-
-/// sysexits EX_CONFIG: the unit's RestartPreventExitStatus, since restarting cannot fix a
-/// config ([`redirector::Error::is_config`]). A reload (SIGHUP) never exits: a bad file is
-/// logged and the last good config stays.
-const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,11 +26,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xdplb-redirector: {e:#}");
-            match e.downcast_ref::<redirector::Error>() {
-                Some(e) if e.is_config() => ExitCode::from(EX_CONFIG),
-                _ => ExitCode::FAILURE,
-            }
+            // EX_CONFIG ([`redirector::Error::is_config`]): the unit does not restart on what
+            // only the operator can fix. A reload (SIGHUP) never exits: a bad file is logged
+            // and the last good config stays.
+            let config = e
+                .downcast_ref::<redirector::Error>()
+                .is_some_and(redirector::Error::is_config);
+            daemon_support::exit_with("xdplb-redirector", e.as_ref(), config)
         }
     }
 }
@@ -70,8 +68,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(e) => {
                     warn!(error = %e.chain(), "config unusable; detaching with the default paths");
                     (
-                        std::path::Path::new(DEFAULT_BPFFS_DIR).join("redirector"),
-                        DEFAULT_STATE_DIR.into(),
+                        std::path::Path::new(defaults::BPFFS_DIR).join("redirector"),
+                        defaults::STATE_DIR.into(),
                     )
                 }
             };

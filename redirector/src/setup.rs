@@ -1,7 +1,10 @@
 //! The host side of Direct Server Return: VIPs on a local interface, no ARP answers for them,
 //! a reverse-path filter that accepts decapsulated packets. Idempotent, and reversible: every
-//! change is recorded in `<state_dir>/redirector-setup.json` so `detach` undoes exactly what
-//! `setup` did and nothing the operator set up by hand.
+//! change is recorded before it is made, so `detach` undoes exactly what `setup` did (even
+//! after a crash part way) and nothing the operator set up by hand. The interface and
+//! addresses are recorded in `<state_dir>/redirector-setup.json`, the sysctls in the sysctl
+//! journal `<state_dir>/redirector-sysctls.json` (`daemon_support::sysctl`), whose restore
+//! leaves a value the operator changed since as it is.
 //!
 //! Uses `ip` (iproute2) and `/proc/sys`; touches nothing outside what the config names.
 
@@ -9,51 +12,92 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use daemon_support::sysctl::{conf_path, Journal, SysctlChange};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::Config;
 use crate::Error;
 
-/// What `setup` changed on this host, oldest first.
+/// What `setup` changed on this host, oldest first (what the `setup` command prints).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Changes {
     /// A dummy interface we created for the VIPs.
     pub created_interface: Option<String>,
     /// `(interface, address/prefix)` we added.
     pub addresses: Vec<(String, String)>,
-    /// `(sysctl path, value before we changed it)`.
-    pub sysctls: Vec<(PathBuf, String)>,
+    /// The sysctls we changed, from the journal.
+    pub sysctls: Vec<SysctlChange>,
+}
+
+/// `redirector-setup.json`: the interface and addresses.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    created_interface: Option<String>,
+    addresses: Vec<(String, String)>,
+    /// `(sysctl path, value before)`, as versions before the journal kept them: read once and
+    /// moved into the journal.
+    #[serde(default, skip_serializing)]
+    sysctls: Vec<(PathBuf, String)>,
 }
 
 fn state_file(state_dir: &Path) -> PathBuf {
     state_dir.join("redirector-setup.json")
 }
 
-/// Read the record of earlier changes (empty when there is none).
-pub fn load_changes(state_dir: &Path) -> Result<Changes, Error> {
-    let path = state_file(state_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            serde_json::from_str(&text).map_err(|source| Error::ParseState { path, source })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Changes::default()),
-        Err(source) => Err(Error::LoadState { path, source }),
-    }
+/// The sysctl journal of `setup`.
+pub fn journal(state_dir: &Path) -> Journal {
+    Journal::new(state_dir.join("redirector-sysctls.json"))
 }
 
-/// Write the record atomically (temp file + rename): a crash never leaves half a record.
-fn save_changes(state_dir: &Path, changes: &Changes) -> Result<(), Error> {
+/// Read the record of earlier changes (empty when there is none), moving sysctls recorded by
+/// an earlier version into the journal.
+fn load_record(state_dir: &Path) -> Result<Record, Error> {
     let path = state_file(state_dir);
-    let err = |source| Error::SaveState {
-        path: path.clone(),
-        source,
+    let mut record: Record = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            serde_json::from_str(&text).map_err(|source| Error::ParseState { path, source })?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Record::default(),
+        Err(source) => return Err(Error::LoadState { path, source }),
     };
-    std::fs::create_dir_all(state_dir).map_err(err)?;
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(changes).expect("plain data serializes");
-    std::fs::write(&tmp, text).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)
+    if !record.sysctls.is_empty() {
+        let journal = journal(state_dir);
+        for (path, before) in record.sysctls.drain(..) {
+            // What the earlier version wrote, known from the key: the journal needs it to
+            // tell our value from the operator's.
+            let set = match path.file_name().and_then(|n| n.to_str()) {
+                Some("arp_ignore") => "1",
+                Some("arp_announce" | "rp_filter") => "2",
+                _ => continue,
+            };
+            journal.record(SysctlChange {
+                path,
+                before,
+                set: set.into(),
+            })?;
+        }
+        save_record(state_dir, &record)?;
+    }
+    Ok(record)
+}
+
+/// The changes recorded so far.
+pub fn load_changes(state_dir: &Path) -> Result<Changes, Error> {
+    let record = load_record(state_dir)?;
+    Ok(Changes {
+        created_interface: record.created_interface,
+        addresses: record.addresses,
+        sysctls: journal(state_dir).changes()?,
+    })
+}
+
+/// Write the record whole ([`daemon_support::write_atomic`]): a crash never leaves half a one.
+fn save_record(state_dir: &Path, record: &Record) -> Result<(), Error> {
+    let path = state_file(state_dir);
+    let text = serde_json::to_vec_pretty(record).expect("plain data serializes");
+    daemon_support::write_atomic(&path, &text, 0o644)
+        .map_err(|source| Error::SaveState { path, source })
 }
 
 fn ip(args: &[&str]) -> Result<String, Error> {
@@ -73,46 +117,6 @@ fn ip(args: &[&str]) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn sysctl_path(key: &str) -> PathBuf {
-    Path::new("/proc/sys").join(key.replace('.', "/"))
-}
-
-fn read_sysctl(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|source| Error::Sysctl {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-fn write_sysctl(path: &Path, value: &str) -> Result<(), Error> {
-    std::fs::write(path, value).map_err(|source| Error::Sysctl {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Set a sysctl when `wanted(current)` says it needs changing, recording the old value once.
-fn ensure_sysctl(
-    changes: &mut Changes,
-    key: &str,
-    needs_change: impl Fn(&str) -> bool,
-    value: &str,
-) -> Result<(), Error> {
-    let path = sysctl_path(key);
-    let old = read_sysctl(&path)?;
-    if !needs_change(&old) {
-        return Ok(());
-    }
-    write_sysctl(&path, value)?;
-    info!(sysctl = key, old = %old, new = value, "changed");
-    if !changes.sysctls.iter().any(|(p, _)| *p == path) {
-        changes.sysctls.push((path, old));
-    }
-    Ok(())
-}
-
 fn host_prefix(a: &IpAddr) -> String {
     match a {
         IpAddr::V4(_) => format!("{a}/32"),
@@ -122,19 +126,21 @@ fn host_prefix(a: &IpAddr) -> String {
 
 /// Apply the DSR prerequisites for `config`. Safe to run again: only missing changes are made.
 pub fn apply(config: &Config) -> Result<Changes, Error> {
-    let mut changes = load_changes(&config.state_dir)?;
-    let result = apply_into(config, &mut changes);
-    // Record whatever did happen, even when a later step failed, so detach can undo it.
-    save_changes(&config.state_dir, &changes)?;
-    result.map(|()| changes)
+    let mut record = load_record(&config.state_dir)?;
+    apply_into(config, &mut record, &journal(&config.state_dir))?;
+    load_changes(&config.state_dir)
 }
 
-fn apply_into(config: &Config, changes: &mut Changes) -> Result<(), Error> {
+fn apply_into(config: &Config, record: &mut Record, journal: &Journal) -> Result<(), Error> {
+    let state_dir = config.state_dir.as_path();
     let vif = config.vip_interface.as_str();
     if crate::datapath::ifindex(vif).is_err() {
+        // Recorded first: a crash after `ip link add` must not leave an interface nobody
+        // removes.
+        record.created_interface = Some(vif.to_string());
+        save_record(state_dir, record)?;
         ip(&["link", "add", vif, "type", "dummy"])?;
         info!(interface = vif, "created dummy interface for the VIPs");
-        changes.created_interface = Some(vif.to_string());
     }
     ip(&["link", "set", vif, "up"])?;
 
@@ -149,9 +155,12 @@ fn apply_into(config: &Config, changes: &mut Changes) -> Result<(), Error> {
             // A VIP is shared by every backend: duplicate address detection would disable it.
             args.push("nodad");
         }
+        if !record.addresses.iter().any(|(i, c)| i == vif && *c == cidr) {
+            record.addresses.push((vif.to_string(), cidr.clone()));
+            save_record(state_dir, record)?;
+        }
         ip(&args)?;
         info!(vip = %vip, interface = vif, "added VIP");
-        changes.addresses.push((vif.to_string(), cidr));
     }
 
     // Answer ARP only for addresses on the receiving interface, and never source ARP from a
@@ -159,15 +168,13 @@ fn apply_into(config: &Config, changes: &mut Changes) -> Result<(), Error> {
     let mut ifaces: Vec<&str> = vec!["all"];
     ifaces.extend(config.interfaces.iter().map(String::as_str));
     for ifc in &ifaces {
-        ensure_sysctl(
-            changes,
-            &format!("net.ipv4.conf.{ifc}.arp_ignore"),
+        journal.set_if(
+            &conf_path("ipv4", ifc, "arp_ignore"),
             |v| v.parse::<u32>().unwrap_or(0) < 1,
             "1",
         )?;
-        ensure_sysctl(
-            changes,
-            &format!("net.ipv4.conf.{ifc}.arp_announce"),
+        journal.set_if(
+            &conf_path("ipv4", ifc, "arp_announce"),
             |v| v.parse::<u32>().unwrap_or(0) < 2,
             "2",
         )?;
@@ -176,42 +183,44 @@ fn apply_into(config: &Config, changes: &mut Changes) -> Result<(), Error> {
     // points out of another interface (asymmetric routing is normal with DSR): use loose.
     // The kernel applies max(all, interface), so both must be at most 2 and strict is 1.
     for ifc in &ifaces {
-        ensure_sysctl(
-            changes,
-            &format!("net.ipv4.conf.{ifc}.rp_filter"),
-            |v| v == "1",
-            "2",
-        )?;
+        journal.set_if(&conf_path("ipv4", ifc, "rp_filter"), |v| v == "1", "2")?;
     }
     Ok(())
 }
 
-/// Undo everything recorded, newest first, and forget the record. Steps that fail are reported
-/// after the others have been tried.
+/// Undo everything recorded, newest first, and forget the record. A sysctl the operator
+/// changed since `setup` keeps the operator's value. Steps that fail are reported after the
+/// others have been tried.
 pub fn undo(state_dir: &Path) -> Result<(), Error> {
-    let changes = load_changes(state_dir)?;
+    let record = load_record(state_dir)?;
     let mut first_error = None;
-    for (path, old) in changes.sysctls.iter().rev() {
-        if let Err(e) = write_sysctl(path, old) {
-            first_error.get_or_insert(e);
-        }
+    if let Err(e) = journal(state_dir).restore(|_| true) {
+        first_error.get_or_insert(e.into());
     }
-    for (ifc, cidr) in changes.addresses.iter().rev() {
+    for (ifc, cidr) in record.addresses.iter().rev() {
         match ip(&["addr", "del", cidr, "dev", ifc]) {
             Ok(_) => info!(address = %cidr, interface = %ifc, "removed VIP"),
-            // Already gone (removed by hand, interface deleted): nothing to undo.
-            Err(Error::Command { message, .. }) if message.contains("Cannot assign") => {}
+            // Already gone (removed by hand, interface deleted, or never added: recorded
+            // before a crash): nothing to undo.
+            Err(Error::Command { message, .. })
+                if message.contains("Cannot assign") || message.contains("Cannot find device") => {}
             Err(e) => {
                 first_error.get_or_insert(e);
             }
         }
     }
-    if let Some(ifc) = &changes.created_interface {
-        if let Err(e) = ip(&["link", "del", ifc]) {
-            first_error.get_or_insert(e);
+    if let Some(ifc) = &record.created_interface {
+        match ip(&["link", "del", ifc]) {
+            Ok(_) => info!(interface = %ifc, "removed dummy interface"),
+            Err(Error::Command { message, .. }) if message.contains("Cannot find device") => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
-    let _ = std::fs::remove_file(state_file(state_dir));
+    if first_error.is_none() {
+        let _ = std::fs::remove_file(state_file(state_dir));
+    }
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),

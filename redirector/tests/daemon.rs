@@ -71,7 +71,7 @@ fn wait_ready(sock: &UnixDatagram) {
     let mut buf = [0u8; 64];
     loop {
         let n = sock.recv(&mut buf).expect("READY=1 within the timeout");
-        if &buf[..n] == b"READY=1" {
+        if buf[..n].trim_ascii_end() == b"READY=1" {
             return;
         }
     }
@@ -226,6 +226,44 @@ fn setup_run_reload_restart_status_detach() {
         );
         // Detaching twice is fine.
         daemon::detach(&config.pin_dir(), &config.state_dir).unwrap();
+    });
+}
+
+/// A sysctl the operator changes after `setup` is theirs: `detach` leaves it as it is, and puts
+/// back only what still holds the value `setup` wrote.
+#[test]
+fn detach_keeps_a_sysctl_the_operator_changed_after_setup() {
+    let tmp = TmpDir::with_bpffs("operator");
+    let cfg_path = tmp.0.join("redirector.yaml");
+    write_config(&cfg_path, &tmp.0, "192.0.2.96/28");
+    let ns = Netns::with_lab("operator");
+    ns.sysctl("net.ipv4.conf.all.rp_filter", "1");
+    ns.run(|| {
+        let config = Config::load(&cfg_path).unwrap();
+        let arp_ignore_before = sysctl("net.ipv4.conf.v0.arp_ignore");
+        let changes = redirector::setup::apply(&config).unwrap();
+        let recorded: Vec<_> = changes.sysctls.iter().map(|c| c.path.clone()).collect();
+        assert!(
+            recorded.contains(&PathBuf::from("/proc/sys/net/ipv4/conf/all/rp_filter")),
+            "{recorded:?}"
+        );
+        assert_eq!(sysctl("net.ipv4.conf.all.rp_filter"), "2");
+        assert_eq!(sysctl("net.ipv4.conf.v0.arp_ignore"), "1");
+
+        // The operator turns reverse-path filtering off by hand.
+        std::fs::write("/proc/sys/net/ipv4/conf/all/rp_filter", "0").unwrap();
+        daemon::detach(&config.pin_dir(), &config.state_dir).unwrap();
+        assert_eq!(
+            sysctl("net.ipv4.conf.all.rp_filter"),
+            "0",
+            "the operator's value stays"
+        );
+        assert_eq!(
+            sysctl("net.ipv4.conf.v0.arp_ignore"),
+            arp_ignore_before,
+            "setup's own value is put back"
+        );
+        assert!(!config.state_dir.join("redirector-sysctls.json").exists());
     });
 }
 

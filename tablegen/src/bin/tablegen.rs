@@ -7,9 +7,7 @@
 mod cluster;
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -28,7 +26,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tablegen: {}", ::cluster::error_chain(e.as_ref()));
+            eprintln!("tablegen: {}", daemon_support::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -54,48 +52,11 @@ fn parse(path: &Path, text: &str) -> Result<Config> {
     Ok(config)
 }
 
-/// Write `bytes` to `path` so that readers see the old file or the new one, never a mix: a
-/// temp file in the same directory (same filesystem), fsync, rename over, fsync the directory.
-/// Keeps the old file's mode and owner, and follows a symlink to its target.
+/// Write `bytes` to `path` so that readers see the old file or the new one, never a mix
+/// ([`daemon_support::write_atomic`]: keeps the old file's mode and owner, follows a symlink).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = target
-        .file_name()
-        .context("output path has no file name")?
-        .to_string_lossy();
-    let tmp: PathBuf = dir.join(format!(".{name}.tablegen-{}.tmp", std::process::id()));
-    let old = fs::metadata(&target).ok();
-    let result = (|| -> Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        if let Some(m) = &old {
-            f.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))
-                .with_context(|| format!("setting permissions of {}", tmp.display()))?;
-            // Only root can give a file away; elsewhere the owner is already ours.
-            let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
-        }
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        fs::rename(&tmp, &target)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    daemon_support::write_atomic(path, bytes, 0o666)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// A table set to diff: a binary table file or a config.
