@@ -11,27 +11,7 @@ fn main() {
     let src = "../bpf/director.bpf.c";
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let out = out_dir.join("director.skel.rs");
-    // The multiarch include dir holds <asm/types.h> for the target, which the uapi headers need.
-    let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets the target arch");
-    let multiarch = match arch.as_str() {
-        "x86_64" => "x86_64-linux-gnu",
-        "aarch64" => "aarch64-linux-gnu",
-        "riscv64" => "riscv64-linux-gnu",
-        "powerpc64" => "powerpc64le-linux-gnu",
-        "s390x" => "s390x-linux-gnu",
-        other => panic!("no multiarch include dir known for {other}"),
-    };
-    let clang_args = [
-        "-I../bpf/include".to_string(),
-        format!("-I/usr/include/{multiarch}"),
-        "-O2".into(),
-        "-g".into(),
-        "-Wall".into(),
-        // BPF ISA v3 (kernel 5.1+): 32-bit subregisters and jumps. Clang 14 defaults to v1,
-        // whose code zero-extends every 32-bit value with two shifts and compares in 64 bits:
-        // v3 is 2 to 3 ns less per packet (docs/development/director-datapath.md).
-        "-mcpu=v3".into(),
-    ];
+    let clang_args = bpf_build::clang_args(&["../bpf/include"]);
     SkeletonBuilder::new()
         .source(src)
         // The object itself too: the daemon loads it with ObjectBuilder (owned, no lifetimes).
