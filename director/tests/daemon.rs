@@ -591,9 +591,9 @@ fn route_and_neighbour_changes_are_used_at_once() {
 /// XDP redirect. The backend receives both as GUE on its UDP socket.
 #[test]
 fn unresolved_neighbour_really_reaches_the_backend() {
-    let c = Netns::new();
-    let d = Netns::new();
-    let b = Netns::new();
+    let c = netns();
+    let d = netns();
+    let b = netns();
     let (cl, dl, dr, br) = (unique("xc"), unique("xd"), unique("xe"), unique("xb"));
     sh(&[
         "ip", "link", "add", &cl, "netns", &c.name, "type", "veth", "peer", "name", &dl, "netns",

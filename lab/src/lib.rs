@@ -13,6 +13,8 @@
 //! - [`signal`]: Ctrl-C turned into an orderly teardown.
 //! - [`cleanup`]: removes what a killed run left behind.
 //! - [`cmd`], [`netns`]: the typed wrappers for `ip` and friends, and running code in a namespace.
+//! - [`testns`]: the one-namespace-per-test fixture the daemons' root tests use (a
+//!   dev-dependency of theirs).
 //!
 //! The lab only ever sends traffic to addresses inside namespaces it created, and bounds every
 //! loop in count and time.
@@ -28,6 +30,7 @@ pub mod netns;
 pub mod server;
 pub mod signal;
 pub mod system;
+pub mod testns;
 pub mod topology;
 
 pub use addr::Family;

@@ -62,7 +62,7 @@ fn measure(prog: &libbpf_rs::ProgramMut<'_>, pkt: &[u8], want: i32) -> Stats {
 }
 
 fn main() {
-    let ns = Netns::with_lab("bench");
+    let ns = with_lab("bench");
     ns.run(|| {
         let mut obj = MaybeUninit::uninit();
         let skel: RedirectorSkel<'_> = load(&mut obj);

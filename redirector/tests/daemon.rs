@@ -108,7 +108,7 @@ fn setup_run_reload_restart_status_detach() {
         .unwrap();
     std::env::set_var("NOTIFY_SOCKET", &notify_path);
 
-    let ns = Netns::with_lab("daemon");
+    let ns = with_lab("daemon");
     ns.sysctl("net.ipv4.conf.all.rp_filter", "1");
     ns.run(|| {
         let config = Config::load(&cfg_path).unwrap();
@@ -236,7 +236,7 @@ fn detach_keeps_a_sysctl_the_operator_changed_after_setup() {
     let tmp = TmpDir::with_bpffs("operator");
     let cfg_path = tmp.0.join("redirector.yaml");
     write_config(&cfg_path, &tmp.0, "192.0.2.96/28");
-    let ns = Netns::with_lab("operator");
+    let ns = with_lab("operator");
     ns.sysctl("net.ipv4.conf.all.rp_filter", "1");
     ns.run(|| {
         let config = Config::load(&cfg_path).unwrap();
@@ -401,7 +401,7 @@ fn binary_exits_78_on_every_config_error() {
             tmp.join("state").display()
         ),
     );
-    let ns = Netns::with_lab("exit");
+    let ns = with_lab("exit");
     let (code, stderr) = run_bin(Some(&ns.name), &["--config", &with_setup, "run"]);
     assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("is not on a bpffs"), "{stderr}");
@@ -453,7 +453,7 @@ fn the_binary_reloads_on_sighup_and_leaves_the_program_attached_on_sigterm() {
         .unwrap()
     };
     write("192.0.2.96/28");
-    let ns = Netns::with_lab("bin");
+    let ns = with_lab("bin");
     let bin = env!("CARGO_BIN_EXE_xdplb-redirector");
     // `ip netns exec` runs the daemon in a mount namespace of its own, as a systemd unit does:
     // the pins land in the test's bpffs all the same. Logs go to a file per run.

@@ -22,7 +22,7 @@ fn v6(a: Ipv6Addr) -> IpAddr {
 
 /// Load the program in a fresh lab namespace and run `f` there.
 fn lab(tag: &str, f: impl FnOnce(&redirector::skel::RedirectorSkel<'_>, &Netns) + Send) {
-    let ns = Netns::with_lab(tag);
+    let ns = with_lab(tag);
     ns.run(|| {
         let mut obj = MaybeUninit::uninit();
         let skel = load(&mut obj);
@@ -951,7 +951,7 @@ fn inner_packets_without_ports_are_local() {
 
 #[test]
 fn gue_port_is_a_load_time_knob() {
-    let ns = Netns::with_lab("port");
+    let ns = with_lab("port");
     ns.run(|| {
         let mut obj = MaybeUninit::uninit();
         let skel = redirector::datapath::load(&mut obj, 6080, None).unwrap();

@@ -108,7 +108,7 @@ fn backend<'o>(
     addr: Ipv4Addr,
     port: &str,
 ) -> Backend<'o> {
-    let ns = Netns::new(tag);
+    let ns = netns(tag);
     sh(&[
         "ip", "-n", &dir.name, "link", "add", port, "type", "veth", "peer", "name", "eth0",
         "netns", &ns.name,
@@ -153,7 +153,7 @@ fn serve_once(l: TcpListener, name: &'static str) -> std::thread::JoinHandle<Vec
 
 #[test]
 fn gue_over_veth_reaches_real_sockets_and_second_chance_keeps_connections() {
-    let dir = Netns::new("dir");
+    let dir = netns("dir");
     dir.ip(&["link", "add", "br0", "type", "bridge"]);
     dir.ip(&["link", "set", "br0", "up"]);
     dir.ip(&["addr", "add", "192.0.2.100/24", "dev", "br0"]);

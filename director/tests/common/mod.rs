@@ -6,7 +6,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use director::datapath::Datapath;
 use director::tables;
@@ -19,7 +18,7 @@ pub const DIR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xcc];
 pub const SRC4: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 pub const SRC6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1);
-pub const GUE_PORT: u16 = 19523;
+pub const GUE_PORT: u16 = daemon_support::defaults::GUE_PORT;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
@@ -35,97 +34,14 @@ pub fn settings() -> director::datapath::Settings {
     }
 }
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
+pub use lab::testns::{sh, unique};
 
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run command");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// The tests' network namespace (`xdplbd-<pid>-<n>`), deleted on drop.
+pub type Netns = lab::testns::TestNetns;
 
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// A network namespace of our own, deleted on drop.
-#[derive(Debug)]
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new() -> Netns {
-        let name = unique("xdplbd-");
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn ip(&self, args: &[&str]) {
-        let mut v = vec!["ip", "-n", &self.name];
-        v.extend_from_slice(args);
-        sh(&v);
-    }
-
-    pub fn exec(&self, args: &[&str]) {
-        let mut v = vec!["ip", "netns", "exec", &self.name];
-        v.extend_from_slice(args);
-        sh(&v);
-    }
-
-    pub fn sysctl(&self, key: &str, value: &str) {
-        self.exec(&["sysctl", "-qw", &format!("{key}={value}")]);
-    }
-
-    /// Move the calling thread into this namespace (the thread's own; others are unaffected).
-    pub fn enter(&self) {
-        let f = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    }
-
-    /// Run `f` on a fresh thread inside this namespace.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let name = self.name.clone();
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
-            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("namespace thread panicked")
-    }
-
-    pub fn ifindex(&self, dev: &str) -> u32 {
-        let p = format!("/run/netns/{}", self.name);
-        let dev = dev.to_string();
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(p).unwrap();
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            nix::net::if_::if_nametoindex(dev.as_str()).unwrap()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+/// A new namespace for one test.
+pub fn netns() -> Netns {
+    Netns::new("xdplbd")
 }
 
 /// A bpffs of our own under /run (`ip netns exec` remounts /sys), unmounted on drop.
@@ -179,7 +95,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Lab {
-        let ns = Netns::new();
+        let ns = netns();
         ns.ip(&["link", "add", "dp0", "type", "veth", "peer", "name", "dp1"]);
         ns.ip(&["link", "add", "dq0", "type", "veth", "peer", "name", "dq1"]);
         ns.ip(&["link", "set", "dp0", "address", "02:00:00:00:00:01"]);

@@ -2,19 +2,15 @@
 //! directors (ours and GLB's) send it, and a loaded redirector with a `test_run` wrapper.
 #![allow(dead_code)]
 
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use etherparse::PacketBuilder;
 use libbpf_rs::MapCore;
-use nix::sched::{setns, CloneFlags};
 use redirector::config::Cidr;
 use redirector::datapath;
 use redirector::skel::RedirectorSkel;
 
-pub const GUE_PORT: u16 = 19523;
+pub const GUE_PORT: u16 = daemon_support::defaults::GUE_PORT;
 
 /// Addresses used in the namespaces (documentation ranges: nothing real).
 pub const DIRECTOR4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
@@ -38,121 +34,56 @@ pub const HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
 pub const LO_MAC: [u8; 6] = [0; 6];
 pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
 
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+#[allow(unused_imports)] // only some of the test binaries run commands
+pub use lab::testns::sh;
+
+/// The tests' network namespace (`redirector-<tag>-<pid>-<n>`), deleted on drop.
+pub type Netns = lab::testns::TestNetns;
+
+/// A new namespace for one test.
+pub fn netns(tag: &str) -> Netns {
+    Netns::new(&format!("redirector-{tag}"))
 }
 
-/// A network namespace that lives as long as the value.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Netns {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "redirector-{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n <ns> args...`
-    pub fn ip(&self, args: &[&str]) {
-        let mut full = vec!["ip", "-n", &self.name];
-        full.extend_from_slice(args);
-        sh(&full);
-    }
-
-    pub fn sysctl(&self, key: &str, value: &str) {
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.name,
-            "sysctl",
-            "-qw",
-            &format!("{key}={value}"),
-        ]);
-    }
-
-    /// Run `f` on a thread that has entered this namespace (sockets, test_run, `ip` children
-    /// all see it); panics propagate.
-    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            let h = s.spawn(move || {
-                let fd = File::open(&path).expect("open netns");
-                setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            });
-            match h.join() {
-                Ok(r) => r,
-                Err(e) => std::panic::resume_unwind(e),
-            }
-        })
-    }
-
-    /// The namespace every test_run case uses: VIPs and the client address on lo (so a real
-    /// client can connect from it), this host's addresses on a veth pair with the next hops
-    /// behind static neighbour entries (so the FIB lookup succeeds with known MACs).
-    pub fn with_lab(tag: &str) -> Netns {
-        let ns = Netns::new(tag);
-        ns.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
-        ns.ip(&["addr", "add", &format!("{CLIENT4}/32"), "dev", "lo"]);
-        ns.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
-        ns.ip(&["addr", "add", &format!("{CLIENT6}/128"), "dev", "lo"]);
+/// The namespace every test_run case uses: VIPs and the client address on lo (so a real
+/// client can connect from it), this host's addresses on a veth pair with the next hops
+/// behind static neighbour entries (so the FIB lookup succeeds with known MACs).
+pub fn with_lab(tag: &str) -> Netns {
+    let ns = netns(tag);
+    ns.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+    ns.ip(&["addr", "add", &format!("{CLIENT4}/32"), "dev", "lo"]);
+    ns.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
+    ns.ip(&["addr", "add", &format!("{CLIENT6}/128"), "dev", "lo"]);
+    ns.ip(&[
+        "link",
+        "add",
+        "v0",
+        "address",
+        "02:00:00:00:00:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "v1",
+    ]);
+    ns.ip(&["link", "set", "v0", "up"]);
+    ns.ip(&["link", "set", "v1", "up"]);
+    ns.ip(&["addr", "add", &format!("{SELF4}/24"), "dev", "v0"]);
+    ns.ip(&["addr", "add", &format!("{SELF6}/64"), "dev", "v0", "nodad"]);
+    for hop in [HOP4.to_string(), HOP4_B.to_string(), HOP6.to_string()] {
         ns.ip(&[
-            "link",
-            "add",
+            "neigh",
+            "replace",
+            &hop,
+            "lladdr",
+            "02:00:00:00:00:03",
+            "dev",
             "v0",
-            "address",
-            "02:00:00:00:00:01",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "v1",
+            "nud",
+            "permanent",
         ]);
-        ns.ip(&["link", "set", "v0", "up"]);
-        ns.ip(&["link", "set", "v1", "up"]);
-        ns.ip(&["addr", "add", &format!("{SELF4}/24"), "dev", "v0"]);
-        ns.ip(&["addr", "add", &format!("{SELF6}/64"), "dev", "v0", "nodad"]);
-        for hop in [HOP4.to_string(), HOP4_B.to_string(), HOP6.to_string()] {
-            ns.ip(&[
-                "neigh",
-                "replace",
-                &hop,
-                "lladdr",
-                "02:00:00:00:00:03",
-                "dev",
-                "v0",
-                "nud",
-                "permanent",
-            ]);
-        }
-        ns
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+    ns
 }
 
 /// Load the redirector (no pins) allowing the test directors.
