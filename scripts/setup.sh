@@ -75,7 +75,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   [[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: no Rust toolchain (cargo) found; install Rust >= 1.82 (rustup) and run again" >&2
+  echo "setup: no Rust toolchain (cargo) found; install Rust >= 1.91 (rustup) and run again" >&2
   exit 1
 fi
 
