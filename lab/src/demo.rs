@@ -220,7 +220,7 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
         Err(e) => d.promise(
             "new connections avoid backend-3 after the drain",
             false,
-            format!("{:#}", anyhow::Error::new(e)),
+            daemon_support::error_chain(&e),
         ),
     }
     d.watch(
@@ -274,7 +274,7 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
         newp.is_ok() && broken == 0,
         match newp {
             Ok(p) => format!("300 new: {p}; {broken} broken"),
-            Err(e) => format!("{:#}", anyhow::Error::new(e)),
+            Err(e) => daemon_support::error_chain(&e),
         },
     );
 
@@ -300,7 +300,7 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
         newp.is_ok() && broken == 0,
         match newp {
             Ok(p) => format!("300 new: {p}; {broken} broken"),
-            Err(e) => format!("{:#}", anyhow::Error::new(e)),
+            Err(e) => daemon_support::error_chain(&e),
         },
     );
 

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-/// Everything the library can fail at. The binary prints these with `{:#}` through anyhow.
+/// Everything the library can fail at. The binary prints the chain with
+/// `daemon_support::error_chain`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("read config {path}")]

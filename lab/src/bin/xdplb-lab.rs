@@ -226,7 +226,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("xdplb-lab: {e:#}");
+            eprintln!("xdplb-lab: {}", daemon_support::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
