@@ -226,3 +226,48 @@ pub fn undo(state_dir: &Path) -> Result<(), Error> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record written by the version before the journal kept `(path, before)` pairs in
+    /// `redirector-setup.json`; they move into the journal with the value that version wrote,
+    /// so `detach` can still tell its value from an operator's.
+    #[test]
+    fn sysctls_recorded_by_the_previous_version_move_into_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            state_file(dir.path()),
+            r#"{"created_interface": null,
+                "addresses": [["lo", "198.51.100.20/32"]],
+                "sysctls": [["/proc/sys/net/ipv4/conf/all/rp_filter", "1"],
+                            ["/proc/sys/net/ipv4/conf/v0/arp_ignore", "0"]]}"#,
+        )
+        .unwrap();
+        let changes = load_changes(dir.path()).unwrap();
+        assert_eq!(
+            changes.addresses,
+            [("lo".into(), "198.51.100.20/32".into())]
+        );
+        assert_eq!(
+            changes.sysctls,
+            [
+                SysctlChange {
+                    path: "/proc/sys/net/ipv4/conf/all/rp_filter".into(),
+                    before: "1".into(),
+                    set: "2".into(),
+                },
+                SysctlChange {
+                    path: "/proc/sys/net/ipv4/conf/v0/arp_ignore".into(),
+                    before: "0".into(),
+                    set: "1".into(),
+                },
+            ]
+        );
+        let rewritten = std::fs::read_to_string(state_file(dir.path())).unwrap();
+        assert!(!rewritten.contains("rp_filter"), "{rewritten}");
+        // Read again: nothing moves twice.
+        assert_eq!(load_changes(dir.path()).unwrap(), changes);
+    }
+}
