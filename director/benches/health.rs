@@ -12,34 +12,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use director::health::{overlay, Checker, ProbeSettings, Target};
-use tablegen::config::{Backend, Bind, Health, HealthCheck, Proto, Service, State};
-use tablegen::hash::HashFields;
+use tablegen::config::{Config, Health, HealthCheck, Service};
 use tablegen::table::Planner;
 
+/// `n` equal backends and 2^`bits` rows, as backends.yaml says it.
 fn service(n: usize, bits: u8) -> Service {
-    Service {
-        name: "web".into(),
-        hash_key: [7; 16],
-        seed: [9; 16],
-        table_bits: bits,
-        hops: 2,
-        hash_fields: HashFields::ALL,
-        binds: vec![Bind {
-            vip: "10.100.0.1".parse().unwrap(),
-            proto: Proto::Tcp,
-            port_first: 80,
-            port_last: 80,
-        }],
-        backends: (0..n)
-            .map(|i| Backend {
-                name: format!("backend-{i}"),
-                address: std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32)),
-                weight: 1,
-                state: State::Active,
-            })
-            .collect(),
-        health: None,
+    let mut text = format!(
+        "services:\n  - name: web\n    hash_key: 07070707070707070707070707070707\n    seed: 09090909090909090909090909090909\n    table_bits: {bits}\n    binds: []\n    backends:\n"
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "      - {{ name: backend-{i}, address: 10.0.{}.{} }}\n",
+            i / 250,
+            i % 250 + 1
+        ));
     }
+    let mut c = Config::parse(std::path::Path::new("bench.yaml"), &text).unwrap();
+    c.services.remove(0)
 }
 
 fn main() {

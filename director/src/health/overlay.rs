@@ -30,33 +30,21 @@ pub fn overlay(published: &Planner, demoted: &BTreeSet<String>) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tablegen::config::{Backend, Bind, Proto, Service};
-    use tablegen::hash::HashFields;
+    use tablegen::config::{Config, Service};
 
+    /// A service of `n` equal backends `b0`.. with 2^10 rows, as backends.yaml says it.
     fn service(n: usize) -> Service {
-        Service {
-            name: "web".into(),
-            hash_key: [1; 16],
-            seed: [2; 16],
-            table_bits: 10,
-            hops: 2,
-            hash_fields: HashFields::ALL,
-            binds: vec![Bind {
-                vip: "10.100.0.1".parse().unwrap(),
-                proto: Proto::Tcp,
-                port_first: 80,
-                port_last: 80,
-            }],
-            backends: (0..n)
-                .map(|i| Backend {
-                    name: format!("b{i}"),
-                    address: std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32)),
-                    weight: 1,
-                    state: State::Active,
-                })
-                .collect(),
-            health: None,
+        let mut text = String::from(
+            "services:\n  - name: web\n    hash_key: 01010101010101010101010101010101\n    seed: 02020202020202020202020202020202\n    table_bits: 10\n    binds: []\n    backends:\n",
+        );
+        for i in 0..n {
+            text.push_str(&format!(
+                "      - {{ name: b{i}, address: 10.0.0.{} }}\n",
+                i + 1
+            ));
         }
+        let mut c = Config::parse(std::path::Path::new("test.yaml"), &text).unwrap();
+        c.services.remove(0)
     }
 
     fn names(v: &[&str]) -> BTreeSet<String> {
