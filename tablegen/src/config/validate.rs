@@ -114,35 +114,8 @@ impl Validator<'_> {
             .unwrap_or(ConfigErrors { errors: Vec::new() })
     }
 
-    fn fields<'n>(
-        &mut self,
-        node: &'n Node,
-        allowed: &[&str],
-        context: &'static str,
-        what: &'static str,
-    ) -> Option<Fields<'n>> {
-        self.c.fields(node, allowed, context, what)
-    }
-
-    fn required<'n>(&mut self, f: &Fields<'n>, name: &'static str) -> Option<&'n Node> {
-        self.c.required(f, name)
-    }
-
-    fn scalar<'n>(
-        &mut self,
-        n: &'n Node,
-        field: &'static str,
-        expected: &'static str,
-    ) -> Option<&'n str> {
-        self.c.scalar(n, field, expected)
-    }
-
-    fn seq<'n>(&mut self, n: &'n Node, field: &'static str) -> Option<&'n [Node]> {
-        self.c.seq(n, field)
-    }
-
     fn config(&mut self, root: &Node) -> Vec<Service> {
-        let Some(top) = self.fields(
+        let Some(top) = self.c.fields(
             root,
             &["services", "health"],
             "the top level",
@@ -159,10 +132,10 @@ impl Validator<'_> {
                 (p, ok)
             }
         };
-        let Some(list) = self.required(&top, "services") else {
+        let Some(list) = self.c.required(&top, "services") else {
             return Vec::new();
         };
-        let Some(items) = self.seq(list, "services") else {
+        let Some(items) = self.c.seq(list, "services") else {
             return Vec::new();
         };
 
@@ -171,7 +144,7 @@ impl Validator<'_> {
         // Every bind seen so far, with its service and line, for the overlap check.
         let mut all_binds: Vec<(Bind, String, Pos)> = Vec::new();
         for item in items {
-            let Some(f) = self.fields(item, SERVICE_FIELDS, "service", "a service") else {
+            let Some(f) = self.c.fields(item, SERVICE_FIELDS, "service", "a service") else {
                 continue;
             };
             let mut ok = true;
@@ -193,7 +166,7 @@ impl Validator<'_> {
             let seed = self.key(&f, "seed");
             let table_bits = match f.get("table_bits") {
                 None => Some(TABLE_BITS_DEFAULT),
-                Some(n) => self.scalar(n, "table_bits", "a number").and_then(|s| {
+                Some(n) => self.c.scalar(n, "table_bits", "a number").and_then(|s| {
                     let v = s
                         .parse::<u8>()
                         .ok()
@@ -211,7 +184,7 @@ impl Validator<'_> {
             };
             let hops = match f.get("hops") {
                 None => Some(HOPS_DEFAULT),
-                Some(n) => self.scalar(n, "hops", "a number").and_then(|s| {
+                Some(n) => self.c.scalar(n, "hops", "a number").and_then(|s| {
                     let v = s
                         .parse::<u8>()
                         .ok()
@@ -232,11 +205,11 @@ impl Validator<'_> {
                 Some(n) => self.hash_fields(n),
             };
             let svc_name = name.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
-            let binds = match self.required(&f, "binds") {
+            let binds = match self.c.required(&f, "binds") {
                 None => None,
                 Some(n) => self.binds(n, &svc_name, &mut all_binds),
             };
-            let backends = match self.required(&f, "backends") {
+            let backends = match self.c.required(&f, "backends") {
                 None => None,
                 Some(n) => self.backends(n, hops.unwrap_or(HOPS_DEFAULT)),
             };
@@ -277,8 +250,8 @@ impl Validator<'_> {
     }
 
     fn name(&mut self, f: &Fields<'_>) -> Option<(String, Pos)> {
-        let n = self.required(f, "name")?;
-        let s = self.scalar(n, "name", "a string")?;
+        let n = self.c.required(f, "name")?;
+        let s = self.c.scalar(n, "name", "a string")?;
         if s.trim().is_empty() {
             self.err(n.start, ErrorKind::EmptyName);
             return None;
@@ -287,8 +260,8 @@ impl Validator<'_> {
     }
 
     fn key(&mut self, f: &Fields<'_>, field: &'static str) -> Option<[u8; 16]> {
-        let n = self.required(f, field)?;
-        let s = self.scalar(n, field, "32 hex digits")?;
+        let n = self.c.required(f, field)?;
+        let s = self.c.scalar(n, field, "32 hex digits")?;
         let k = parse_key(s);
         if k.is_none() {
             let found = if s.len() != 32 {
@@ -302,7 +275,7 @@ impl Validator<'_> {
     }
 
     fn hash_fields(&mut self, n: &Node) -> Option<HashFields> {
-        let items = self.seq(n, "hash")?;
+        let items = self.c.seq(n, "hash")?;
         if items.is_empty() {
             self.err(n.start, ErrorKind::EmptyHash);
             return None;
@@ -310,7 +283,7 @@ impl Validator<'_> {
         let mut bits = 0u8;
         let mut ok = true;
         for it in items {
-            let Some(s) = self.scalar(it, "hash", "a field name") else {
+            let Some(s) = self.c.scalar(it, "hash", "a field name") else {
                 ok = false;
                 continue;
             };
@@ -345,7 +318,7 @@ impl Validator<'_> {
     }
 
     fn address(&mut self, n: &Node, field: &'static str) -> Option<IpAddr> {
-        let s = self.scalar(n, field, "an IP address")?;
+        let s = self.c.scalar(n, field, "an IP address")?;
         let a = s.trim().parse::<IpAddr>().ok();
         if a.is_none() {
             self.err(
@@ -364,7 +337,7 @@ impl Validator<'_> {
         service: &str,
         all: &mut Vec<(Bind, String, Pos)>,
     ) -> Option<Vec<Bind>> {
-        let items = self.seq(n, "binds")?;
+        let items = self.c.seq(n, "binds")?;
         let mut out = Vec::new();
         let mut ok = true;
         for it in items {
@@ -399,12 +372,13 @@ impl Validator<'_> {
     }
 
     fn bind(&mut self, n: &Node) -> Option<Bind> {
-        let f = self.fields(n, BIND_FIELDS, "bind", "a bind")?;
+        let f = self.c.fields(n, BIND_FIELDS, "bind", "a bind")?;
         let vip = self
+            .c
             .required(&f, "vip")
             .and_then(|v| self.address(v, "vip"));
-        let proto = self.required(&f, "proto").and_then(|p| {
-            let s = self.scalar(p, "proto", "tcp or udp")?;
+        let proto = self.c.required(&f, "proto").and_then(|p| {
+            let s = self.c.scalar(p, "proto", "tcp or udp")?;
             let v = match s {
                 "tcp" => Some(Proto::Tcp),
                 "udp" => Some(Proto::Udp),
@@ -422,7 +396,8 @@ impl Validator<'_> {
         });
         let ports = match (f.get("port"), f.get("ports")) {
             (Some(p), None) => {
-                self.scalar(p, "port", "a port number")
+                self.c
+                    .scalar(p, "port", "a port number")
                     .and_then(|s| match parse_port(s) {
                         Ok(0) => {
                             self.err(
@@ -447,7 +422,7 @@ impl Validator<'_> {
                         }
                     })
             }
-            (None, Some(p)) => self.scalar(p, "ports", "a port range").and_then(|s| {
+            (None, Some(p)) => self.c.scalar(p, "ports", "a port range").and_then(|s| {
                 let r = if s.trim() == "all" {
                     Ok((0, 65535))
                 } else if let Some((a, b)) = s.split_once('-') {
@@ -489,7 +464,7 @@ impl Validator<'_> {
     }
 
     fn backends(&mut self, n: &Node, hops: u8) -> Option<Vec<Backend>> {
-        let items = self.seq(n, "backends")?;
+        let items = self.c.seq(n, "backends")?;
         let mut out: Vec<(Backend, Pos)> = Vec::new();
         let mut ok = true;
         let mut names: HashMap<String, usize> = HashMap::new();
@@ -498,16 +473,16 @@ impl Validator<'_> {
         let mut in_transition: Vec<String> = Vec::new();
         let limit = hops.saturating_sub(1);
         for it in items {
-            let Some(f) = self.fields(it, BACKEND_FIELDS, "backend", "a backend") else {
+            let Some(f) = self.c.fields(it, BACKEND_FIELDS, "backend", "a backend") else {
                 ok = false;
                 continue;
             };
             let name = self.name(&f);
-            let addr_node = self.required(&f, "address");
+            let addr_node = self.c.required(&f, "address");
             let address = addr_node.and_then(|a| self.address(a, "address"));
             let weight = match f.get("weight") {
                 None => Some(1),
-                Some(w) => self.scalar(w, "weight", "a whole number").and_then(|s| {
+                Some(w) => self.c.scalar(w, "weight", "a whole number").and_then(|s| {
                     let v = s
                         .trim()
                         .parse::<u64>()
@@ -528,7 +503,7 @@ impl Validator<'_> {
             let state_node = f.get("state");
             let state = match state_node {
                 None => Some(State::Active),
-                Some(sn) => self.scalar(sn, "state", "a state").and_then(|s| {
+                Some(sn) => self.c.scalar(sn, "state", "a state").and_then(|s| {
                     let v = State::parse(s);
                     if v.is_none() {
                         self.err(

@@ -82,7 +82,7 @@ fn parse_percent(s: &str) -> Option<u8> {
 impl Validator<'_> {
     /// A `health:` block, `None` when it has errors (each reported).
     pub(super) fn health_block(&mut self, n: &Node) -> Option<Partial> {
-        let f = self.fields(n, HEALTH_FIELDS, "health", "`health`")?;
+        let f = self.c.fields(n, HEALTH_FIELDS, "health", "`health`")?;
         let mut p = Partial {
             pos: Some(n.start),
             ..Partial::default()
@@ -90,7 +90,7 @@ impl Validator<'_> {
         let mut ok = true;
         for field in ["interval", "timeout", "hold"] {
             let Some(v) = f.get(field) else { continue };
-            let Some(s) = self.scalar(v, field, "a duration like 2s or 500ms") else {
+            let Some(s) = self.c.scalar(v, field, "a duration like 2s or 500ms") else {
                 ok = false;
                 continue;
             };
@@ -122,7 +122,7 @@ impl Validator<'_> {
         }
         for field in ["jitter", "fail_open_below"] {
             let Some(v) = f.get(field) else { continue };
-            let Some(s) = self.scalar(v, field, "a percentage like 10%") else {
+            let Some(s) = self.c.scalar(v, field, "a percentage like 10%") else {
                 ok = false;
                 continue;
             };
@@ -142,7 +142,7 @@ impl Validator<'_> {
             }
         }
         if let Some(v) = f.get("checks") {
-            match self.seq(v, "checks") {
+            match self.c.seq(v, "checks") {
                 Some(items) => {
                     let mut checks = Vec::new();
                     for it in items {
@@ -172,8 +172,11 @@ impl Validator<'_> {
     }
 
     fn check(&mut self, n: &Node) -> Option<PartialCheck> {
-        let f = self.fields(n, CHECK_FIELDS, "health check", "a health check")?;
+        let f = self
+            .c
+            .fields(n, CHECK_FIELDS, "health check", "a health check")?;
         let kind = self
+            .c
             .required(&f, "type")
             .and_then(|t| self.c.one_of(t, "type", CHECK_TYPES))?;
         let mut ok = true;
@@ -199,12 +202,12 @@ impl Validator<'_> {
             // A gue check defaults to the service's first bind's port; the others need one.
             None if kind == 2 => None,
             None => {
-                self.required(&f, "port");
+                self.c.required(&f, "port");
                 ok = false;
                 None
             }
             Some(p) => {
-                let s = self.scalar(p, "port", "a port number")?;
+                let s = self.c.scalar(p, "port", "a port number")?;
                 match parse_port(s) {
                     Ok(0) | Err(_) => {
                         self.err(
@@ -224,7 +227,7 @@ impl Validator<'_> {
             (1, None) => Some("/".to_string()),
             (_, None) => None,
             (_, Some(p)) => {
-                let s = self.scalar(p, "path", "a path like /healthz")?;
+                let s = self.c.scalar(p, "path", "a path like /healthz")?;
                 if !s.starts_with('/') || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     self.err(
                         p.start,
@@ -240,7 +243,7 @@ impl Validator<'_> {
         let host = match f.get("host") {
             None => None,
             Some(h) => {
-                let s = self.scalar(h, "host", "a host name")?;
+                let s = self.c.scalar(h, "host", "a host name")?;
                 if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     self.err(
                         h.start,
