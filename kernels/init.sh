@@ -43,6 +43,17 @@ if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results "$R"; the
   echo "xdplb-guest: cannot mount the results share"
   off
 fi
+# The checkout and cargo's target directory, mounted back where the host has them: under /tmp
+# or /run they would be hidden by the tmpfs above.
+if [ -r "$R/shares" ]; then
+  while read -r tag path; do
+    mkdir -p "/newroot$path" 2>/dev/null
+    if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 "$tag" "/newroot$path"; then
+      echo "xdplb-guest: cannot mount the $tag share at $path"
+      off
+    fi
+  done <"$R/shares"
+fi
 echo "xdplb-guest: root mounted after $(cut -d' ' -f1 /proc/uptime)s"
 suite=$(cat "$R/suite-path")
 chroot /newroot /bin/bash "$suite" /run/xdplb-results

@@ -19,6 +19,10 @@ main() {
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 HERE=$ROOT/kernels
+# The guest sees the host's root, but with tmpfs over /tmp and /run: a checkout (or a cargo
+# target directory) there is shared again on its own and mounted back at its path (init.sh).
+TARGET=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | jq -r .target_directory)
+[[ -n $TARGET && $TARGET != null ]] || TARGET=$ROOT/target
 CACHE=${XDPLB_TEST_CACHE:-/var/cache/xdplb-test}/kernels
 # Seconds one guest may take from boot to power-off before it counts as failed (TCG is slow).
 GUEST_TIMEOUT=${XDPLB_KERNEL_TIMEOUT:-2400}
@@ -216,7 +220,11 @@ qemu_args() {
     -kernel "$dir/vmlinuz" -initrd "$dir/initrd.gz"
     -append "console=ttyS0 panic=-1 quiet loglevel=4"
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
-    -virtfs "local,path=$results,mount_tag=results,security_model=none")
+    -virtfs "local,path=$results,mount_tag=results,security_model=none"
+    -virtfs "local,path=$ROOT,mount_tag=workspace,security_model=none,readonly=on,multidevs=remap")
+  if [[ $TARGET != "$ROOT"/* ]]; then
+    a+=(-virtfs "local,path=$TARGET,mount_tag=target,security_model=none,readonly=on,multidevs=remap")
+  fi
   if [[ $accel == kvm ]]; then
     a+=(-accel kvm -cpu host)
   else
@@ -328,6 +336,11 @@ run_one() {
   mkdir -p "$results"
   cp "$work/plan" "$results/plan"
   echo "$HERE/suite.sh" >"$results/suite-path"
+  # The shares init.sh mounts back at their paths, as "tag path" lines.
+  {
+    echo "workspace $ROOT"
+    [[ $TARGET == "$ROOT"/* ]] || echo "target $TARGET"
+  } >"$results/shares"
   if [[ $name == host ]]; then
     local t0
     t0=$(date +%s%N)
