@@ -14,41 +14,9 @@ fn data_dir() -> PathBuf {
 
 #[test]
 fn every_error_class_is_reported_with_its_position() {
-    let update = std::env::var_os("UPDATE_GOLDENS").is_some();
-    let mut cases: Vec<PathBuf> = fs::read_dir(data_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    cases.sort();
-    assert!(
-        cases.len() >= 15,
-        "expected the error corpus, found {}",
-        cases.len()
-    );
-    let mut failures = Vec::new();
-    for case in &cases {
-        let name = case.file_name().unwrap();
-        let text = fs::read_to_string(case).unwrap();
-        // The path in messages is the bare file name, so goldens do not depend on the checkout.
-        let got = match Config::parse(Path::new(name), &text) {
-            Ok(_) => "(no error)\n".to_string(),
-            Err(e) => format!("{e}\n"),
-        };
-        let golden = case.with_extension("expected");
-        if update {
-            fs::write(&golden, &got).unwrap();
-            continue;
-        }
-        let want = fs::read_to_string(&golden).unwrap_or_default();
-        if got != want {
-            failures.push(format!(
-                "{}:\n--- want\n{want}--- got\n{got}",
-                case.display()
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    yaml::golden::check_goldens(&data_dir(), 15, |path, text| {
+        Config::parse(path, text).err().map(|e| e.to_string())
+    });
 }
 
 #[test]

@@ -16,11 +16,13 @@
 //! - [`node`]: the marked tree and the parser.
 //! - [`error`]: [`Problem`] (what can be wrong with any YAML config), [`Located`], [`Errors`].
 //! - [`check`]: [`Checker`] and [`Fields`], the walk that records errors.
+//! - [`golden`]: the driver of each config crate's golden error-file tests.
 //!
 //! Must not do: I/O, or know any config's schema (each crate owns its own).
 
 pub mod check;
 pub mod error;
+pub mod golden;
 pub mod node;
 
 pub use check::{Checker, Fields};
