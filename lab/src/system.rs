@@ -46,14 +46,16 @@ impl Binaries {
     }
 
     /// For the lab's own tests: the binaries cargo built beside the lab server. `cargo test
-    /// --workspace` builds every binary first; `cargo test -p xdplb-lab` does not, so they are
-    /// built here with the same cargo and profile: always, not only when missing, since a
-    /// daemon binary left from an older tree would test the wrong code (cargo does nothing
-    /// when they are fresh).
+    /// --workspace` builds every binary first; `cargo test -p xdplb-lab` does not, so under
+    /// cargo (`$CARGO` set) they are built here with the same cargo and profile: always, not
+    /// only when missing, since a daemon binary left from an older tree would test the wrong
+    /// code (cargo does nothing when they are fresh). A test binary run by itself (the kernel
+    /// matrix's guests, which have no cargo) uses what is there and builds only what is missing.
     pub fn for_tests(server: &Path) -> Result<Self, CmdError> {
         let dir = server.parent().expect("binary in a directory");
         let bins = Self::in_dir(dir);
-        {
+        let under_cargo = std::env::var_os("CARGO").is_some();
+        if under_cargo || !bins.missing().is_empty() {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = Cmd::new(cargo).args([
                 "build",
