@@ -52,6 +52,8 @@ pub enum DatapathError {
     MmapTable { service: String, source: io::Error },
     #[error("running the program (BPF_PROG_TEST_RUN)")]
     TestRun(#[source] libbpf_rs::Error),
+    #[error("this kernel cannot run an XDP test as received on interface {ifindex}: before 5.15 a test run takes no context and its ingress is the loopback device (interface 1)")]
+    TestRunIngress { ifindex: u32 },
 }
 
 /// Errors turning a validated backends config into kernel images.

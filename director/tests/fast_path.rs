@@ -301,14 +301,13 @@ fn run(obj: &mut libbpf_rs::Object, name: &str, frame: &[u8], ifindex: u32) -> (
         .progs_mut()
         .find(|p| p.name() == name)
         .unwrap_or_else(|| panic!("the test object has {name}"));
-    let mut ctx = [0u8; 24]; // struct xdp_md
-    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    // struct xdp_md, or none before 5.15 (the ingress is then lo: Lab::ingress)
+    let mut ctx = director::datapath::xdp_test_ctx(frame.len(), ifindex).unwrap();
     let mut out = vec![0u8; frame.len() + 256];
     let input = libbpf_rs::ProgramInput {
         data_in: Some(frame),
         data_out: Some(&mut out),
-        context_in: Some(&mut ctx),
+        context_in: ctx.as_mut().map(|c| &mut c[..]),
         repeat: 1,
         ..Default::default()
     };
@@ -359,7 +358,7 @@ fn the_fast_path_gives_what_the_general_path_gives() {
         "permanent",
     ]);
     let pin = lab.fs.pin_dir();
-    let dp0 = lab.dp0;
+    let dp0 = lab.ingress; // dp0, or lo before 5.15
     lab.ns.run(move || {
         // One CPU throughout: the next hops the general path caches are per CPU.
         let mut one = nix::sched::CpuSet::new();

@@ -129,6 +129,11 @@ impl Datapath {
 
     /// Run the program once on `frame` (BPF_PROG_TEST_RUN) as if received on `ifindex` of the
     /// calling thread's network namespace. Returns the verdict and the frame it leaves.
+    ///
+    /// Kernels before 5.15 take no XDP context in a test run ([`xdp_test_ctx_supported`]):
+    /// there the frame always comes in on the namespace's loopback device, so only
+    /// [`LOOPBACK_IFINDEX`] can be asked for; any other interface is an error, never a silent
+    /// substitution.
     pub fn test_run(&self, frame: &[u8], ifindex: u32) -> Result<(u32, Vec<u8>), DatapathError> {
         let (ret, out, _) = self.test_run_repeat(frame, ifindex, 1)?;
         Ok((ret, out))
@@ -148,14 +153,12 @@ impl Datapath {
             .progs_mut()
             .find(|p| p.name() == PROG_NAME)
             .expect("program exists");
-        let mut ctx = [0u8; 24]; // struct xdp_md
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes()); // data_end
-        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes()); // ingress_ifindex
+        let mut ctx = xdp_test_ctx(frame.len(), ifindex)?;
         let mut out = vec![0u8; frame.len() + 256];
         let input = libbpf_rs::ProgramInput {
             data_in: Some(frame),
             data_out: Some(&mut out),
-            context_in: Some(&mut ctx),
+            context_in: ctx.as_mut().map(|c| &mut c[..]),
             repeat,
             ..Default::default()
         };
@@ -166,6 +169,92 @@ impl Datapath {
         out.truncate(n);
         Ok((ret, out, dur))
     }
+}
+
+/// The loopback device's interface index, the same in every network namespace: the ingress
+/// of an XDP test run on a kernel that takes no context.
+pub const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Whether this kernel's BPF_PROG_TEST_RUN takes an XDP program's context (`struct xdp_md`,
+/// which names the ingress interface): from 5.15 on. Before, it refuses any context with
+/// EINVAL and runs the program as if the frame came in on the loopback device of the caller's
+/// network namespace. Probed once, with a two-instruction XDP program, and remembered.
+/// `XDPLB_TEST_RUN_NO_CTX=1` runs the tests as on such a kernel on any kernel (the ingress is
+/// then lo there too).
+pub fn xdp_test_ctx_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        std::env::var_os("XDPLB_TEST_RUN_NO_CTX").is_none_or(|v| v != "1") && probe_xdp_test_ctx()
+    })
+}
+
+fn probe_xdp_test_ctx() -> bool {
+    // r0 = XDP_PASS; exit
+    let insns = [
+        libbpf_sys::bpf_insn {
+            code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
+            _bitfield_align_1: [],
+            _bitfield_1: libbpf_sys::bpf_insn::new_bitfield_1(0, 0),
+            off: 0,
+            imm: 2,
+        },
+        libbpf_sys::bpf_insn {
+            code: (libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT) as u8,
+            _bitfield_align_1: [],
+            _bitfield_1: libbpf_sys::bpf_insn::new_bitfield_1(0, 0),
+            off: 0,
+            imm: 0,
+        },
+    ];
+    let license = CString::new("GPL").expect("no NUL");
+    // SAFETY: two valid instructions, a NUL-terminated license, default options.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_XDP,
+            std::ptr::null(),
+            license.as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if fd < 0 {
+        // Cannot tell (no privilege, no BPF): the real run then reports the real error.
+        return true;
+    }
+    // SAFETY: bpf_prog_load returned a new fd that nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut data = [0u8; 64];
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(data.len() as u32).to_ne_bytes()); // data_end
+                                                                   // SAFETY: bpf_test_run_opts is plain data; zero is its empty value.
+    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _;
+    opts.data_in = data.as_mut_ptr().cast();
+    opts.data_size_in = data.len() as u32;
+    opts.ctx_in = ctx.as_mut_ptr().cast();
+    opts.ctx_size_in = ctx.len() as u32;
+    opts.repeat = 1;
+    // SAFETY: a valid program fd; opts points at live buffers of the sizes it says.
+    let rc = unsafe {
+        libbpf_sys::bpf_prog_test_run_opts(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut opts)
+    };
+    rc != -(nix::errno::Errno::EINVAL as i32)
+}
+
+/// The `xdp_md` a test run of `len` bytes received on `ifindex` takes, or none on a kernel
+/// that takes no XDP context, where only the loopback device can be the ingress.
+pub fn xdp_test_ctx(len: usize, ifindex: u32) -> Result<Option<[u8; 24]>, DatapathError> {
+    if !xdp_test_ctx_supported() {
+        if ifindex == LOOPBACK_IFINDEX {
+            return Ok(None);
+        }
+        return Err(DatapathError::TestRunIngress { ifindex });
+    }
+    let mut ctx = [0u8; 24]; // struct xdp_md
+    ctx[4..8].copy_from_slice(&(len as u32).to_ne_bytes()); // data_end
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes()); // ingress_ifindex
+    Ok(Some(ctx))
 }
 
 /// The BTF of an inner-map template, for creating inner maps the kernel takes for the same

@@ -91,6 +91,35 @@ pub struct Lab {
     pub fs: Bpffs,
     pub dp0: u32,
     pub dq0: u32,
+    /// The interface the tests' frames come in on: `dp0`, or on a kernel whose test runs
+    /// take no XDP context (before 5.15) the namespace's loopback device ([`ingress`]).
+    pub ingress: u32,
+}
+
+/// Whether a test run can name dp0 as the frame's ingress (kernel 5.15 and later).
+pub fn ingress_is_dp0() -> bool {
+    director::datapath::xdp_test_ctx_supported()
+}
+
+/// The ingress of the tests' frames: `dp0`, or lo (`LOOPBACK_IFINDEX`) where the kernel's
+/// test run cannot be told another (before 5.15).
+pub fn ingress(dp0: u32) -> u32 {
+    if ingress_is_dp0() {
+        dp0
+    } else {
+        director::datapath::LOOPBACK_IFINDEX
+    }
+}
+
+/// The verdict of a frame the program sends on out of dp0: `XDP_TX` when it came in on dp0,
+/// `XDP_REDIRECT` (to dp0) when it came in on lo. The source MAC of the frame it leaves says
+/// which interface that is either way (the route's: dp0's or dq0's).
+pub fn out_dp0() -> u32 {
+    if ingress_is_dp0() {
+        XDP_TX
+    } else {
+        XDP_REDIRECT
+    }
 }
 
 impl Lab {
@@ -176,11 +205,16 @@ impl Lab {
         ns.sysctl("net.ipv6.conf.all.forwarding", "1");
         let dp0 = ns.ifindex("dp0");
         let dq0 = ns.ifindex("dq0");
+        if !ingress_is_dp0() {
+            // The ingress is lo: bpf_fib_lookup forwards only from an interface that does.
+            ns.sysctl("net.ipv4.conf.lo.forwarding", "1");
+        }
         Lab {
             ns,
             fs: Bpffs::new(),
             dp0,
             dq0,
+            ingress: ingress(dp0),
         }
     }
 
