@@ -415,11 +415,16 @@ impl System {
     /// `ExecStopPost=` does once the daemon is gone, however it went: the same
     /// `xdplb-director flush-announcements` (systemd itself is not in the lab).
     pub fn start_director(&self, i: usize) -> Result<(), LabError> {
-        let node = Node::Director(i);
         let yaml = self.director_yaml(i)?;
+        self.start_director_with(i, &yaml)
+    }
+
+    /// Starts director `i` as [`System::start_director`] does, with `yaml` as its director.yaml.
+    pub fn start_director_with(&self, i: usize, yaml: &str) -> Result<(), LabError> {
+        let node = Node::Director(i);
         let path = self
             .lab
-            .write_file(&format!("{}/director.yaml", node.name()), &yaml)?;
+            .write_file(&format!("{}/director.yaml", node.name()), yaml)?;
         let cmd = if self.lab.options().bgp {
             self.lab
                 .ns(node)

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use lab::addr::{self, Family, FAMILIES};
 use lab::client::{probe_tcp, Pool, PoolConfig, PoolReport};
-use lab::system::{Binaries, System, SystemOptions, LAB_DRAIN_DELAY};
+use lab::system::{backends_yaml, BackendLine, Binaries, System, SystemOptions, LAB_DRAIN_DELAY};
 use lab::{LabOptions, Node};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_xdplb-lab-server");
@@ -226,6 +226,164 @@ fn xdp_detached_by_hand_withdraws() {
     );
     std::thread::sleep(Duration::from_secs(1));
     new_connections_answered(&sys);
+    assert_unbroken(&p.stop());
+}
+
+/// Director `i`'s token for `vip`.
+fn token_of(sys: &System, i: usize, vip: &str) -> Option<String> {
+    announced(sys, i)
+        .into_iter()
+        .find(|(v, _, _)| v == vip)
+        .and_then(|(_, t, _)| t)
+}
+
+fn wait_token(sys: &System, i: usize, vip: &str, want: Option<&str>) {
+    let t0 = std::time::Instant::now();
+    while token_of(sys, i, vip).as_deref() != want {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "director-{i} {vip}: {:?}",
+            announced(sys, i)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn refused_tables_withdraw_that_director_only() {
+    let (_g, sys) = start();
+    // Director-2 gets a backends.yaml of its own, the same text to begin with.
+    let own = sys.lab().run_dir().join("director-2").join("backends.yaml");
+    let good = std::fs::read_to_string(sys.backends_yaml()).unwrap();
+    sys.lab()
+        .write_file("director-2/backends.yaml", &good)
+        .unwrap();
+    let yaml = sys.director_yaml(2).unwrap().replace(
+        &sys.backends_yaml().display().to_string(),
+        &own.display().to_string(),
+    );
+    sys.stop_director(2).unwrap();
+    sys.start_director_with(2, &yaml).unwrap();
+    sys.lab()
+        .wait_vip_paths(&[1, 2], Duration::from_secs(20))
+        .unwrap();
+    let p = pool(&sys, 200);
+    // A file that does not validate: director-2 keeps forwarding with its last good tables,
+    // and steps aside.
+    sys.lab()
+        .write_file("director-2/backends.yaml", "services: [ { name: web } ]\n")
+        .unwrap();
+    let took = sys
+        .lab()
+        .wait_vip_paths(&[1], Duration::from_secs(10))
+        .unwrap();
+    println!("director-2's tables refused: router path gone after {took:?}");
+    let why = announced(&sys, 2);
+    assert!(
+        why.iter()
+            .all(|(_, t, w)| t.is_none() && w.iter().any(|w| w.contains("tables refused"))),
+        "{why:?}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    new_connections_answered(&sys);
+    sys.lab()
+        .write_file("director-2/backends.yaml", &good)
+        .unwrap();
+    sys.lab()
+        .wait_vip_paths(&[1, 2], Duration::from_secs(20))
+        .unwrap();
+    new_connections_answered(&sys);
+    assert_unbroken(&p.stop());
+}
+
+/// Two services, one per VIP: `web4` checked through the tunnel (gue), `web6` by a TCP
+/// connect to port 80. Director-1 alone cannot connect to any backend's port 80 (a policy
+/// rule refuses its own TCP; the GUE it forwards is UDP and goes through): every `web6`
+/// backend is unhealthy there, so director-1 withdraws the IPv6 VIP alone and keeps the IPv4
+/// one; director-2 announces both.
+#[test]
+fn all_backends_of_one_vip_unhealthy_on_one_director_withdraw_that_vip_there() {
+    let (_g, sys) = start();
+    let lines: Vec<BackendLine> = (1..=3)
+        .map(|index| BackendLine {
+            index,
+            state: "active",
+        })
+        .collect();
+    let one = backends_yaml(&lines);
+    // The lab's one service, split in two by address family.
+    let (head, rest) = one.split_once("    backends:\n").unwrap();
+    let backends = format!("    backends:\n{rest}");
+    let binds4: String = head
+        .lines()
+        .filter(|l| !l.contains("vip: \"fd"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let binds6: String = head
+        .lines()
+        .skip_while(|l| !l.contains("- name: web"))
+        .filter(|l| !l.contains("vip: \"10."))
+        .map(|l| format!("{}\n", l.replace("name: web", "name: web6")))
+        .collect();
+    let text = format!(
+        "health:\n  interval: 300ms\n  timeout: 200ms\n  rise: 2\n  fall: 2\n  hold: 1s\n  checks:\n    - {{ type: gue }}\n{binds4}{backends}{binds6}    health: {{ checks: [ {{ type: tcp, port: 80 }} ], announce_min_healthy: 1 }}\n{backends}"
+    );
+    sys.lab().write_file("backends.yaml", &text).unwrap();
+    let v4 = addr::VIP_V4.to_string();
+    let v6 = addr::VIP_V6.to_string();
+    for i in 1..=2 {
+        wait_token(&sys, i, &v4, Some("announce"));
+        wait_token(&sys, i, &v6, Some("announce"));
+    }
+    sys.lab()
+        .wait_vip_paths(&[1, 2], Duration::from_secs(10))
+        .unwrap();
+    let p = pool(&sys, 200);
+    let ns = sys.lab().ns(Node::Director(1));
+    ns.ip([
+        "rule",
+        "add",
+        "to",
+        addr::BACKEND_NET_V4,
+        "ipproto",
+        "tcp",
+        "dport",
+        "80",
+        "prohibit",
+    ])
+    .unwrap();
+    wait_token(&sys, 1, &v6, None);
+    let why = announced(&sys, 1);
+    let w6 = why.iter().find(|(v, _, _)| *v == v6).unwrap();
+    assert!(
+        w6.2.iter()
+            .any(|w| w.contains("service web6: 0 healthy backend(s)")),
+        "{why:?}"
+    );
+    assert_eq!(token_of(&sys, 1, &v4).as_deref(), Some("announce"));
+    assert_eq!(token_of(&sys, 2, &v6).as_deref(), Some("announce"));
+    let t0 = std::time::Instant::now();
+    while sys.lab().vip_paths(Family::V6).unwrap() != vec![2] {
+        assert!(t0.elapsed() < Duration::from_secs(5), "v6 paths");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sys.lab().vip_paths(Family::V4).unwrap(), vec![1, 2]);
+    new_connections_answered(&sys);
+    ns.ip([
+        "rule",
+        "del",
+        "to",
+        addr::BACKEND_NET_V4,
+        "ipproto",
+        "tcp",
+        "dport",
+        "80",
+        "prohibit",
+    ])
+    .unwrap();
+    sys.lab()
+        .wait_vip_paths(&[1, 2], Duration::from_secs(15))
+        .unwrap();
     assert_unbroken(&p.stop());
 }
 
