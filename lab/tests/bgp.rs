@@ -176,41 +176,31 @@ fn link_down_withdraws_and_traffic_moves() {
 fn xdp_detached_by_hand_withdraws() {
     let (_g, sys) = start();
     let p = pool(&sys, 200);
-    // The operator takes the program away behind the daemon's back.
+    // The operator takes the program away behind the daemon's back: the program on eth0 (in
+    // director-1's namespace), then its link (program ids are unique on the host).
     let ns = sys.lab().ns(Node::Director(1));
+    let net = ns
+        .command("bpftool")
+        .args(["-j", "net", "show", "dev", "eth0"])
+        .run()
+        .unwrap();
+    let net: serde_json::Value = serde_json::from_str(&net).unwrap();
+    let prog_id = net[0]["xdp"][0]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("xdp program on eth0: {net}"));
     let links = ns
         .command("bpftool")
         .args(["-j", "link", "show"])
         .run()
         .unwrap();
     let links: serde_json::Value = serde_json::from_str(&links).unwrap();
-    let id = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["type"] == "xdp")
-        .map(|l| l["id"].as_u64().unwrap())
-        .expect("the director's xdp link");
-    // Only the director's own links: the lab's pass programs on the router are not in its
-    // namespace, but bpftool lists links of every namespace; pick director-1's by ifindex.
-    let _ = id;
-    let ifindex = ns.ip(["-j", "link", "show", "dev", "eth0"]).unwrap();
-    let ifindex: serde_json::Value = serde_json::from_str(&ifindex).unwrap();
-    let ifindex = ifindex[0]["ifindex"].as_u64().unwrap();
-    let prog = ns.ip(["-d", "-j", "link", "show", "dev", "eth0"]).unwrap();
-    let prog: serde_json::Value = serde_json::from_str(&prog).unwrap();
-    let prog_id = prog[0]["xdp"]["prog"]["id"].as_u64().expect("xdp prog id");
     let link = links
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| {
-            l["type"] == "xdp"
-                && l["prog_id"].as_u64() == Some(prog_id)
-                && l["ifindex"].as_u64() == Some(ifindex)
-        })
+        .find(|l| l["prog_id"].as_u64() == Some(prog_id))
         .map(|l| l["id"].as_u64().unwrap())
-        .expect("director-1's xdp link");
+        .unwrap_or_else(|| panic!("the link of program {prog_id}: {links}"));
     ns.command("bpftool")
         .args(["link", "detach", "id", &link.to_string()])
         .run()
