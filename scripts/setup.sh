@@ -15,6 +15,8 @@ PKGS=(
   # busybox and the image's modules (depmod from kmod); jq reads cargo's JSON
   qemu-system-x86 busybox-static kmod jq
 )
+# bird2 (BGP: the lab's router and directors run BIRD 2) is installed apart, below: its
+# package starts a bird service on the host, which we do not want.
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -28,6 +30,33 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# BIRD 2: the lab runs its own bird processes in its namespaces (lab/src/bgp.rs); the host's
+# packaged service must not run (it would speak for the host, not for the lab). A policy-rc.d
+# that refuses every start keeps the package's postinst from starting it, and the unit is
+# disabled and stopped in case an earlier install left it enabled or running.
+if ! dpkg-query -W -f='${Status}' bird2 2>/dev/null | grep -q "install ok installed"; then
+  if [[ $EUID -ne 0 ]]; then
+    echo "setup: bird2 missing; run as root to install it" >&2
+    exit 1
+  fi
+  echo "setup: installing bird2 (its service stays stopped and disabled)"
+  placed_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    placed_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bird2 >/dev/null || {
+    if ((placed_policy)); then rm -f /usr/sbin/policy-rc.d; fi
+    exit 1
+  }
+  if ((placed_policy)); then rm -f /usr/sbin/policy-rc.d; fi
+fi
+if [[ $EUID -eq 0 ]] && command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+  systemctl disable --now bird.service >/dev/null 2>&1 || true
 fi
 
 # consul (cluster/ tests start a real `consul agent`). Debian 12 has no consul package;

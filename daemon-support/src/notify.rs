@@ -24,6 +24,14 @@ pub fn reloading() {
     }
 }
 
+/// WATCHDOG=1: alive (the unit's WatchdogSec= kills a daemon that stops saying so). Only
+/// sent when systemd asked for it.
+pub fn watchdog() {
+    if sd_notify::watchdog_enabled().is_some() {
+        send(&[NotifyState::Watchdog]);
+    }
+}
+
 /// STOPPING=1: shutting down (the program stays attached).
 pub fn stopping() {
     send(&[NotifyState::Stopping]);

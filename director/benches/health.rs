@@ -94,6 +94,7 @@ fn checker() {
         jitter_percent: 10,
         hold: Duration::from_secs(10),
         fail_open_below: 50,
+        announce_min_healthy: 1,
         checks: vec![HealthCheck::Tcp { port }],
     };
     let targets: Vec<Target> = (0..1000)

@@ -32,6 +32,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Planned maintenance: announce every VIP with the GRACEFUL_SHUTDOWN community
+    /// (65535:0) so routers move traffic to the other directors, then withdraw after
+    /// `announce.drain_delay_ms`. Kept across daemon restarts until undrain-announcements.
+    DrainAnnouncements,
+    /// End a drain: the VIPs are announced again where everything else allows it.
+    UndrainAnnouncements,
+    /// Remove every route token now (the unit's ExecStopPost, after the daemon exited or was
+    /// killed). A running daemon puts back what it announces.
+    FlushAnnouncements,
     /// Detach from every interface, remove every pinned object, and put back the sysctls
     /// kernel_fallback changed.
     Detach,

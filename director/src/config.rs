@@ -45,6 +45,7 @@ const FIELDS: &[&str] = &[
     "source",
     "consul",
     "publish",
+    "announce",
 ];
 
 /// What can be wrong in director.yaml besides what any YAML config can get wrong.
@@ -68,6 +69,8 @@ pub enum ConfigProblem {
     ConsulWithoutSection,
     #[error("publish: true needs source: consul (it publishes backends to the cluster)")]
     PublishWithoutConsul,
+    #[error("`protocol` and `graceful_protocol` are both {protocol}; the two kinds of route token need two protocol numbers")]
+    SameProtocol { protocol: u8 },
     /// The `consul:` section's own check (`cluster::ConsulSection::validate`).
     #[error("{0}")]
     Consul(String),
@@ -108,6 +111,8 @@ pub struct DirectorConfig {
     /// `source: consul` only: also publish `backends` (watched) to the cluster when it
     /// changes (`Store::publish_if_changed`).
     pub publish: bool,
+    /// `announce:`: announce the VIPs through the local BGP speaker (route tokens).
+    pub announce: Option<crate::announce::AnnounceConfig>,
 }
 
 impl DirectorConfig {
@@ -175,6 +180,7 @@ fn defaults(path: &Path, source: Option<Source>) -> Option<DirectorConfig> {
         nexthop_ttl_ms: 100,
         source: source.unwrap_or(Source::File),
         publish: false,
+        announce: None,
     })
 }
 
@@ -261,6 +267,12 @@ fn check(c: &mut Checker<'_, ConfigProblem>, path: &Path, root: &Node) -> Option
     if let Some(n) = f.get("publish") {
         match c.boolean(n, "publish") {
             Some(b) => cfg.publish = b,
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("announce") {
+        match crate::announce::section(c, n) {
+            Some(a) => cfg.announce = Some(a),
             None => set(false),
         }
     }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use daemon_support::{error_chain, notify};
 use tracing::{debug, error, info, warn};
 
+use crate::announce::{self, Announcer};
 use crate::config::{DirectorConfig, Source, XdpMode};
 use crate::consul::ConsulSource;
 use crate::datapath::{AttachMode, Datapath};
@@ -35,6 +36,8 @@ pub enum Event {
     NextHops,
     /// A backend's health flipped (the health checker): the overlay may change.
     Health,
+    /// The operator drained or undrained the announcements (SIGUSR1): look again now.
+    Announce,
     Shutdown,
 }
 
@@ -51,6 +54,11 @@ impl Handle {
 
     pub fn shutdown(&self) {
         let _ = self.tx.send(Event::Shutdown);
+    }
+
+    /// Look at the announcements again now (the drain file changed).
+    pub fn announce(&self) {
+        let _ = self.tx.send(Event::Announce);
     }
 }
 
@@ -150,7 +158,10 @@ pub fn run_with(
     // The first version. If it is unusable but a previous run left tables pinned, those keep
     // forwarding and we wait for a fix; with nothing to forward, fail loudly.
     let had_tables = st.services.iter().any(|s| dp.table_hdr(s.id).is_some());
+    // The newest version refused, while it is (announcement withdraws on it).
+    let mut refused: Option<String> = None;
     if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st, &mut health, &mut last) {
+        refused = Some(error_chain(&e));
         if !had_tables {
             let _ = st.write(&state_path);
             if !pinned_before {
@@ -211,27 +222,57 @@ pub fn run_with(
         }
     }
     st.cluster = source.cluster();
+    // Announcing starts once the program is attached and the first tables are live: the
+    // first decision below can already say yes.
+    let mut ann = match cfg.announce.clone() {
+        Some(a) => Some(Announcer::new(a, &cfg.state_dir)?),
+        None => None,
+    };
+    announce_update(
+        &cfg,
+        &dp,
+        &mut st,
+        &health,
+        last.as_ref(),
+        refused.as_deref(),
+        ann.as_mut(),
+    );
     write_state(&st, &state_path)?;
     notify::ready();
 
     loop {
-        // A health change held back by its service's hold time is due at `wake_at`.
-        let ev = match health.wake_at() {
-            None => match control.rx.recv() {
-                Ok(ev) => ev,
-                Err(_) => break,
-            },
-            Some(at) => match control
-                .rx
-                .recv_timeout(at.saturating_duration_since(Instant::now()))
-            {
-                Ok(ev) => ev,
-                Err(RecvTimeoutError::Timeout) => Event::Health,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
+        notify::watchdog();
+        // A health change held back by its service's hold time is due at `wake_at`; while
+        // announcing, what no event reports (XDP attachment, BIRD, a drain's delay) is looked
+        // at every tick; the systemd watchdog wants a sign of life in any case.
+        let now = Instant::now();
+        let mut wake = now + WATCHDOG_TICK;
+        if let Some(at) = health.wake_at() {
+            wake = wake.min(at);
+        }
+        if let Some(a) = &ann {
+            wake = wake.min(now + announce::TICK);
+            if let Some(ms) = a.deadline_ms() {
+                let left = Duration::from_millis(ms.saturating_sub(announce::now_ms()));
+                wake = wake.min(now + left);
+            }
+        }
+        let ev = match control
+            .rx
+            .recv_timeout(wake.saturating_duration_since(Instant::now()))
+        {
+            Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let ev = match ev {
+            Some(ev) => ev,
+            None if health.wake_at().is_some_and(|at| at <= Instant::now()) => Event::Health,
+            None => Event::Announce,
         };
         match ev {
             Event::Shutdown => break,
+            Event::Announce => {}
             Event::Health => {
                 health_changed(&cfg, &dp, &mut st, &mut health, last.as_ref());
                 write_state(&st, &state_path)?;
@@ -263,17 +304,42 @@ pub fn run_with(
                     break;
                 }
                 notify::reloading();
-                if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st, &mut health, &mut last)
-                {
-                    warn!(source = %source.describe(), error = %error_chain(&e), "config rejected, keeping last good tables");
+                match reload(&cfg, &dp, source.as_mut(), &mut st, &mut health, &mut last) {
+                    Ok(()) => refused = None,
+                    Err(e) => {
+                        warn!(source = %source.describe(), error = %error_chain(&e), "config rejected, keeping last good tables");
+                        refused = Some(error_chain(&e));
+                    }
                 }
                 st.cluster = source.cluster();
                 write_state(&st, &state_path)?;
                 notify::ready();
             }
         }
+        if ann.is_some()
+            && announce_update(
+                &cfg,
+                &dp,
+                &mut st,
+                &health,
+                last.as_ref(),
+                refused.as_deref(),
+                ann.as_mut(),
+            )
+        {
+            write_state(&st, &state_path)?;
+        }
     }
     notify::stopping();
+    if let Some(a) = &mut ann {
+        a.shutdown();
+        if let Some(s) = &mut st.announce {
+            for v in &mut s.vips {
+                v.token = None;
+                v.why_not = vec!["the daemon stopped".into()];
+            }
+        }
+    }
     st.pid = 0;
     st.cluster = source.cluster();
     if let Some(c) = &mut st.cluster {
@@ -282,6 +348,46 @@ pub fn run_with(
     write_state(&st, &state_path)?;
     info!("stopped; the program stays attached (xdplb-director detach removes it)");
     Ok(())
+}
+
+/// At least this often the loop wakes (and tells the systemd watchdog it lives).
+const WATCHDOG_TICK: Duration = Duration::from_secs(1);
+
+/// Decides every VIP's announcement from what the daemon knows now and publishes the
+/// changes; true when `st` changed.
+fn announce_update(
+    cfg: &DirectorConfig,
+    dp: &Datapath,
+    st: &mut State,
+    health: &HealthPlane,
+    last: Option<&Loaded>,
+    refused: Option<&str>,
+    ann: Option<&mut Announcer>,
+) -> bool {
+    let Some(ann) = ann else { return false };
+    let view = health.view();
+    let inp = announce::Inputs {
+        config: last.map(|l| &l.config),
+        live: st
+            .services
+            .iter()
+            .filter(|s| dp.table_hdr(s.id).is_some())
+            .map(|s| s.name.clone())
+            .collect(),
+        director: announce::director_problems(&cfg.interfaces),
+        refused: refused
+            .filter(|_| ann.config().withdraw_when_refused)
+            .map(str::to_string),
+        health: Some(&view),
+        ..announce::Inputs::default()
+    };
+    match ann.update(inp) {
+        Some(s) => {
+            st.announce = Some(s);
+            true
+        }
+        None => false,
+    }
 }
 
 /// A backend's health flipped, or a held change is due: install the tables the overlay asks

@@ -133,6 +133,8 @@ pub enum DaemonError {
     Cluster(#[from] cluster::Error),
     #[error("consul source: starting its runtime")]
     Runtime(#[source] io::Error),
+    #[error("route tokens (announce:)")]
+    Announce(#[from] crate::announce::TokenError),
 }
 
 impl DaemonError {

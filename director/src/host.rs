@@ -107,6 +107,42 @@ pub fn driver(iface: &str) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&info.driver[..len]).into_owned())
 }
 
+/// Whether `iface` is up and has its carrier (IFF_UP and IFF_RUNNING), asked of the kernel in
+/// the daemon's own network namespace.
+pub fn link_running(iface: &str) -> std::io::Result<bool> {
+    if !daemon_support::valid_ifname(iface) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{iface:?} is not an interface name"),
+        ));
+    }
+    // SAFETY: a plain C struct; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(iface.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: socket() returns a new descriptor or -1; OwnedFd closes it.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of `req`, alive, kernel layout.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCGIFFLAGS,
+            &mut req,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
+}
+
 /// Whether `iface` is a veth. Unknown (the driver cannot be asked) counts as not.
 pub fn is_veth(iface: &str) -> bool {
     match driver(iface) {

@@ -5,8 +5,9 @@
 //! `tables` (pure: config + tables -> kernel images), `datapath` (the only module touching
 //! BPF objects), `daemon` (the run loop), `state` + `status` (what `status` shows), `host`
 //! (sysctls), `netwatch` (route and neighbour notifications), `counters` (reason names), `cli`
-//! (the clap definition).
+//! (the clap definition), `announce` (which VIPs are announced over BGP: the route tokens).
 
+pub mod announce;
 pub mod cli;
 pub mod config;
 pub mod consul;

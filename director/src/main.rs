@@ -43,12 +43,14 @@ fn real_main() -> anyhow::Result<()> {
             set.add(Signal::SIGHUP);
             set.add(Signal::SIGTERM);
             set.add(Signal::SIGINT);
+            set.add(Signal::SIGUSR1);
             set.thread_block().context("blocking signals")?;
             let control = Control::new();
             let handle = control.handle();
             std::thread::spawn(move || loop {
                 match set.wait() {
                     Ok(Signal::SIGHUP) => handle.reload(),
+                    Ok(Signal::SIGUSR1) => handle.announce(),
                     Ok(_) => {
                         handle.shutdown();
                         break;
@@ -61,6 +63,54 @@ fn real_main() -> anyhow::Result<()> {
         Command::Status { json } => {
             let s = director::status::gather(&cfg);
             print!("{}", if json { s.to_json() } else { s.to_text() });
+            Ok(())
+        }
+        Command::DrainAnnouncements | Command::UndrainAnnouncements => {
+            let a = cfg
+                .announce
+                .as_ref()
+                .context("director.yaml has no announce: section; nothing is announced")?;
+            let drain = matches!(cli.command, Command::DrainAnnouncements);
+            if drain {
+                let d = director::announce::start_drain(&cfg.state_dir)
+                    .context("writing the drain file")?;
+                println!(
+                    "drained: graceful shutdown announced, withdrawn {} ms after {}",
+                    a.drain_delay.as_millis(),
+                    d.since_ms
+                );
+            } else {
+                let was = director::announce::end_drain(&cfg.state_dir)
+                    .context("removing the drain file")?;
+                println!(
+                    "{}",
+                    if was {
+                        "undrained: the vips are announced again where nothing else withdraws them"
+                    } else {
+                        "not drained"
+                    }
+                );
+            }
+            // Tell a running daemon (it also looks every tick).
+            let st = director::state::State::read(&cfg.state_file()).unwrap_or_default();
+            let comm =
+                std::fs::read_to_string(format!("/proc/{}/comm", st.pid)).unwrap_or_default();
+            if st.pid != 0 && comm.trim() == "xdplb-director" {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(st.pid as i32),
+                    Signal::SIGUSR1,
+                );
+            }
+            Ok(())
+        }
+        Command::FlushAnnouncements => {
+            match &cfg.announce {
+                Some(a) => {
+                    director::announce::flush(a).context("flushing the route tokens")?;
+                    println!("route tokens flushed from table {}", a.table);
+                }
+                None => println!("director.yaml has no announce: section; nothing to flush"),
+            }
             Ok(())
         }
         Command::Detach => {

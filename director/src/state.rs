@@ -86,6 +86,9 @@ pub struct State {
     /// Only when some service is health-checked: the view a restart starts from.
     #[serde(default)]
     pub health: Option<crate::health::HealthState>,
+    /// Only with `announce:`: per VIP announced or not, and why; BIRD's socket; the drain.
+    #[serde(default)]
+    pub announce: Option<crate::announce::AnnounceState>,
 }
 
 impl State {

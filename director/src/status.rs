@@ -58,6 +58,9 @@ pub struct Status {
     /// demoted backends, the published version and checksum beside the installed ones in
     /// `services`), per backend its health.
     pub health: Option<crate::health::HealthState>,
+    /// Only with `announce:` in director.yaml: per VIP, announced or not and why, BIRD's
+    /// control socket, the operator's drain.
+    pub announce: Option<crate::announce::AnnounceState>,
 }
 
 /// Gather the status of the director configured by `cfg`.
@@ -128,6 +131,22 @@ pub fn gather(cfg: &DirectorConfig) -> Status {
         last_rejected: st.last_rejected,
         cluster: st.cluster,
         health: st.health,
+        announce: cfg.announce.as_ref().map(|a| {
+            let mut s = st.announce.unwrap_or_default();
+            s.table = a.table;
+            // Read now: the drain is the operator's file, in force even while no daemon runs.
+            s.drained_since_ms = crate::announce::read_drain(&cfg.state_dir).map(|d| d.since_ms);
+            if st.pid == 0 {
+                // Nothing announces without a daemon: its shutdown (or the unit's
+                // ExecStopPost after a crash) withdrew every token.
+                for v in &mut s.vips {
+                    v.token = None;
+                    v.why_not = vec!["the daemon is not running".into()];
+                }
+                s.bird = crate::announce::probe_bird(&a.bird_socket);
+            }
+            s
+        }),
     }
 }
 
@@ -274,6 +293,42 @@ impl Status {
                         }
                     }
                 }
+            }
+        }
+        if let Some(a) = &self.announce {
+            let bird = if a.bird.reachable {
+                format!("bird answers on {}", a.bird.socket)
+            } else {
+                format!(
+                    "BIRD NOT REACHABLE on {} ({}): routers hear nothing from this host; forwarding goes on",
+                    a.bird.socket,
+                    a.bird.error.as_deref().unwrap_or("no answer")
+                )
+            };
+            let drain = match a.drained_since_ms {
+                Some(ms) => format!(", DRAINED since {}", ago(ms / 1000)),
+                None => String::new(),
+            };
+            let _ = writeln!(o, "announcements (table {}): {bird}{drain}", a.table);
+            for v in &a.vips {
+                let what = match v.token {
+                    Some(crate::announce::Token::Announce) => "announced".to_string(),
+                    Some(crate::announce::Token::Graceful) => {
+                        "announced with GRACEFUL_SHUTDOWN".to_string()
+                    }
+                    None => "NOT ANNOUNCED".to_string(),
+                };
+                let why = if v.why_not.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", v.why_not.join("; "))
+                };
+                let _ = writeln!(
+                    o,
+                    "  {:<40} {what} ({}){why}",
+                    v.vip.to_string(),
+                    v.services.join(", ")
+                );
             }
         }
         let _ = writeln!(o, "binds:");

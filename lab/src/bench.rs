@@ -205,3 +205,125 @@ impl std::fmt::Display for BenchReport {
         Ok(())
     }
 }
+
+/// What the BGP benchmark measured (`xdplb-lab bench-bgp`).
+#[derive(Debug, Clone, Default)]
+pub struct BgpFigures {
+    /// Director-1's daemon SIGKILLed to the router's VIP route without it, per round.
+    pub kill: Vec<Duration>,
+    /// `drain-announcements` on director-1 to the last packet its program forwarded, per round.
+    pub drain_last_packet: Vec<Duration>,
+    /// `drain-announcements` to the withdrawal at the router (after the configured delay).
+    pub drain_withdrawn: Vec<Duration>,
+    /// The configured drain delay.
+    pub drain_delay: Duration,
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+impl std::fmt::Display for BgpFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+        let all = |v: &[Duration]| v.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ");
+        writeln!(
+            f,
+            "daemon killed -> router path removed: median {} ({} rounds: {})",
+            ms(median(&self.kill)),
+            self.kill.len(),
+            all(&self.kill)
+        )?;
+        writeln!(
+            f,
+            "graceful drain -> last packet through the drained director: median {} ({})",
+            ms(median(&self.drain_last_packet)),
+            all(&self.drain_last_packet)
+        )?;
+        writeln!(
+            f,
+            "graceful drain -> withdrawn at the router: median {} (configured delay {})",
+            ms(median(&self.drain_withdrawn)),
+            ms(self.drain_delay)
+        )
+    }
+}
+
+/// Packets director `i`'s program forwarded for the services, from `status --json`.
+fn forwarded(sys: &System, i: usize) -> Option<u64> {
+    let s: serde_json::Value = serde_json::from_str(&sys.director_status(i).ok()?).ok()?;
+    Some(
+        s["services"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["packets"].as_u64())
+            .sum(),
+    )
+}
+
+/// The BGP benchmark on a running lab with BGP: `rounds` times, director-1's daemon killed
+/// (the router's path gone: polled every millisecond) and director-1 drained while 100
+/// connections exchange data (its forwarded-packet counter polled until the withdrawal and a
+/// second after).
+pub fn run_bgp(sys: &System, rounds: usize) -> Result<BgpFigures, Box<dyn std::error::Error>> {
+    let mut fig = BgpFigures {
+        drain_delay: crate::system::LAB_DRAIN_DELAY,
+        ..BgpFigures::default()
+    };
+    let lab = sys.lab();
+    for r in 0..rounds {
+        signal::check()?;
+        let t0 = Instant::now();
+        sys.kill_director_daemon(1)?;
+        lab.wait_vip_paths(&[2], Duration::from_secs(10))?;
+        fig.kill.push(t0.elapsed());
+        sys.stop_director(1)?;
+        sys.start_director(1)?;
+        lab.wait_vip_paths(&[1, 2], Duration::from_secs(20))?;
+        println!("round {}: kill {:?}", r + 1, fig.kill[r]);
+
+        let pool = crate::client::Pool::start(
+            &lab.ns(Node::Client),
+            crate::client::PoolConfig::new(addr::vip_tcp(Family::V4), 100),
+        )?;
+        pool.wait_established(Duration::from_secs(15));
+        std::thread::sleep(Duration::from_millis(500));
+        let t0 = Instant::now();
+        sys.director_cmd(1, &["drain-announcements"])?;
+        let mut last = forwarded(sys, 1).unwrap_or(0);
+        let mut last_at = Duration::ZERO;
+        let mut withdrawn = None;
+        while t0.elapsed() < fig.drain_delay + Duration::from_secs(1) {
+            if let Some(n) = forwarded(sys, 1) {
+                if n != last {
+                    last = n;
+                    last_at = t0.elapsed();
+                }
+            }
+            if withdrawn.is_none()
+                && lab
+                    .birdc(Node::Router, &["show", "route", "count"])?
+                    .contains("1 of 2 routes")
+            {
+                withdrawn = Some(t0.elapsed());
+            }
+        }
+        fig.drain_last_packet.push(last_at);
+        if let Some(w) = withdrawn {
+            fig.drain_withdrawn.push(w);
+        }
+        let report = pool.stop();
+        println!(
+            "round {}: drain: last packet {:?}, withdrawn {:?}, broken {}",
+            r + 1,
+            last_at,
+            withdrawn,
+            report.stats.broken
+        );
+        sys.director_cmd(1, &["undrain-announcements"])?;
+        lab.wait_vip_paths(&[1, 2], Duration::from_secs(20))?;
+    }
+    Ok(fig)
+}

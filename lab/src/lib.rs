@@ -5,6 +5,7 @@
 //!
 //! - [`topology`]: builds and tears down the namespaces and links ([`topology::Lab`] is the guard).
 //! - [`addr`]: the address plan (lab-only ranges).
+//! - [`bgp`]: BIRD on the router and the directors (the `bgp` option): VIP routes over BGP.
 //! - [`server`]: the backend server (`xdplb-lab-server`).
 //! - [`client`]: the client driver that counts broken connections precisely.
 //! - [`system`]: the real xdplb in the lab: the operator's files, the daemons, `tablegen`.
@@ -21,6 +22,7 @@
 
 pub mod addr;
 pub mod bench;
+pub mod bgp;
 pub mod cleanup;
 pub mod client;
 pub mod cmd;

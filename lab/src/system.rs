@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::addr::{self, Family, FAMILIES};
 use crate::client::{probe_tcp, ProbeReport};
@@ -171,6 +172,10 @@ impl Default for SystemOptions {
     }
 }
 
+/// How long a drain announces GRACEFUL_SHUTDOWN before it withdraws, in the lab's
+/// director.yaml (with BGP).
+pub const LAB_DRAIN_DELAY: Duration = Duration::from_secs(3);
+
 /// The lab running xdplb.
 #[derive(Debug)]
 pub struct System {
@@ -178,6 +183,17 @@ pub struct System {
     bins: Binaries,
     consul: bool,
 }
+
+/// Runs the director (`$1 run --config $2`), writes its pid to `$3`, passes SIGTERM/SIGINT on,
+/// and once it has gone, for whatever reason, runs the unit's ExecStopPost command.
+const SUPERVISOR: &str = r#"
+"$1" run --config "$2" & pid=$!
+echo "$pid" > "$3"
+trap 'kill -TERM "$pid"' TERM INT
+wait "$pid"
+wait "$pid" 2>/dev/null
+"$1" flush-announcements --config "$2"
+"#;
 
 /// The lab's Consul: the router's address on director-1's link (every director reaches it).
 const CONSUL_PREFIX: &str = "xdplb/lab";
@@ -212,6 +228,11 @@ impl System {
             sys.start_director(i)?;
         }
         sys.lab.route_vips(Routing::Directors)?;
+        if opts.lab.bgp {
+            // Every director announces both VIPs: the router has one path through each.
+            let all: Vec<usize> = (1..=opts.lab.directors).collect();
+            sys.lab.wait_vip_paths(&all, Duration::from_secs(30))?;
+        }
         sys.wait_serving(Duration::from_secs(20))?;
         Ok(sys)
     }
@@ -336,13 +357,26 @@ impl System {
              backends: {backends}\n\
              bpffs_dir: {bpffs}\n\
              state_dir: {state}\n\
-             {consul}",
+             {consul}{announce}",
             name = node.name(),
             s4 = addr::director(Family::V4, i),
             s6 = addr::director(Family::V6, i),
             backends = self.backends_yaml().display(),
             bpffs = self.bpffs_dir(node)?.display(),
             state = state.display(),
+            announce = if self.lab.options().bgp {
+                format!(
+                    "announce:\n\
+                     \x20 table: {}\n\
+                     \x20 drain_delay_ms: {}\n\
+                     \x20 bird_socket: {}\n",
+                    crate::bgp::TOKEN_TABLE,
+                    LAB_DRAIN_DELAY.as_millis(),
+                    self.lab.bird_socket(node).display()
+                )
+            } else {
+                String::new()
+            },
         ))
     }
 
@@ -376,19 +410,39 @@ impl System {
     }
 
     /// Writes director `i`'s director.yaml and starts `xdplb-director run` in its namespace.
+    ///
+    /// With BGP the daemon runs under a small supervisor that does what the unit's
+    /// `ExecStopPost=` does once the daemon is gone, however it went: the same
+    /// `xdplb-director flush-announcements` (systemd itself is not in the lab).
     pub fn start_director(&self, i: usize) -> Result<(), LabError> {
-        let node = Node::Director(i);
         let yaml = self.director_yaml(i)?;
+        self.start_director_with(i, &yaml)
+    }
+
+    /// Starts director `i` as [`System::start_director`] does, with `yaml` as its director.yaml.
+    pub fn start_director_with(&self, i: usize, yaml: &str) -> Result<(), LabError> {
+        let node = Node::Director(i);
         let path = self
             .lab
-            .write_file(&format!("{}/director.yaml", node.name()), &yaml)?;
-        let cmd = self
-            .lab
-            .ns(node)
-            .command(&self.bins.director)
-            .arg("run")
-            .arg("--config")
-            .arg(&path);
+            .write_file(&format!("{}/director.yaml", node.name()), yaml)?;
+        let cmd = if self.lab.options().bgp {
+            self.lab
+                .ns(node)
+                .command("sh")
+                .arg("-c")
+                .arg(SUPERVISOR)
+                .arg("xdplb-director-supervisor")
+                .arg(&self.bins.director)
+                .arg(&path)
+                .arg(self.daemon_pid_file(i))
+        } else {
+            self.lab
+                .ns(node)
+                .command(&self.bins.director)
+                .arg("run")
+                .arg("--config")
+                .arg(&path)
+        };
         self.lab.spawn(&Self::label(node), &cmd)?;
         let ns = self.lab.ns(node);
         self.lab
@@ -396,6 +450,43 @@ impl System {
                 ns.ip(["-d", "link", "show", "dev", "eth0"])
                     .is_ok_and(|out| out.contains("prog/xdp"))
             })
+    }
+
+    fn daemon_pid_file(&self, i: usize) -> PathBuf {
+        self.lab
+            .run_dir()
+            .join(Node::Director(i).name())
+            .join("daemon.pid")
+    }
+
+    /// With BGP: the pid of director `i`'s daemon (under its supervisor).
+    pub fn director_daemon_pid(&self, i: usize) -> Option<i32> {
+        std::fs::read_to_string(self.daemon_pid_file(i))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// With BGP: SIGKILLs director `i`'s daemon (a crash); its supervisor then runs what the
+    /// unit's ExecStopPost runs. The program stays attached.
+    pub fn kill_director_daemon(&self, i: usize) -> Result<(), LabError> {
+        let pid = self
+            .director_daemon_pid(i)
+            .ok_or_else(|| LabError::NoSuchProcess(format!("xdplb-director-{i} (no pid file)")))?;
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        Ok(())
+    }
+
+    /// `xdplb-director <args> --config <director.yaml>` on director `i`, as its operator runs it.
+    pub fn director_cmd(&self, i: usize, args: &[&str]) -> Result<String, CmdError> {
+        self.lab
+            .ns(Node::Director(i))
+            .command(&self.bins.director)
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path(Node::Director(i), "director.yaml"))
+            .run()
     }
 
     /// Stops director `i`'s daemon (SIGTERM; its program keeps forwarding from bpffs).

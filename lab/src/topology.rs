@@ -141,6 +141,9 @@ pub struct LabOptions {
     pub directors: usize,
     /// Backends on the backend network.
     pub backends: usize,
+    /// BIRD 2 on the router and the directors: the router learns the VIP routes over BGP (with
+    /// BFD) from what each director announces, instead of static routes (see [`crate::bgp`]).
+    pub bgp: bool,
 }
 
 impl Default for LabOptions {
@@ -148,7 +151,16 @@ impl Default for LabOptions {
         Self {
             directors: 2,
             backends: 3,
+            bgp: false,
         }
+    }
+}
+
+impl LabOptions {
+    /// The same, with BGP (see [`LabOptions::bgp`]).
+    pub fn with_bgp(mut self) -> Self {
+        self.bgp = true;
+        self
     }
 }
 
@@ -357,6 +369,12 @@ impl Lab {
                 self.default_route(Node::Backend(i), addr::router_backend_side(f))?;
             }
         }
+        if self.opts.bgp {
+            self.start_bird(Node::Router)?;
+            for i in 1..=self.opts.directors {
+                self.start_bird(Node::Director(i))?;
+            }
+        }
         Ok(())
     }
 
@@ -443,6 +461,8 @@ impl Lab {
                         args.extend(["dev".into(), "br-be".into()]);
                     }
                 }
+                // The directors announce the VIPs themselves; BIRD writes the route.
+                Routing::Directors if self.opts.bgp => continue,
                 Routing::PlainDirectors | Routing::Directors => {
                     for i in 1..=self.opts.directors {
                         let via = addr::director(f, i).to_string();

@@ -39,6 +39,7 @@ fn health(vip: std::net::IpAddr) -> Health {
         jitter_percent: 10,
         hold: Duration::from_secs(10),
         fail_open_below: 50,
+        announce_min_healthy: 1,
         checks: vec![
             HealthCheck::Tcp {
                 port: addr::TCP_PORT,

@@ -20,6 +20,7 @@ fn tcp_and_udp_through_one_director_and_two_redirectors() {
         lab: LabOptions {
             directors: 1,
             backends: 2,
+            ..LabOptions::default()
         },
         configured: 2,
         consul: false,

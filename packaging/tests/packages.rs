@@ -32,6 +32,8 @@ struct Pkg {
     /// Subcommands of the daemon that must have their own man page (git style) and appear in
     /// its `--help`. Other subcommand pages (tablegen's, say) may come and go with the CLIs.
     subcommand_pages: &'static [&'static str],
+    /// Documents under /usr/share/doc/<package>/ besides install.md and the licences.
+    docs: &'static [&'static str],
 }
 
 const DIRECTOR: Pkg = Pkg {
@@ -42,6 +44,8 @@ const DIRECTOR: Pkg = Pkg {
     ],
     conffiles: &["/etc/xdplb/backends.yaml", "/etc/xdplb/director.yaml"],
     subcommand_pages: &["run", "detach", "status"],
+    // BGP: how to announce the VIPs, and the BIRD 2 example to merge into bird.conf.
+    docs: &["bgp.md", "examples/bird.conf"],
 };
 
 const REDIRECTOR: Pkg = Pkg {
@@ -49,6 +53,7 @@ const REDIRECTOR: Pkg = Pkg {
     binaries: &[("/usr/sbin/xdplb-redirector", "8")],
     conffiles: &["/etc/xdplb/redirector.yaml"],
     subcommand_pages: &["run", "setup", "detach", "status"],
+    docs: &[],
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,6 +78,9 @@ impl Pkg {
         let mut files: BTreeSet<String> = self.conffiles.iter().map(|s| s.to_string()).collect();
         files.insert(self.unit());
         files.insert(format!("/usr/share/doc/{}/install.md", self.name));
+        for doc in self.docs {
+            files.insert(format!("/usr/share/doc/{}/{doc}", self.name));
+        }
         for (path, section) in self.binaries {
             let bin = path.rsplit('/').next().unwrap();
             files.insert(path.to_string());

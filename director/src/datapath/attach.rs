@@ -168,6 +168,25 @@ fn detach_link(path: &Path) -> Result<(), DatapathError> {
     })
 }
 
+/// Whether an XDP program is attached to `iface` now (in any mode), as the kernel says: an
+/// operator may have taken it away by hand (`bpftool link detach`) behind the daemon's back.
+pub fn xdp_attached(iface: &str) -> Result<bool, std::io::Error> {
+    let index = nix::net::if_::if_nametoindex(iface).map_err(std::io::Error::from)?;
+    let mut id: u32 = 0;
+    let rc = unsafe {
+        // SAFETY: a valid out pointer; flags 0 asks for whatever single mode is attached.
+        libbpf_sys::bpf_xdp_query_id(index as i32, 0, &mut id)
+    };
+    if rc != 0 {
+        // EINVAL with flags 0: programs in more than one mode, so attached.
+        return match std::io::Error::from_raw_os_error(-rc) {
+            e if e.raw_os_error() == Some(libc::EINVAL) => Ok(true),
+            e => Err(e),
+        };
+    }
+    Ok(id != 0)
+}
+
 /// Remove everything the director attached and pinned under `pin_dir`. Idempotent.
 pub fn detach_all(pin_dir: &Path) -> Result<Vec<String>, DatapathError> {
     let ifaces = attached_in(pin_dir);

@@ -39,6 +39,13 @@ enum Command {
         #[arg(long, default_value_t = 4000)]
         requests: usize,
     },
+    /// The BGP benchmark (lab with BIRD): a director's daemon killed until the router's path
+    /// is gone, and a graceful drain until the last packet through the drained director.
+    BenchBgp {
+        /// How many rounds of each.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
     /// Build the lab, start the backend servers, and keep it until Ctrl-C (to explore it with
     /// `ip netns exec`).
     Up {
@@ -193,11 +200,25 @@ fn client(
     Ok(report.stats.broken == 0 && report.stats.established == connections)
 }
 
+fn bench_bgp(rounds: usize) -> anyhow::Result<()> {
+    signal::install();
+    let bins = binaries()?;
+    let opts = SystemOptions {
+        lab: lab::LabOptions::default().with_bgp(),
+        ..SystemOptions::default()
+    };
+    let sys = System::start(bins, opts)?;
+    let fig = lab::bench::run_bgp(&sys, rounds).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("\nsummary (BFD 100 ms x 3; timings on a shared machine)\n{fig}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.cmd {
         Command::Demo => demo(),
         Command::Bench { seconds, requests } => bench(seconds, requests).map(|()| true),
+        Command::BenchBgp { rounds } => bench_bgp(rounds).map(|()| true),
         Command::Up { routing } => up(routing).map(|()| true),
         Command::Client {
             netns,

@@ -237,6 +237,9 @@ pub struct Health {
     /// Fewer healthy backends than this share (percent) of those taking new flows, and health
     /// is ignored for the service (fail open): the likelier fault is the checker's own network.
     pub fail_open_below: u8,
+    /// A director announces the service's VIPs (BGP) only while at least this many of its
+    /// backends taking new flows are healthy by its own checks (0: health never withdraws).
+    pub announce_min_healthy: u32,
     /// All must pass for a probe round to pass.
     pub checks: Vec<HealthCheck>,
 }
@@ -249,6 +252,8 @@ pub const HEALTH_JITTER_DEFAULT: u8 = 10;
 pub const HEALTH_HOLD_DEFAULT: Duration = Duration::from_secs(10);
 pub const HEALTH_FAIL_OPEN_DEFAULT: u8 = 50;
 pub const HEALTH_COUNT_MAX: u32 = 100;
+pub const HEALTH_ANNOUNCE_MIN_DEFAULT: u32 = 1;
+pub const HEALTH_ANNOUNCE_MIN_MAX: u32 = 65_535;
 
 /// One check of a backend.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

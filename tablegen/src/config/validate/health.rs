@@ -18,6 +18,7 @@ const HEALTH_FIELDS: &[&str] = &[
     "jitter",
     "hold",
     "fail_open_below",
+    "announce_min_healthy",
     "checks",
 ];
 const CHECK_FIELDS: &[&str] = &["type", "port", "path", "host", "expect", "vip"];
@@ -34,6 +35,7 @@ pub(super) struct Partial {
     jitter: Option<u8>,
     hold: Option<Duration>,
     fail_open_below: Option<u8>,
+    announce_min_healthy: Option<u32>,
     checks: Option<Vec<PartialCheck>>,
 }
 
@@ -117,6 +119,15 @@ impl Validator<'_> {
             match self.c.uint(v, field, 1u32, HEALTH_COUNT_MAX) {
                 Some(x) if field == "rise" => p.rise = Some(x),
                 Some(x) => p.fall = Some(x),
+                None => ok = false,
+            }
+        }
+        if let Some(v) = f.get("announce_min_healthy") {
+            match self
+                .c
+                .uint(v, "announce_min_healthy", 0u32, HEALTH_ANNOUNCE_MIN_MAX)
+            {
+                Some(x) => p.announce_min_healthy = Some(x),
                 None => ok = false,
             }
         }
@@ -326,6 +337,10 @@ impl Validator<'_> {
                 .fail_open_below
                 .or(d.fail_open_below)
                 .unwrap_or(HEALTH_FAIL_OPEN_DEFAULT),
+            announce_min_healthy: o
+                .announce_min_healthy
+                .or(d.announce_min_healthy)
+                .unwrap_or(HEALTH_ANNOUNCE_MIN_DEFAULT),
             checks: Vec::new(),
         };
         let mut ok = true;
