@@ -129,6 +129,16 @@ pub fn run_with(
             let _ = health_tx.send(Event::Health);
         },
     );
+    // The health view in Consul (health_view:): off the forwarding path; a Consul that cannot
+    // be reached is logged and shown by `status`, and changes nothing else.
+    let view_tx = control.tx.clone();
+    let view = cfg.health_view.as_ref().and_then(|hv| {
+        crate::health::publish::ViewPublisher::start(hv, move || {
+            let _ = view_tx.send(Event::Status);
+        })
+        .map_err(|e| error!(error = %e, "health view: not written to consul"))
+        .ok()
+    });
     // The last version loaded: the health overlay is rebuilt from it.
     let mut last: Option<Loaded> = None;
     st.source = source.describe();
@@ -152,6 +162,7 @@ pub fn run_with(
     let had_tables = st.services.iter().any(|s| dp.table_hdr(s.id).is_some());
     if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st, &mut health, &mut last) {
         if !had_tables {
+            sync_view(&mut st, view.as_ref());
             let _ = st.write(&state_path);
             if !pinned_before {
                 drop(dp);
@@ -211,6 +222,7 @@ pub fn run_with(
         }
     }
     st.cluster = source.cluster();
+    sync_view(&mut st, view.as_ref());
     write_state(&st, &state_path)?;
     notify::ready();
 
@@ -234,11 +246,13 @@ pub fn run_with(
             Event::Shutdown => break,
             Event::Health => {
                 health_changed(&cfg, &dp, &mut st, &mut health, last.as_ref());
-                write_state(&st, &state_path)?;
+                sync_view(&mut st, view.as_ref());
+    write_state(&st, &state_path)?;
             }
             Event::Status => {
                 st.cluster = source.cluster();
-                write_state(&st, &state_path)?;
+                sync_view(&mut st, view.as_ref());
+    write_state(&st, &state_path)?;
             }
             Event::NextHops => next_hops_changed(&dp),
             Event::Changed | Event::Reload => {
@@ -268,12 +282,16 @@ pub fn run_with(
                     warn!(source = %source.describe(), error = %error_chain(&e), "config rejected, keeping last good tables");
                 }
                 st.cluster = source.cluster();
-                write_state(&st, &state_path)?;
+                sync_view(&mut st, view.as_ref());
+    write_state(&st, &state_path)?;
                 notify::ready();
             }
         }
     }
     notify::stopping();
+    // The view leaves Consul with the daemon: its checks stop here.
+    drop(view);
+    st.health_view = None;
     st.pid = 0;
     st.cluster = source.cluster();
     if let Some(c) = &mut st.cluster {
@@ -328,6 +346,14 @@ fn next_hops_changed(dp: &Datapath) {
     match dp.bump_generation() {
         Ok(()) => debug!("route or neighbour changed: cached next hops are stale"),
         Err(e) => warn!(error = %error_chain(&e), "could not make cached next hops stale"),
+    }
+}
+
+/// The health view to Consul follows the state's health; the state shows how writing it goes.
+fn sync_view(st: &mut State, view: Option<&crate::health::publish::ViewPublisher>) {
+    if let Some(v) = view {
+        v.set(crate::health::publish::services(st.health.as_ref()));
+        st.health_view = Some(v.status());
     }
 }
 

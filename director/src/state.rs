@@ -86,6 +86,9 @@ pub struct State {
     /// Only when some service is health-checked: the view a restart starts from.
     #[serde(default)]
     pub health: Option<crate::health::HealthState>,
+    /// `health_view:` only: the health view in Consul (written when, last error).
+    #[serde(default)]
+    pub health_view: Option<crate::health::publish::ViewStatus>,
 }
 
 impl State {

@@ -58,6 +58,8 @@ pub struct Status {
     /// demoted backends, the published version and checksum beside the installed ones in
     /// `services`), per backend its health.
     pub health: Option<crate::health::HealthState>,
+    /// `health_view:` only: the view in Consul (key, last write, last error).
+    pub health_view: Option<crate::health::publish::ViewStatus>,
 }
 
 /// Gather the status of the director configured by `cfg`.
@@ -128,6 +130,7 @@ pub fn gather(cfg: &DirectorConfig) -> Status {
         last_rejected: st.last_rejected,
         cluster: st.cluster,
         health: st.health,
+        health_view: st.health_view,
     }
 }
 
@@ -273,6 +276,23 @@ impl Status {
                             let _ = writeln!(o);
                         }
                     }
+                }
+            }
+        }
+        if let Some(v) = &self.health_view {
+            let written = v.written_at.map_or("never written".to_string(), |t| {
+                format!("written {}", ago(t))
+            });
+            match &v.last_error {
+                None => {
+                    let _ = writeln!(o, "health view: consul {} key {}: {written}", v.consul, v.key);
+                }
+                Some(e) => {
+                    let _ = writeln!(
+                        o,
+                        "health view: consul {} key {}: NOT WRITTEN ({written}): {e}",
+                        v.consul, v.key
+                    );
                 }
             }
         }

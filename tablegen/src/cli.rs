@@ -168,6 +168,13 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The directors' health views (directors that set `health_view:` in director.yaml):
+    /// per backend, healthy or not and since when on each director; directors whose view is
+    /// stale or gone (died, stopped, lost Consul) are named. Never part of a version.
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
     /// Make version N live again (usually an older one): directors switch to its tables.
     Rollback {
         #[arg(value_name = "N")]
