@@ -86,11 +86,7 @@ impl HealthWriter {
             }
         };
         let value = serde_json::to_vec(view).expect("a view serialises");
-        if !self
-            .consul
-            .acquire(&self.view_key, &session, value)
-            .await?
-        {
+        if !self.consul.acquire(&self.view_key, &session, value).await? {
             return Err(Error::Corrupt {
                 key: self.view_key.clone(),
                 reason: "held by another session (an earlier run of this director, until its TTL passes, or another director of the same name)".into(),
@@ -291,7 +287,11 @@ mod tests {
             seen: [("d1".into(), 100), ("d2".into(), 80), ("d3".into(), 50)].into(),
         };
         let m = Matrix::new(&v, 101);
-        let p: Vec<_> = m.directors.iter().map(|d| (d.name.as_str(), d.presence)).collect();
+        let p: Vec<_> = m
+            .directors
+            .iter()
+            .map(|d| (d.name.as_str(), d.presence))
+            .collect();
         assert_eq!(
             p,
             [

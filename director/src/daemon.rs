@@ -247,12 +247,12 @@ pub fn run_with(
             Event::Health => {
                 health_changed(&cfg, &dp, &mut st, &mut health, last.as_ref());
                 sync_view(&mut st, view.as_ref());
-    write_state(&st, &state_path)?;
+                write_state(&st, &state_path)?;
             }
             Event::Status => {
                 st.cluster = source.cluster();
                 sync_view(&mut st, view.as_ref());
-    write_state(&st, &state_path)?;
+                write_state(&st, &state_path)?;
             }
             Event::NextHops => next_hops_changed(&dp),
             Event::Changed | Event::Reload => {
@@ -283,7 +283,7 @@ pub fn run_with(
                 }
                 st.cluster = source.cluster();
                 sync_view(&mut st, view.as_ref());
-    write_state(&st, &state_path)?;
+                write_state(&st, &state_path)?;
                 notify::ready();
             }
         }

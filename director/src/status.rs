@@ -285,7 +285,11 @@ impl Status {
             });
             match &v.last_error {
                 None => {
-                    let _ = writeln!(o, "health view: consul {} key {}: {written}", v.consul, v.key);
+                    let _ = writeln!(
+                        o,
+                        "health view: consul {} key {}: {written}",
+                        v.consul, v.key
+                    );
                 }
                 Some(e) => {
                     let _ = writeln!(

@@ -346,7 +346,10 @@ mod tests {
             let h = parse_hdr(hdr.as_bytes()).unwrap();
             assert_eq!(h.hash_key, c.services[0].hash_key);
             assert_eq!((h.version, h.checksum), (t.version, t.checksum));
-            assert_eq!((h.rows, h.width, h.family, h.service), (t.rows, 3, family, 5));
+            assert_eq!(
+                (h.rows, h.width, h.family, h.service),
+                (t.rows, 3, family, 5)
+            );
             assert_eq!(h.fields, c.services[0].hash_fields);
             for (r, row) in rows.iter().enumerate() {
                 let want: Vec<IpAddr> = t

@@ -225,7 +225,10 @@ fn an_unreachable_consul_is_reported_and_changes_nothing_else() {
     let v = st.health_view.clone().unwrap();
     let e = v.last_error.unwrap();
     eprintln!("unreachable consul: {e}");
-    assert!(e.contains("consul create session xdplb-health-director-x"), "{e}");
+    assert!(
+        e.contains("consul create session xdplb-health-director-x"),
+        "{e}"
+    );
     assert!(v.written_at.is_none());
     let text = st.to_text();
     assert!(

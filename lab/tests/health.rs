@@ -571,12 +571,14 @@ fn lookup_through_a_director_shows_what_its_health_changed() {
     );
     let t0 = Instant::now();
     loop {
-        let st: serde_json::Value =
-            serde_json::from_str(&sys.director_status(1).unwrap()).unwrap();
+        let st: serde_json::Value = serde_json::from_str(&sys.director_status(1).unwrap()).unwrap();
         if st["health"]["services"]["web"]["demoted"] == serde_json::json!(["backend-2"]) {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "never demoted: {st}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "never demoted: {st}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(backend2(&sys, 2).0, "director-2 demoted backend-2 too");
@@ -602,7 +604,10 @@ fn lookup_through_a_director_shows_what_its_health_changed() {
         );
         assert_eq!(d1["published"], published, "{flow}");
         assert_eq!(d1["published_matches"], true, "{d1}");
-        assert_eq!(d1["row"], published["row"], "{flow}: the kernel's hash is tablegen's");
+        assert_eq!(
+            d1["row"], published["row"],
+            "{flow}: the kernel's hash is tablegen's"
+        );
         assert_eq!(h2, p, "{flow}: director-2 sees backend-2 healthy");
         assert_eq!(d2["changed_by_health"], false, "{d2}");
         if p[0] == "backend-2" {
@@ -624,7 +629,10 @@ fn lookup_through_a_director_shows_what_its_health_changed() {
         assert_eq!(d1["demoted"], serde_json::json!(["backend-2"]), "{d1}");
         assert_eq!(d1["daemon_running"], true, "{d1}");
     }
-    assert!(demoted_rows > 5 && same_rows > 5, "{demoted_rows} {same_rows}");
+    assert!(
+        demoted_rows > 5 && same_rows > 5,
+        "{demoted_rows} {same_rows}"
+    );
 
     // The text form says it too, and a wrong state directory is said as such.
     let flow = (40000..40060u16)

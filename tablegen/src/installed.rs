@@ -237,10 +237,7 @@ mod tests {
         row[16..20].copy_from_slice(&[10, 0, 0, 2]);
         assert_eq!(
             h.parse_row(&row).unwrap(),
-            vec![
-                IpAddr::from([10, 0, 0, 1]),
-                IpAddr::from([10, 0, 0, 2])
-            ]
+            vec![IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2])]
         );
         assert_eq!(parse_hdr(&b[..40]), Err(InstalledError::HdrSize(40)));
         b[38] = 5;

@@ -418,9 +418,10 @@ fn health_shows_each_directors_view_and_the_ones_gone() {
     assert!(ok(&env.cluster(&["health"])).contains("no director writes its health view"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _g = rt.enter();
-    let cfg = env
-        ._agent
-        .config("xdplb/test", std::path::Path::new("/nonexistent/unused.json"));
+    let cfg = env._agent.config(
+        "xdplb/test",
+        std::path::Path::new("/nonexistent/unused.json"),
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -469,7 +470,10 @@ fn health_shows_each_directors_view_and_the_ones_gone() {
     assert!(text.contains("director d1: live, last written "), "{text}");
     assert!(text.contains("director d2: live"), "{text}");
     assert!(text.contains("director d3: ABSENT"), "{text}");
-    let b2 = text.lines().find(|l| l.starts_with("web/backend-2")).unwrap();
+    let b2 = text
+        .lines()
+        .find(|l| l.starts_with("web/backend-2"))
+        .unwrap();
     assert!(
         b2.contains("UNHEALTHY since 40s ago") && b2.contains("healthy since 40s ago"),
         "{text}"

@@ -65,7 +65,9 @@ pub fn services(h: Option<&HealthState>) -> Services {
                                 BackendView {
                                     healthy: t.healthy,
                                     since: t.since,
-                                    last_error: (!t.healthy).then(|| t.last_error.clone()).flatten(),
+                                    last_error: (!t.healthy)
+                                        .then(|| t.last_error.clone())
+                                        .flatten(),
                                 },
                             )
                         })
@@ -86,7 +88,12 @@ impl ViewPublisher {
         let writer = HealthWriter::new(&cfg.consul, &cfg.director, cfg.ttl)
             .map_err(|e| std::io::Error::other(daemon_support::error_chain(&e)))?;
         let status = Arc::new(Mutex::new(ViewStatus {
-            consul: cfg.consul.address.as_str().trim_end_matches('/').to_string(),
+            consul: cfg
+                .consul
+                .address
+                .as_str()
+                .trim_end_matches('/')
+                .to_string(),
             key: format!("{}/health/views/{}", cfg.consul.prefix, cfg.director),
             written_at: None,
             last_error: None,

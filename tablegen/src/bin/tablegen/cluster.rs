@@ -203,7 +203,9 @@ impl Ctx<'_> {
             let what = match d.presence {
                 cluster::health::Presence::Live => "live",
                 cluster::health::Presence::Stale => "STALE (not rewritten within its TTL)",
-                cluster::health::Presence::Absent => "ABSENT (view gone: died, stopped or lost Consul)",
+                cluster::health::Presence::Absent => {
+                    "ABSENT (view gone: died, stopped or lost Consul)"
+                }
             };
             println!(
                 "director {}: {what}, last written {}",

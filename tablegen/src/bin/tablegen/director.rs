@@ -44,8 +44,8 @@ pub fn lookup(
             state_path.display()
         )
     })?;
-    let st: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("reading {}", state_path.display()))?;
+    let st: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", state_path.display()))?;
     let name = &published.service;
     let Some(id) = st["ids"]["services"][name].as_u64() else {
         let known: Vec<&str> = st["ids"]["services"]
@@ -66,8 +66,9 @@ pub fn lookup(
     let daemon_running = pid != 0 && Path::new(&format!("/proc/{pid}")).exists();
 
     let pin_dir = bpffs_dir.join("director");
-    let (hdr_bytes, inner) = read_table(&pin_dir, id as u32)
-        .ok_or_else(|| anyhow!("the director has no table of `{name}` in its kernel (slot {id})"))??;
+    let (hdr_bytes, inner) = read_table(&pin_dir, id as u32).ok_or_else(|| {
+        anyhow!("the director has no table of `{name}` in its kernel (slot {id})")
+    })??;
     let hdr = installed::parse_hdr(&hdr_bytes)?;
     let (hash, row) = hdr.row_of(&spec.flow);
     let row_bytes = inner
@@ -149,10 +150,7 @@ pub fn print(l: &DirectorLookup) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!(
-        "service {}, hash {}, row {}",
-        l.service, l.hash, l.row
-    );
+    println!("service {}, hash {}, row {}", l.service, l.hash, l.row);
     println!(
         "director: primary {} ({}), hops: {}",
         l.hops[0],
