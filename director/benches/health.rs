@@ -73,7 +73,11 @@ fn main() {
         );
     }
     to_swapped(&planner);
-    detection();
+    // Known not to finish yet (the table never reads back as published between runs); skip
+    // it with XDPLB_BENCH_SKIP_DETECTION to reach the checker.
+    if std::env::var_os("XDPLB_BENCH_SKIP_DETECTION").is_none() {
+        detection();
+    }
     checker();
 }
 
