@@ -453,10 +453,29 @@ impl Consul {
 
     /// Creates a session that releases its locks when it expires or is destroyed.
     pub async fn session_create(&self, name: &str, ttl: Duration) -> Result<String, ConsulError> {
+        self.session_create_with(name, ttl, "release").await
+    }
+
+    /// Creates a session whose keys are deleted when it expires or is destroyed: what a
+    /// process keeps in Consul only while it lives.
+    pub async fn session_create_ephemeral(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<String, ConsulError> {
+        self.session_create_with(name, ttl, "delete").await
+    }
+
+    async fn session_create_with(
+        &self,
+        name: &str,
+        ttl: Duration,
+        behavior: &str,
+    ) -> Result<String, ConsulError> {
         const OP: &str = "create session";
         let mut opts = CreateSessionRequest::builder();
         opts.name(name)
-            .behavior("release")
+            .behavior(behavior)
             .ttl(format!("{}s", ttl.as_secs().max(10)))
             // Our writes are create-only or check-and-set, so a holder that lost its session
             // cannot corrupt anything; no need to keep the lock unusable after an expiry.

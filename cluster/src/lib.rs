@@ -10,6 +10,8 @@
 //!   the director's `verify_and_apply` callback, keeps the last good version when that refuses,
 //!   persists what it applied, and reports a [`FollowerStatus`];
 //! - [`ConsulSection`] / [`ConsulConfig`] are director.yaml's `consul:` section;
+//! - [`health`]: directors' health views (ephemeral, in TTL sessions) and the directors x
+//!   backends matrix of `tablegen cluster health`; never a table version;
 //! - [`testing::ConsulAgent`] runs a real Consul agent for tests.
 //!
 //! This crate stores config text and checksums, never tables, and does not depend on tablegen:
@@ -42,6 +44,7 @@
 pub mod config;
 pub mod consul;
 pub mod follower;
+pub mod health;
 pub mod meta;
 pub mod state;
 pub mod store;
@@ -50,6 +53,7 @@ pub mod testing;
 pub use config::{ConfigError, ConsulConfig, ConsulSection, Token};
 pub use consul::ConsulError;
 pub use follower::{Applied, ApplyError, Follower, FollowerStatus, Rejection, Source};
+pub use health::{HealthView, HealthViews, HealthWriter, Matrix};
 pub use meta::{service_digests, Expect, Mismatch, PublishMeta, ServiceDigest, VersionMeta};
 pub use state::StateError;
 pub use store::{Error, Store, Version, Watched, CHUNK_SIZE};

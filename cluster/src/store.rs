@@ -125,6 +125,11 @@ impl Store {
         self.key(&format!("versions/{v}/chunk/{i}"))
     }
 
+    /// Every director's health view and when each was last seen ([`crate::health`]).
+    pub async fn health_views(&self) -> Result<crate::health::HealthViews, Error> {
+        crate::health::read_views(&self.consul, &self.prefix).await
+    }
+
     /// Publishes `text` as a new version and makes it live. Returns its meta.
     pub async fn publish(&self, text: &str, meta: PublishMeta) -> Result<VersionMeta, Error> {
         let lock = self.lock().await?;

@@ -46,7 +46,13 @@ const FIELDS: &[&str] = &[
     "consul",
     "publish",
     "announce",
+    "health_view",
 ];
+
+/// The fields of `health_view:`.
+const HEALTH_VIEW_FIELDS: &[&str] = &["director", "ttl_s"];
+/// Bounds of `health_view.ttl_s` (Consul takes session TTLs of 10 s to 24 h).
+pub const HEALTH_VIEW_TTL_S: (u64, u64) = (10, 3600);
 
 /// What can be wrong in director.yaml besides what any YAML config can get wrong.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,10 @@ pub enum ConfigProblem {
     PublishWithoutConsul,
     #[error("`protocol` and `graceful_protocol` are both {protocol}; the two kinds of route token need two protocol numbers")]
     SameProtocol { protocol: u8 },
+    #[error("health_view needs a consul: section (address, prefix, ...): it writes there")]
+    HealthViewWithoutConsul,
+    #[error("director name `{name}` is not usable as a Consul key: use 1 to 128 letters, digits, `.`, `_` or `-`")]
+    BadDirectorName { name: String },
     /// The `consul:` section's own check (`cluster::ConsulSection::validate`).
     #[error("{0}")]
     Consul(String),
@@ -113,6 +123,36 @@ pub struct DirectorConfig {
     pub publish: bool,
     /// `announce:`: announce the VIPs through the local BGP speaker (route tokens).
     pub announce: Option<crate::announce::AnnounceConfig>,
+    /// `health_view:`: write this director's health view to Consul (off by default).
+    pub health_view: Option<HealthViewConfig>,
+}
+
+/// `health_view:` of director.yaml: where and as whom the director writes its health view
+/// (`cluster::health`).
+#[derive(Clone, Debug)]
+pub struct HealthViewConfig {
+    /// This director's name in the view (default: the host name).
+    pub director: String,
+    /// The session TTL: the view disappears this long (up to twice this: Consul's grace)
+    /// after the director stops renewing it.
+    pub ttl: Duration,
+    /// The `consul:` section, validated.
+    pub consul: cluster::ConsulConfig,
+}
+
+/// A director name usable as one Consul key segment.
+fn valid_director_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// This host's name, for `health_view.director`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 impl DirectorConfig {
@@ -181,6 +221,7 @@ fn defaults(path: &Path, source: Option<Source>) -> Option<DirectorConfig> {
         source: source.unwrap_or(Source::File),
         publish: false,
         announce: None,
+        health_view: None,
     })
 }
 
@@ -276,6 +317,37 @@ fn check(c: &mut Checker<'_, ConfigProblem>, path: &Path, root: &Node) -> Option
             None => set(false),
         }
     }
+    // `health_view:` is completed below, once the `consul:` section is known.
+    let mut view: Option<(String, u64)> = None;
+    if let Some(n) = f.get("health_view") {
+        match c.fields(n, HEALTH_VIEW_FIELDS, "health_view", "health_view") {
+            None => set(false),
+            Some(hf) => {
+                let mut name = Some(host_name());
+                if let Some(dn) = hf.get("director") {
+                    name = c.scalar(dn, "director", "a name").map(str::to_string);
+                }
+                let ttl = match hf.get("ttl_s") {
+                    None => Some(15),
+                    Some(tn) => c.uint(tn, "ttl_s", HEALTH_VIEW_TTL_S.0, HEALTH_VIEW_TTL_S.1),
+                };
+                let name = match name {
+                    Some(name) if !valid_director_name(&name) => {
+                        c.err(
+                            hf.get("director").map_or(n.start, |d| d.start),
+                            ConfigProblem::BadDirectorName { name },
+                        );
+                        None
+                    }
+                    other => other,
+                };
+                match (name, ttl) {
+                    (Some(name), Some(ttl)) => view = Some((name, ttl)),
+                    _ => set(false),
+                }
+            }
+        }
+    }
     // Also read by `tablegen cluster` (publishing from an operator's machine), so the section
     // may be present with `source: file`; it is always checked for shape, and validated (which
     // reads the token file) only when the director follows Consul.
@@ -295,20 +367,38 @@ fn check(c: &mut Checker<'_, ConfigProblem>, path: &Path, root: &Node) -> Option
             }
         },
     };
-    if consul {
-        match section {
-            None => c.err(f.key_pos("source"), ConfigProblem::ConsulWithoutSection),
+    // Validated (the token file read) once, when something uses it.
+    let mut validated: Option<cluster::ConsulConfig> = None;
+    if consul || view.is_some() {
+        match &section {
+            None if consul => c.err(f.key_pos("source"), ConfigProblem::ConsulWithoutSection),
+            None => c.err(
+                f.key_pos("health_view"),
+                ConfigProblem::HealthViewWithoutConsul,
+            ),
             Some((None, _)) => {}
-            Some((Some(s), n)) => match s.validate() {
-                Ok(cc) => cfg.source = Source::Consul(Box::new(cc)),
+            Some((Some(s), n)) => match s.clone().validate() {
+                Ok(cc) => validated = Some(cc),
                 Err(e) => c.err(
                     consul_field_pos(n, e.field()),
                     ConfigProblem::Consul(daemon_support::error_chain(&e)),
                 ),
             },
         }
+    }
+    if consul {
+        if let Some(cc) = &validated {
+            cfg.source = Source::Consul(Box::new(cc.clone()));
+        }
     } else if cfg.publish {
         c.err(f.key_pos("publish"), ConfigProblem::PublishWithoutConsul);
+    }
+    if let (Some((director, ttl)), Some(cc)) = (view, validated) {
+        cfg.health_view = Some(HealthViewConfig {
+            director,
+            ttl: Duration::from_secs(ttl),
+            consul: cc,
+        });
     }
     (ok && c.is_clean()).then_some(cfg)
 }

@@ -137,6 +137,16 @@ pub fn run_with(
             let _ = health_tx.send(Event::Health);
         },
     );
+    // The health view in Consul (health_view:): off the forwarding path; a Consul that cannot
+    // be reached is logged and shown by `status`, and changes nothing else.
+    let view_tx = control.tx.clone();
+    let view = cfg.health_view.as_ref().and_then(|hv| {
+        crate::health::publish::ViewPublisher::start(hv, move || {
+            let _ = view_tx.send(Event::Status);
+        })
+        .map_err(|e| error!(error = %e, "health view: not written to consul"))
+        .ok()
+    });
     // The last version loaded: the health overlay is rebuilt from it.
     let mut last: Option<Loaded> = None;
     st.source = source.describe();
@@ -163,6 +173,7 @@ pub fn run_with(
     if let Err(e) = reload(&cfg, &dp, source.as_mut(), &mut st, &mut health, &mut last) {
         refused = Some(error_chain(&e));
         if !had_tables {
+            sync_view(&mut st, view.as_ref());
             let _ = st.write(&state_path);
             if !pinned_before {
                 drop(dp);
@@ -237,6 +248,7 @@ pub fn run_with(
         refused.as_deref(),
         ann.as_mut(),
     );
+    sync_view(&mut st, view.as_ref());
     write_state(&st, &state_path)?;
     notify::ready();
 
@@ -275,10 +287,12 @@ pub fn run_with(
             Event::Announce => {}
             Event::Health => {
                 health_changed(&cfg, &dp, &mut st, &mut health, last.as_ref());
+                sync_view(&mut st, view.as_ref());
                 write_state(&st, &state_path)?;
             }
             Event::Status => {
                 st.cluster = source.cluster();
+                sync_view(&mut st, view.as_ref());
                 write_state(&st, &state_path)?;
             }
             Event::NextHops => next_hops_changed(&dp),
@@ -312,6 +326,7 @@ pub fn run_with(
                     }
                 }
                 st.cluster = source.cluster();
+                sync_view(&mut st, view.as_ref());
                 write_state(&st, &state_path)?;
                 notify::ready();
             }
@@ -340,6 +355,9 @@ pub fn run_with(
             }
         }
     }
+    // The view leaves Consul with the daemon: its checks stop here.
+    drop(view);
+    st.health_view = None;
     st.pid = 0;
     st.cluster = source.cluster();
     if let Some(c) = &mut st.cluster {
@@ -434,6 +452,14 @@ fn next_hops_changed(dp: &Datapath) {
     match dp.bump_generation() {
         Ok(()) => debug!("route or neighbour changed: cached next hops are stale"),
         Err(e) => warn!(error = %error_chain(&e), "could not make cached next hops stale"),
+    }
+}
+
+/// The health view to Consul follows the state's health; the state shows how writing it goes.
+fn sync_view(st: &mut State, view: Option<&crate::health::publish::ViewPublisher>) {
+    if let Some(v) = view {
+        v.set(crate::health::publish::services(st.health.as_ref()));
+        st.health_view = Some(v.status());
     }
 }
 

@@ -89,6 +89,9 @@ pub struct State {
     /// Only with `announce:`: per VIP announced or not, and why; BIRD's socket; the drain.
     #[serde(default)]
     pub announce: Option<crate::announce::AnnounceState>,
+    /// `health_view:` only: the health view in Consul (written when, last error).
+    #[serde(default)]
+    pub health_view: Option<crate::health::publish::ViewStatus>,
 }
 
 impl State {

@@ -61,6 +61,8 @@ pub struct Status {
     /// Only with `announce:` in director.yaml: per VIP, announced or not and why, BIRD's
     /// control socket, the operator's drain.
     pub announce: Option<crate::announce::AnnounceState>,
+    /// `health_view:` only: the view in Consul (key, last write, last error).
+    pub health_view: Option<crate::health::publish::ViewStatus>,
 }
 
 /// Gather the status of the director configured by `cfg`.
@@ -147,6 +149,7 @@ pub fn gather(cfg: &DirectorConfig) -> Status {
             }
             s
         }),
+        health_view: st.health_view,
     }
 }
 
@@ -329,6 +332,27 @@ impl Status {
                     v.vip.to_string(),
                     v.services.join(", ")
                 );
+            }
+        }
+        if let Some(v) = &self.health_view {
+            let written = v.written_at.map_or("never written".to_string(), |t| {
+                format!("written {}", ago(t))
+            });
+            match &v.last_error {
+                None => {
+                    let _ = writeln!(
+                        o,
+                        "health view: consul {} key {}: {written}",
+                        v.consul, v.key
+                    );
+                }
+                Some(e) => {
+                    let _ = writeln!(
+                        o,
+                        "health view: consul {} key {}: NOT WRITTEN ({written}): {e}",
+                        v.consul, v.key
+                    );
+                }
             }
         }
         let _ = writeln!(o, "binds:");

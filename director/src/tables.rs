@@ -324,6 +324,43 @@ pub fn snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::AbiBytes;
+
+    /// `tablegen lookup --director` reads the kernel's tables with tablegen's own idea of
+    /// abi.h's layout: held here to the types generated from abi.h, through the images the
+    /// daemon installs.
+    #[test]
+    fn tablegen_reads_the_installed_table_as_the_daemon_writes_it() {
+        use tablegen::installed::{parse_hdr, HDR_SIZE, MAX_HOPS as TG_HOPS, ROW_SIZE};
+        assert_eq!(HDR_SIZE, std::mem::size_of::<director_table_hdr>());
+        assert_eq!(ROW_SIZE, std::mem::size_of::<director_row>());
+        assert_eq!(TG_HOPS, MAX_HOPS);
+        for (family, addr) in [(4, "10.0.0."), (6, "2001:db8::")] {
+            let text = format!(
+                "services:\n  - name: web\n    hash_key: 0102030405060708090a0b0c0d0e0f10\n    seed: 02020202020202020202020202020202\n    table_bits: 8\n    hops: 3\n    hash: [src_ip, dst_port]\n    binds: []\n    backends:\n      - {{ name: a, address: \"{addr}1\" }}\n      - {{ name: b, address: \"{addr}2\" }}\n      - {{ name: c, address: \"{addr}3\" }}\n      - {{ name: d, address: \"{addr}4\" }}\n"
+            );
+            let c = Config::parse(std::path::Path::new("t.yaml"), &text).unwrap();
+            let t = tablegen::table::build(&c.services[0]);
+            let hdr = table_hdr(5, &c.services[0], &t);
+            let rows = table_rows(&c.services[0], &t, &BTreeMap::new());
+            let h = parse_hdr(hdr.as_bytes()).unwrap();
+            assert_eq!(h.hash_key, c.services[0].hash_key);
+            assert_eq!((h.version, h.checksum), (t.version, t.checksum));
+            assert_eq!(
+                (h.rows, h.width, h.family, h.service),
+                (t.rows, 3, family, 5)
+            );
+            assert_eq!(h.fields, c.services[0].hash_fields);
+            for (r, row) in rows.iter().enumerate() {
+                let want: Vec<IpAddr> = t
+                    .row(r as u32)
+                    .iter()
+                    .map(|&b| c.services[0].backends[b as usize].address)
+                    .collect();
+                assert_eq!(h.parse_row(row.as_bytes()).unwrap(), want, "row {r}");
+            }
+        }
+    }
 
     #[test]
     fn ids_are_stable_and_reused_lowest_first() {

@@ -526,6 +526,21 @@ impl System {
             .run()
     }
 
+    /// `tablegen --config <backends.yaml> lookup --director <args>` against director `i`'s
+    /// installed tables (its pins and state directory), as an operator on its host runs it.
+    pub fn director_lookup(&self, i: usize, args: &[&str]) -> Result<String, LabError> {
+        let node = Node::Director(i);
+        Ok(Cmd::new(&self.bins.tablegen)
+            .arg("--config")
+            .arg(self.backends_yaml())
+            .args(["lookup", "--director", "--bpffs-dir"])
+            .arg(self.bpffs_dir(node)?)
+            .arg("--state-dir")
+            .arg(self.lab.run_dir().join(node.name()).join("state"))
+            .args(args)
+            .run()?)
+    }
+
     /// `<bin> --config <node's file> status --json` inside the node.
     fn status_json(&self, node: Node, bin: &Path, config: &str) -> Result<String, CmdError> {
         self.lab

@@ -538,3 +538,117 @@ fn directors_decide_alone_keep_their_view_across_a_restart_and_batch_a_flapping_
     let report = p.stop();
     assert_eq!(report.stats.broken, 0, "{:#?}", report.broken_list());
 }
+
+/// `tablegen lookup --director` reads where a director sends a flow now from its kernel: with
+/// backend-2 demoted on director-1, its answer differs from the published lookup exactly for
+/// the flows whose published primary is backend-2 (the new primary is healthy, backend-2
+/// stays second so its flows survive), and director-2, which sees backend-2 healthy, answers
+/// as published.
+#[test]
+fn lookup_through_a_director_shows_what_its_health_changed() {
+    let (_g, sys) = start();
+    let lines: Vec<BackendLine> = (1..=3)
+        .map(|index| BackendLine {
+            index,
+            state: "active",
+        })
+        .collect();
+    let text = format!(
+        "health:\n  interval: 300ms\n  timeout: 200ms\n  rise: 2\n  fall: 2\n  hold: 1s\n  checks:\n    - {{ type: tcp, port: 80 }}\n{}",
+        backends_yaml(&lines)
+    );
+    sys.lab().write_file("backends.yaml", &text).unwrap();
+    wait_directors(&sys, "every backend healthy", |v| {
+        v.len() == 3 && v.values().all(|h| *h)
+    });
+    // Only director-1 cannot reach backend-2's port (as in the test above).
+    let b2 = addr::backend(Family::V4, 2).to_string();
+    sh(
+        &sys,
+        Node::Director(1),
+        &[
+            "ip", "rule", "add", "to", &b2, "ipproto", "tcp", "dport", "80", "prohibit",
+        ],
+    );
+    let t0 = Instant::now();
+    loop {
+        let st: serde_json::Value = serde_json::from_str(&sys.director_status(1).unwrap()).unwrap();
+        if st["health"]["services"]["web"]["demoted"] == serde_json::json!(["backend-2"]) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "never demoted: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(backend2(&sys, 2).0, "director-2 demoted backend-2 too");
+
+    let json = |s: String| -> serde_json::Value { serde_json::from_str(&s).unwrap() };
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    };
+    let (mut demoted_rows, mut same_rows) = (0, 0);
+    for port in 40000..40060u16 {
+        let flow = format!("tcp 192.0.2.7:{port} {}:80", addr::VIP_V4);
+        let published = json(sys.tablegen(&["lookup", "--json", &flow]).unwrap());
+        let d1 = json(sys.director_lookup(1, &["--json", &flow]).unwrap());
+        let d2 = json(sys.director_lookup(2, &["--json", &flow]).unwrap());
+        let (p, h1, h2) = (
+            names(&published["names"]),
+            names(&d1["names"]),
+            names(&d2["names"]),
+        );
+        assert_eq!(d1["published"], published, "{flow}");
+        assert_eq!(d1["published_matches"], true, "{d1}");
+        assert_eq!(
+            d1["row"], published["row"],
+            "{flow}: the kernel's hash is tablegen's"
+        );
+        assert_eq!(h2, p, "{flow}: director-2 sees backend-2 healthy");
+        assert_eq!(d2["changed_by_health"], false, "{d2}");
+        if p[0] == "backend-2" {
+            demoted_rows += 1;
+            // The next backend of the row is primary; backend-2 stays a hop (second chance).
+            assert_eq!(h1[0], p[1], "{flow}: {d1}");
+            assert!(h1.contains(&p[0]), "{flow}: {d1}");
+            let (mut a, mut b) = (h1.clone(), p.clone());
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "{flow}: {d1}");
+            assert_eq!(d1["changed_by_health"], true, "{d1}");
+            assert_eq!(d1["primary_changed"], true, "{d1}");
+        } else {
+            same_rows += 1;
+            assert_eq!(h1, p, "{flow}: {d1}");
+            assert_eq!(d1["changed_by_health"], false, "{d1}");
+        }
+        assert_eq!(d1["demoted"], serde_json::json!(["backend-2"]), "{d1}");
+        assert_eq!(d1["daemon_running"], true, "{d1}");
+    }
+    assert!(
+        demoted_rows > 5 && same_rows > 5,
+        "{demoted_rows} {same_rows}"
+    );
+
+    // The text form says it too, and a wrong state directory is said as such.
+    let flow = (40000..40060u16)
+        .map(|port| format!("tcp 192.0.2.7:{port} {}:80", addr::VIP_V4))
+        .find(|f| json(sys.tablegen(&["lookup", "--json", f]).unwrap())["names"][0] == "backend-2")
+        .unwrap();
+    let text = sys.director_lookup(1, &[&flow]).unwrap();
+    assert!(
+        text.contains("health: CHANGED BY HEALTH: new flows go to backend-")
+            && text.contains("instead of backend-2 (demoted: backend-2)"),
+        "{text}"
+    );
+    let err = sys
+        .tablegen(&["lookup", "--director", "--state-dir", "/nonexistent", &flow])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/director-state.json"), "{err}");
+}

@@ -41,11 +41,25 @@ pub enum Command {
     },
     /// Which service, hash, row and hops a flow gets: 'tcp 192.0.2.7:51000 10.100.0.1:80'
     /// (IPv6 as `[addr]:port`).
+    ///
+    /// With --director: where a director on this host sends it now, read from the tables
+    /// its kernel holds (the published table with its health overlay), beside the published
+    /// table and whether health changed it.
     Lookup {
         #[arg(value_name = "FLOW")]
         flow: String,
         #[arg(long)]
         json: bool,
+        /// Ask the director on this host: read its installed tables from the pinned maps
+        /// under --bpffs-dir and its state file under --state-dir (root).
+        #[arg(long)]
+        director: bool,
+        /// director.yaml's `bpffs_dir` (the maps are pinned in its `director/`).
+        #[arg(long, value_name = "DIR", default_value = daemon_support::defaults::BPFFS_DIR, requires = "director")]
+        bpffs_dir: PathBuf,
+        /// director.yaml's `state_dir` (director-state.json).
+        #[arg(long, value_name = "DIR", default_value = daemon_support::defaults::STATE_DIR, requires = "director")]
+        state_dir: PathBuf,
     },
     /// Compare two table sets; OLD and NEW are each a config file or a binary table file
     /// (recognised by its magic).
@@ -151,6 +165,13 @@ pub enum ClusterCommand {
         old: VersionRef,
         #[arg(value_name = "NEW")]
         new: Option<VersionRef>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The directors' health views (directors that set `health_view:` in director.yaml):
+    /// per backend, healthy or not and since when on each director; directors whose view is
+    /// stale or gone (died, stopped, lost Consul) are named. Never part of a version.
+    Health {
         #[arg(long)]
         json: bool,
     },

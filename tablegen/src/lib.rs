@@ -11,6 +11,8 @@
 //! - [`report`]: `show` / `lookup` / `diff` results (stable JSON).
 //! - [`edit`]: in-place edits of a backend's state or weight.
 //! - [`tableset`]: a config's tables as `diff` compares them, from a config or a table file.
+//! - [`installed`]: a director's installed tables read back from its kernel maps' bytes, and a
+//!   flow looked up in them beside the published table (`lookup --director`).
 //! - [`cli`]: the clap definition of the `tablegen` command.
 //!
 //! YAML is read through the `yaml` crate (xdplb-yaml), which gives every node its position.
@@ -20,6 +22,7 @@ pub mod config;
 pub mod edit;
 pub mod format;
 pub mod hash;
+pub mod installed;
 pub mod report;
 pub mod score;
 pub mod table;

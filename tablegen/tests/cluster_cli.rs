@@ -405,3 +405,85 @@ fn a_publish_without_user_in_the_environment_names_the_account() {
         "{author}"
     );
 }
+
+/// `tablegen cluster health`: the directors x backends matrix from the views directors write
+/// (written here through the same `cluster::HealthWriter` a director uses), with a director
+/// whose view is gone named as absent; never a version.
+#[test]
+fn health_shows_each_directors_view_and_the_ones_gone() {
+    use cluster::health::{BackendView, HealthView, HealthWriter};
+    use std::collections::BTreeMap;
+
+    let env = Env::new();
+    assert!(ok(&env.cluster(&["health"])).contains("no director writes its health view"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _g = rt.enter();
+    let cfg = env._agent.config(
+        "xdplb/test",
+        std::path::Path::new("/nonexistent/unused.json"),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let view = |d: &str, b2: bool| HealthView {
+        director: d.into(),
+        updated: now,
+        ttl_secs: 10,
+        services: [(
+            "web".to_string(),
+            BTreeMap::from([
+                (
+                    "backend-1".to_string(),
+                    BackendView {
+                        healthy: true,
+                        since: now - 100,
+                        last_error: None,
+                    },
+                ),
+                (
+                    "backend-2".to_string(),
+                    BackendView {
+                        healthy: b2,
+                        since: now - 40,
+                        last_error: (!b2).then(|| "tcp:80: refused".to_string()),
+                    },
+                ),
+            ]),
+        )]
+        .into(),
+    };
+    let mut writers: Vec<HealthWriter> = ["d1", "d2", "d3"]
+        .iter()
+        .map(|d| HealthWriter::new(&cfg, d, std::time::Duration::from_secs(10)).unwrap())
+        .collect();
+    for (w, (d, b2)) in writers
+        .iter_mut()
+        .zip([("d1", false), ("d2", true), ("d3", true)])
+    {
+        rt.block_on(w.write(&view(d, b2))).unwrap();
+    }
+    // d3 stops: its view goes, the record that it was there stays.
+    rt.block_on(writers[2].close()).unwrap();
+
+    let text = ok(&env.cluster(&["health"]));
+    assert!(text.contains("director d1: live, last written "), "{text}");
+    assert!(text.contains("director d2: live"), "{text}");
+    assert!(text.contains("director d3: ABSENT"), "{text}");
+    let b2 = text
+        .lines()
+        .find(|l| l.starts_with("web/backend-2"))
+        .unwrap();
+    assert!(
+        b2.contains("UNHEALTHY since 40s ago") && b2.contains("healthy since 40s ago"),
+        "{text}"
+    );
+    let j = json(&env.cluster(&["health", "--json"]));
+    assert_eq!(j["directors"][2]["presence"], "absent", "{j}");
+    assert_eq!(j["directors"][0]["presence"], "live", "{j}");
+    assert_eq!(j["backends"][1]["directors"]["d1"]["healthy"], false, "{j}");
+    assert_eq!(j["backends"][1]["directors"]["d2"]["healthy"], true, "{j}");
+    assert!(j["backends"][1]["directors"].get("d3").is_none(), "{j}");
+    // Never a table version.
+    assert_eq!(numbers(&env.versions()), Vec::<u64>::new());
+}

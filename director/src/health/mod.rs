@@ -14,6 +14,7 @@ pub mod overlay;
 pub mod packet;
 pub mod plane;
 pub mod probe;
+pub mod publish;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,10 +1,13 @@
 //! `tablegen`: the operator CLI. Thin: parse arguments, read files, call the library, print,
 //! and write files atomically. Exit status 0 = success, 1 = refused or invalid, 2 = usage.
-//! `tablegen cluster ...` (Consul) is in `tablegen/cluster.rs`.
+//! `tablegen cluster ...` (Consul) is in `tablegen/cluster.rs`; `lookup --director` (a
+//! director's installed tables) in `tablegen/director.rs`.
 
 // A crate root looks for modules beside itself; keep this binary's modules in its own folder.
 #[path = "tablegen/cluster.rs"]
 mod cluster;
+#[path = "tablegen/director.rs"]
+mod director;
 
 use std::fs;
 use std::path::Path;
@@ -168,10 +171,24 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Lookup { flow, json } => {
+        Command::Lookup {
+            flow,
+            json,
+            director,
+            bpffs_dir,
+            state_dir,
+        } => {
             let spec: FlowSpec = flow.parse()?;
             let c = load(config)?;
             let tables = table::build_all(&c);
+            if *director {
+                let l = director::lookup(&c, &tables, &spec, bpffs_dir, state_dir)?;
+                if *json {
+                    return print_json(&l);
+                }
+                director::print(&l);
+                return Ok(());
+            }
             let l = report::lookup(&c, &tables, &spec)?;
             if *json {
                 return print_json(&l);

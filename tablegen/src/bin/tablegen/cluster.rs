@@ -48,6 +48,7 @@ pub fn run(config: &Path, c: &Cluster) -> Result<()> {
             version,
             expect_current,
         } => cx.rollback(*version, *expect_current),
+        ClusterCommand::Health { json } => cx.health(*json),
     }
 }
 
@@ -182,6 +183,69 @@ impl Ctx<'_> {
             }
             e => anyhow::Error::new(e).context(at),
         }
+    }
+
+    fn health(&self, json: bool) -> Result<()> {
+        let views = self.block_on(self.store.health_views())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let m = cluster::Matrix::new(&views, now);
+        if json {
+            return print_json(&m);
+        }
+        if m.directors.is_empty() {
+            println!("no director writes its health view here (director.yaml: health_view)");
+            return Ok(());
+        }
+        let ago = |t: u64| format!("{}s ago", now.saturating_sub(t));
+        for d in &m.directors {
+            let what = match d.presence {
+                cluster::health::Presence::Live => "live",
+                cluster::health::Presence::Stale => "STALE (not rewritten within its TTL)",
+                cluster::health::Presence::Absent => {
+                    "ABSENT (view gone: died, stopped or lost Consul)"
+                }
+            };
+            println!(
+                "director {}: {what}, last written {}",
+                d.name,
+                d.updated.map_or("never".into(), ago)
+            );
+        }
+        let width = m
+            .backends
+            .iter()
+            .map(|b| b.service.len() + b.backend.len() + 1)
+            .max()
+            .unwrap_or(0)
+            .max(7);
+        let present: Vec<&cluster::health::DirectorColumn> = m
+            .directors
+            .iter()
+            .filter(|d| d.presence != cluster::health::Presence::Absent)
+            .collect();
+        let mut head = format!("{:<width$}", "BACKEND");
+        for d in &present {
+            head.push_str(&format!("  {:<24}", d.name));
+        }
+        println!("{}", head.trim_end());
+        for b in &m.backends {
+            let mut line = format!("{:<width$}", format!("{}/{}", b.service, b.backend));
+            for d in &present {
+                let cell = match b.directors.get(&d.name) {
+                    Some(v) => format!(
+                        "{} since {}",
+                        if v.healthy { "healthy" } else { "UNHEALTHY" },
+                        ago(v.since)
+                    ),
+                    None => "-".to_string(),
+                };
+                line.push_str(&format!("  {cell:<24}"));
+            }
+            println!("{}", line.trim_end());
+        }
+        Ok(())
     }
 
     fn current_version(&self) -> Result<Option<u64>> {
