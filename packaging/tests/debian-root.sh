@@ -14,8 +14,9 @@ exec 3>&1 1>&2
 
 cache=${1:-${XDPLB_TEST_CACHE:-/var/cache/xdplb-test}}
 # libelf1/zlib1g: what the binaries link; procps: /bin/kill for ExecReload; systemd:
-# systemd-analyze and deb-systemd-helper inside the root, as on a real host.
-include=libelf1,zlib1g,systemd,procps
+# systemd-analyze and deb-systemd-helper inside the root, as on a real host; iproute2: the
+# director's route tokens (`ip route`), a dependency of its package.
+include=libelf1,zlib1g,systemd,procps,iproute2
 
 mirror="" suite=""
 for f in /etc/apt/sources.list.d/*.sources; do
