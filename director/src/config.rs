@@ -45,6 +45,7 @@ const FIELDS: &[&str] = &[
     "source",
     "consul",
     "publish",
+    "metrics",
 ];
 
 /// What can be wrong in director.yaml besides what any YAML config can get wrong.
@@ -68,6 +69,8 @@ pub enum ConfigProblem {
     ConsulWithoutSection,
     #[error("publish: true needs source: consul (it publishes backends to the cluster)")]
     PublishWithoutConsul,
+    #[error("metrics: {0}")]
+    Metrics(daemon_support::metrics::ListenError),
     /// The `consul:` section's own check (`cluster::ConsulSection::validate`).
     #[error("{0}")]
     Consul(String),
@@ -108,6 +111,8 @@ pub struct DirectorConfig {
     /// `source: consul` only: also publish `backends` (watched) to the cluster when it
     /// changes (`Store::publish_if_changed`).
     pub publish: bool,
+    /// Where `GET /metrics` is served; `None` (the default): no endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl DirectorConfig {
@@ -175,6 +180,7 @@ fn defaults(path: &Path, source: Option<Source>) -> Option<DirectorConfig> {
         nexthop_ttl_ms: 100,
         source: source.unwrap_or(Source::File),
         publish: false,
+        metrics: None,
     })
 }
 
@@ -255,6 +261,15 @@ fn check(c: &mut Checker<'_, ConfigProblem>, path: &Path, root: &Node) -> Option
     if let Some(n) = f.get("nexthop_ttl_ms") {
         match c.uint(n, "nexthop_ttl_ms", 0u32, NEXTHOP_TTL_MAX_MS) {
             Some(ms) => cfg.nexthop_ttl_ms = ms,
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("metrics") {
+        match c.scalar(n, "metrics", "an address and port") {
+            Some(t) => match daemon_support::metrics::parse_listen(t) {
+                Ok(a) => cfg.metrics = Some(a),
+                Err(e) => c.err(n.start, ConfigProblem::Metrics(e)),
+            },
             None => set(false),
         }
     }

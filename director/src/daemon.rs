@@ -107,6 +107,18 @@ pub fn run_with(
             }
         })?;
     }
+    // `/metrics` (off unless configured): a taken port stops the start here, before anything
+    // is loaded. It reads what `status` reads, so it serves whatever is pinned.
+    let _metrics = match cfg.metrics {
+        Some(addr) => Some(
+            daemon_support::metrics::http::Server::start(
+                addr,
+                crate::metrics::renderer(cfg.clone()),
+            )
+            .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
     // A start that pins into an empty directory and then has nothing to forward takes its
     // pins away again: a failed first start leaves the bpffs as it found it.
     let pinned_before = fs::read_dir(cfg.pin_dir()).is_ok_and(|mut d| d.next().is_some());
@@ -132,7 +144,7 @@ pub fn run_with(
     // The last version loaded: the health overlay is rebuilt from it.
     let mut last: Option<Loaded> = None;
     st.source = source.describe();
-    st.cluster = source.cluster();
+    refresh_cluster(&mut st, source.as_ref());
 
     // Watch before the first load: an edit saved while we load and attach is then a queued
     // event for the loop below, not a change nobody notices until the next one.
@@ -210,7 +222,7 @@ pub fn run_with(
             info!(iface, "xdp detached: no longer configured");
         }
     }
-    st.cluster = source.cluster();
+    refresh_cluster(&mut st, source.as_ref());
     write_state(&st, &state_path)?;
     notify::ready();
 
@@ -237,7 +249,7 @@ pub fn run_with(
                 write_state(&st, &state_path)?;
             }
             Event::Status => {
-                st.cluster = source.cluster();
+                refresh_cluster(&mut st, source.as_ref());
                 write_state(&st, &state_path)?;
             }
             Event::NextHops => next_hops_changed(&dp),
@@ -267,7 +279,7 @@ pub fn run_with(
                 {
                     warn!(source = %source.describe(), error = %error_chain(&e), "config rejected, keeping last good tables");
                 }
-                st.cluster = source.cluster();
+                refresh_cluster(&mut st, source.as_ref());
                 write_state(&st, &state_path)?;
                 notify::ready();
             }
@@ -275,7 +287,7 @@ pub fn run_with(
     }
     notify::stopping();
     st.pid = 0;
-    st.cluster = source.cluster();
+    refresh_cluster(&mut st, source.as_ref());
     if let Some(c) = &mut st.cluster {
         c.connected = false;
     }
@@ -321,6 +333,19 @@ fn health_changed(
         }
     }
     st.health = health.state();
+}
+
+/// The Consul follower's state into `st`, counting a refusal each time a different version
+/// (or the same one again after something was applied) is refused.
+fn refresh_cluster(st: &mut State, source: &dyn TableSource) {
+    let new = source.cluster();
+    let refused = |c: &Option<state::ClusterState>| c.as_ref().and_then(|c| c.rejected.clone());
+    if let Some(r) = refused(&new) {
+        if refused(&st.cluster).is_none_or(|old| old.version != r.version) {
+            st.reloads.cluster_refusals += 1;
+        }
+    }
+    st.cluster = new;
 }
 
 /// A route or neighbour changed: every CPU looks each backend's next hop up again.
@@ -393,6 +418,7 @@ fn load_and_install(
                 time: state::now(),
                 error: error_chain(&e),
             });
+            st.reloads.rejected += 1;
             return Err(e.into());
         }
     };
@@ -407,6 +433,7 @@ fn load_and_install(
                 "tables live"
             );
             record(st, &snap, swapped, took);
+            st.reloads.applied += 1;
             Ok(())
         }
         Err(e) => {
@@ -417,6 +444,7 @@ fn load_and_install(
                 time: state::now(),
                 error: error_chain(&e),
             });
+            st.reloads.failed += 1;
             Err(e.into())
         }
     }

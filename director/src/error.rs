@@ -131,6 +131,11 @@ pub enum DaemonError {
     Cluster(#[from] cluster::Error),
     #[error("consul source: starting its runtime")]
     Runtime(#[source] io::Error),
+    #[error("metrics: cannot listen on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
 }
 
 impl DaemonError {

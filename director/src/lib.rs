@@ -4,8 +4,8 @@
 //! file, or `consul` following a cluster),
 //! `tables` (pure: config + tables -> kernel images), `datapath` (the only module touching
 //! BPF objects), `daemon` (the run loop), `state` + `status` (what `status` shows), `host`
-//! (sysctls), `netwatch` (route and neighbour notifications), `counters` (reason names), `cli`
-//! (the clap definition).
+//! (sysctls), `netwatch` (route and neighbour notifications), `counters` (reason names), `metrics`
+//! (`/metrics`: the catalogue and the render of a scrape), `cli` (the clap definition).
 
 pub mod cli;
 pub mod config;
@@ -16,6 +16,7 @@ pub mod datapath;
 pub mod error;
 pub mod health;
 pub mod host;
+pub mod metrics;
 pub mod netwatch;
 pub mod source;
 pub mod state;
