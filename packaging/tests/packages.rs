@@ -73,6 +73,9 @@ impl Pkg {
         let mut files: BTreeSet<String> = self.conffiles.iter().map(|s| s.to_string()).collect();
         files.insert(self.unit());
         files.insert(format!("/usr/share/doc/{}/install.md", self.name));
+        // The Grafana dashboard and its metrics reference (docs/setup/metrics.md).
+        files.insert(format!("/usr/share/doc/{}/metrics.md", self.name));
+        files.insert(format!("/usr/share/{}/grafana/xdplb.json", self.name));
         for (path, section) in self.binaries {
             let bin = path.rsplit('/').next().unwrap();
             files.insert(path.to_string());
