@@ -100,6 +100,35 @@ if ! command -v consul >/dev/null 2>&1; then
   install_consul
 fi
 
+# prometheus (lab/tests/metrics.rs scrapes the daemons with a real Prometheus; promtool lints
+# their /metrics). The tests run their own server (temp storage, a lab namespace's address):
+# the package's own service is kept from starting while it installs (policy-rc.d refuses every
+# start) and is then disabled and stopped, so the host runs no Prometheus of its own.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [[ $EUID -ne 0 ]]; then
+    echo "setup: prometheus missing; run as root to install it" >&2
+    exit 1
+  fi
+  echo "setup: installing prometheus (its service stays disabled and stopped)"
+  policy=/usr/sbin/policy-rc.d
+  had_policy=0
+  [[ -e $policy ]] && had_policy=1
+  if ((!had_policy)); then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+    { ((had_policy)) || rm -f "$policy"; exit 1; }
+  ((had_policy)) || rm -f "$policy"
+fi
+# Also on a host where it was already installed: no packaged Prometheus left running.
+if command -v systemctl >/dev/null 2>&1 && [[ $EUID -eq 0 ]] &&
+  systemctl list-unit-files prometheus.service >/dev/null 2>&1; then
+  systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  systemctl disable --now prometheus-node-exporter.service >/dev/null 2>&1 || true
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   [[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 fi

@@ -1,14 +1,15 @@
 //! What the director and the redirector daemons share, written once: the check that the running
 //! kernel is new enough, the check that their pins land on a bpffs, interface names, the
 //! defaults ([`defaults`]), systemd readiness ([`notify`]), replacing a file whole ([`fs`]), the
-//! sysctl journal ([`sysctl`]) and the error chain the binaries print ([`errors`]). (Their YAML
-//! error positions live in the `yaml` crate.)
+//! sysctl journal ([`sysctl`]), the `/metrics` endpoint ([`metrics`]) and the error chain the
+//! binaries print ([`errors`]). (Their YAML error positions live in the `yaml` crate.)
 //!
 //! Must not know either daemon's config or maps: what is here is plumbing both use the same way.
 
 pub mod defaults;
 pub mod errors;
 pub mod fs;
+pub mod metrics;
 pub mod notify;
 pub mod sysctl;
 

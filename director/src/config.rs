@@ -47,6 +47,7 @@ const FIELDS: &[&str] = &[
     "publish",
     "announce",
     "health_view",
+    "metrics",
 ];
 
 /// The fields of `health_view:`.
@@ -81,6 +82,8 @@ pub enum ConfigProblem {
     HealthViewWithoutConsul,
     #[error("director name `{name}` is not usable as a Consul key: use 1 to 128 letters, digits, `.`, `_` or `-`")]
     BadDirectorName { name: String },
+    #[error("metrics: {0}")]
+    Metrics(daemon_support::metrics::ListenError),
     /// The `consul:` section's own check (`cluster::ConsulSection::validate`).
     #[error("{0}")]
     Consul(String),
@@ -125,6 +128,8 @@ pub struct DirectorConfig {
     pub announce: Option<crate::announce::AnnounceConfig>,
     /// `health_view:`: write this director's health view to Consul (off by default).
     pub health_view: Option<HealthViewConfig>,
+    /// Where `GET /metrics` is served; `None` (the default): no endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `health_view:` of director.yaml: where and as whom the director writes its health view
@@ -222,6 +227,7 @@ fn defaults(path: &Path, source: Option<Source>) -> Option<DirectorConfig> {
         publish: false,
         announce: None,
         health_view: None,
+        metrics: None,
     })
 }
 
@@ -302,6 +308,15 @@ fn check(c: &mut Checker<'_, ConfigProblem>, path: &Path, root: &Node) -> Option
     if let Some(n) = f.get("nexthop_ttl_ms") {
         match c.uint(n, "nexthop_ttl_ms", 0u32, NEXTHOP_TTL_MAX_MS) {
             Some(ms) => cfg.nexthop_ttl_ms = ms,
+            None => set(false),
+        }
+    }
+    if let Some(n) = f.get("metrics") {
+        match c.scalar(n, "metrics", "an address and port") {
+            Some(t) => match daemon_support::metrics::parse_listen(t) {
+                Ok(a) => cfg.metrics = Some(a),
+                Err(e) => c.err(n.start, ConfigProblem::Metrics(e)),
+            },
             None => set(false),
         }
     }

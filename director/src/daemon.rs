@@ -115,6 +115,18 @@ pub fn run_with(
             }
         })?;
     }
+    // `/metrics` (off unless configured): a taken port stops the start here, before anything
+    // is loaded. It reads what `status` reads, so it serves whatever is pinned.
+    let _metrics = match cfg.metrics {
+        Some(addr) => Some(
+            daemon_support::metrics::http::Server::start(
+                addr,
+                crate::metrics::renderer(cfg.clone()),
+            )
+            .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
     // A start that pins into an empty directory and then has nothing to forward takes its
     // pins away again: a failed first start leaves the bpffs as it found it.
     let pinned_before = fs::read_dir(cfg.pin_dir()).is_ok_and(|mut d| d.next().is_some());
@@ -150,7 +162,7 @@ pub fn run_with(
     // The last version loaded: the health overlay is rebuilt from it.
     let mut last: Option<Loaded> = None;
     st.source = source.describe();
-    st.cluster = source.cluster();
+    refresh_cluster(&mut st, source.as_ref());
 
     // Watch before the first load: an edit saved while we load and attach is then a queued
     // event for the loop below, not a change nobody notices until the next one.
@@ -232,7 +244,6 @@ pub fn run_with(
             info!(iface, "xdp detached: no longer configured");
         }
     }
-    st.cluster = source.cluster();
     // Announcing starts once the program is attached and the first tables are live: the
     // first decision below can already say yes.
     let mut ann = match cfg.announce.clone() {
@@ -249,6 +260,7 @@ pub fn run_with(
         ann.as_mut(),
     );
     sync_view(&mut st, view.as_ref());
+    refresh_cluster(&mut st, source.as_ref());
     write_state(&st, &state_path)?;
     notify::ready();
 
@@ -291,8 +303,8 @@ pub fn run_with(
                 write_state(&st, &state_path)?;
             }
             Event::Status => {
-                st.cluster = source.cluster();
                 sync_view(&mut st, view.as_ref());
+                refresh_cluster(&mut st, source.as_ref());
                 write_state(&st, &state_path)?;
             }
             Event::NextHops => next_hops_changed(&dp),
@@ -325,8 +337,8 @@ pub fn run_with(
                         refused = Some(error_chain(&e));
                     }
                 }
-                st.cluster = source.cluster();
                 sync_view(&mut st, view.as_ref());
+                refresh_cluster(&mut st, source.as_ref());
                 write_state(&st, &state_path)?;
                 notify::ready();
             }
@@ -359,7 +371,7 @@ pub fn run_with(
     drop(view);
     st.health_view = None;
     st.pid = 0;
-    st.cluster = source.cluster();
+    refresh_cluster(&mut st, source.as_ref());
     if let Some(c) = &mut st.cluster {
         c.connected = false;
     }
@@ -447,6 +459,19 @@ fn health_changed(
     st.health = health.state();
 }
 
+/// The Consul follower's state into `st`, counting a refusal each time a different version
+/// (or the same one again after something was applied) is refused.
+fn refresh_cluster(st: &mut State, source: &dyn TableSource) {
+    let new = source.cluster();
+    let refused = |c: &Option<state::ClusterState>| c.as_ref().and_then(|c| c.rejected.clone());
+    if let Some(r) = refused(&new) {
+        if refused(&st.cluster).is_none_or(|old| old.version != r.version) {
+            st.reloads.cluster_refusals += 1;
+        }
+    }
+    st.cluster = new;
+}
+
 /// A route or neighbour changed: every CPU looks each backend's next hop up again.
 fn next_hops_changed(dp: &Datapath) {
     match dp.bump_generation() {
@@ -525,6 +550,7 @@ fn load_and_install(
                 time: state::now(),
                 error: error_chain(&e),
             });
+            st.reloads.rejected += 1;
             return Err(e.into());
         }
     };
@@ -539,6 +565,7 @@ fn load_and_install(
                 "tables live"
             );
             record(st, &snap, swapped, took);
+            st.reloads.applied += 1;
             Ok(())
         }
         Err(e) => {
@@ -549,6 +576,7 @@ fn load_and_install(
                 time: state::now(),
                 error: error_chain(&e),
             });
+            st.reloads.failed += 1;
             Err(e.into())
         }
     }

@@ -135,6 +135,11 @@ pub enum DaemonError {
     Runtime(#[source] io::Error),
     #[error("route tokens (announce:)")]
     Announce(#[from] crate::announce::TokenError),
+    #[error("metrics: cannot listen on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
 }
 
 impl DaemonError {

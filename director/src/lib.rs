@@ -4,8 +4,9 @@
 //! file, or `consul` following a cluster),
 //! `tables` (pure: config + tables -> kernel images), `datapath` (the only module touching
 //! BPF objects), `daemon` (the run loop), `state` + `status` (what `status` shows), `host`
-//! (sysctls), `netwatch` (route and neighbour notifications), `counters` (reason names), `cli`
-//! (the clap definition), `announce` (which VIPs are announced over BGP: the route tokens).
+//! (sysctls), `netwatch` (route and neighbour notifications), `counters` (reason names), `metrics`
+//! (`/metrics`: the catalogue and the render of a scrape), `cli` (the clap definition),
+//! `announce` (which VIPs are announced over BGP: the route tokens).
 
 pub mod announce;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod datapath;
 pub mod error;
 pub mod health;
 pub mod host;
+pub mod metrics;
 pub mod netwatch;
 pub mod source;
 pub mod state;

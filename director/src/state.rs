@@ -71,6 +71,21 @@ pub struct ClusterState {
     pub rejected: Option<ClusterRejection>,
 }
 
+/// Reloads by result, kept in the state file so they survive restarts like the kernel's
+/// counters. A health overlay install is not a reload.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadCounts {
+    /// Tables installed.
+    pub applied: u64,
+    /// The source was refused (invalid backends.yaml, a cluster version not reproduced):
+    /// nothing changed.
+    pub rejected: u64,
+    /// The kernel refused an install: tables already swapped stay.
+    pub failed: u64,
+    /// Consul source: versions refused (each refusal of a version once, until one is applied).
+    pub cluster_refusals: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub pid: u32,
@@ -80,6 +95,8 @@ pub struct State {
     pub ids: Ids,
     pub last_reload: Option<Reload>,
     pub last_rejected: Option<Rejected>,
+    #[serde(default)]
+    pub reloads: ReloadCounts,
     /// Consul source only.
     #[serde(default)]
     pub cluster: Option<ClusterState>,

@@ -52,6 +52,8 @@ pub struct Status {
     pub reasons: Vec<ReasonStatus>,
     pub last_reload: Option<crate::state::Reload>,
     pub last_rejected: Option<crate::state::Rejected>,
+    /// Reloads by result, since the state file was created.
+    pub reloads: crate::state::ReloadCounts,
     /// Consul source only: connected, last contact, current and applied version, refusal.
     pub cluster: Option<crate::state::ClusterState>,
     /// Only when some service is health-checked: per service the overlay (fail-open,
@@ -131,6 +133,7 @@ pub fn gather(cfg: &DirectorConfig) -> Status {
         reasons,
         last_reload: st.last_reload,
         last_rejected: st.last_rejected,
+        reloads: st.reloads,
         cluster: st.cluster,
         health: st.health,
         announce: cfg.announce.as_ref().map(|a| {

@@ -160,7 +160,15 @@ pub struct SystemOptions {
     /// in the router namespace, backends.yaml is published with `tablegen cluster publish`
     /// (see [`System::cluster_publish`]) before the directors start.
     pub consul: bool,
+    /// Every daemon serves `/metrics` on its own lab address: directors on
+    /// [`METRICS_PORT_DIRECTOR`], redirectors on [`METRICS_PORT_REDIRECTOR`].
+    pub metrics: bool,
 }
+
+/// The directors' `/metrics` port when [`SystemOptions::metrics`] is set.
+pub const METRICS_PORT_DIRECTOR: u16 = 9641;
+/// The redirectors' `/metrics` port when [`SystemOptions::metrics`] is set.
+pub const METRICS_PORT_REDIRECTOR: u16 = 9642;
 
 impl Default for SystemOptions {
     fn default() -> Self {
@@ -168,6 +176,7 @@ impl Default for SystemOptions {
             lab: LabOptions::default(),
             configured: 3,
             consul: false,
+            metrics: false,
         }
     }
 }
@@ -182,6 +191,7 @@ pub struct System {
     lab: Lab,
     bins: Binaries,
     consul: bool,
+    metrics: bool,
 }
 
 /// Runs the director (`$1 run --config $2`), writes its pid to `$3`, passes SIGTERM/SIGINT on,
@@ -207,6 +217,7 @@ impl System {
             lab,
             bins,
             consul: opts.consul,
+            metrics: opts.metrics,
         };
         sys.lab.start_servers(&sys.bins.server)?;
         let lines: Vec<BackendLine> = (1..=opts.configured)
@@ -274,7 +285,9 @@ impl System {
              # VIPs on lo, arp_ignore/arp_announce, reverse-path filter: done by the daemon.\n\
              setup_on_run: true\n\
              bpffs_dir: {bpffs}\n\
-             state_dir: {state}\n",
+             state_dir: {state}\n\
+             {metrics}",
+            metrics = self.metrics_line(node),
             name = node.name(),
             d4 = addr::DIRECTOR_RANGE_V4,
             d6 = addr::DIRECTOR_RANGE_V6,
@@ -287,6 +300,29 @@ impl System {
             bpffs = self.bpffs_dir(node)?.display(),
             state = state.display(),
         ))
+    }
+
+    /// Where `node`'s daemon serves `/metrics` (with [`SystemOptions::metrics`]): its own
+    /// address on its link, reachable from the router namespace.
+    pub fn metrics_address(&self, node: Node) -> Option<SocketAddr> {
+        match node {
+            Node::Director(i) => Some(SocketAddr::new(
+                addr::director(Family::V4, i),
+                METRICS_PORT_DIRECTOR,
+            )),
+            Node::Backend(i) => Some(SocketAddr::new(
+                addr::backend(Family::V4, i),
+                METRICS_PORT_REDIRECTOR,
+            )),
+            _ => None,
+        }
+    }
+
+    fn metrics_line(&self, node: Node) -> String {
+        match self.metrics_address(node) {
+            Some(a) if self.metrics => format!("metrics: {a}\n"),
+            _ => String::new(),
+        }
     }
 
     /// The lab's Consul agent URL (consul mode).
@@ -357,7 +393,9 @@ impl System {
              backends: {backends}\n\
              bpffs_dir: {bpffs}\n\
              state_dir: {state}\n\
+             {metrics}\
              {consul}{announce}",
+            metrics = self.metrics_line(node),
             name = node.name(),
             s4 = addr::director(Family::V4, i),
             s6 = addr::director(Family::V6, i),

@@ -149,6 +149,7 @@ fn a_backend_not_in_the_config_before_is_added_without_breaking_connections() {
         },
         configured: 3,
         consul: false,
+        metrics: false,
     };
     let (_g, sys) = start(opts);
     let p = pool(&sys, addr::vip_tcp(Family::V4), 300);

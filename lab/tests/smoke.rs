@@ -24,6 +24,7 @@ fn tcp_and_udp_through_one_director_and_two_redirectors() {
         },
         configured: 2,
         consul: false,
+        metrics: false,
     };
     let sys = System::start(bins, opts).expect("start xdplb in the lab");
     let client = sys.lab().ns(Node::Client);

@@ -81,6 +81,9 @@ impl Pkg {
         for doc in self.docs {
             files.insert(format!("/usr/share/doc/{}/{doc}", self.name));
         }
+        // The Grafana dashboard and its metrics reference (docs/setup/metrics.md).
+        files.insert(format!("/usr/share/doc/{}/metrics.md", self.name));
+        files.insert(format!("/usr/share/{}/grafana/xdplb.json", self.name));
         for (path, section) in self.binaries {
             let bin = path.rsplit('/').next().unwrap();
             files.insert(path.to_string());

@@ -37,6 +37,7 @@ const FIELDS: &[&str] = &[
     "setup_on_run",
     "bpffs_dir",
     "state_dir",
+    "metrics",
 ];
 
 /// A validated redirector configuration.
@@ -62,6 +63,8 @@ pub struct Config {
     pub bpffs_dir: PathBuf,
     /// Where `setup` records what it changed, so `detach` can reverse exactly that.
     pub state_dir: PathBuf,
+    /// Where `GET /metrics` is served; `None` (the default): no endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Every problem of a redirector.yaml, each at its position, one `file:line:col: message` per
@@ -88,6 +91,8 @@ pub enum ConfigProblem {
     BadAddress { field: &'static str, text: String },
     #[error("vips: {addr} cannot be a VIP (unspecified, multicast or loopback)")]
     BadVip { addr: IpAddr },
+    #[error("metrics: {0}")]
+    Metrics(daemon_support::metrics::ListenError),
     #[error("{field}: `{path}` must be an absolute path")]
     RelativePath { field: &'static str, path: String },
 }
@@ -315,6 +320,19 @@ fn check(c: &mut Checker<'_, ConfigProblem>, root: &Node) -> Option<Config> {
         Some(n) => c.boolean(n, "setup_on_run"),
     };
 
+    let metrics = match f.get("metrics") {
+        None => Some(None),
+        Some(n) => match c.scalar(n, "metrics", "an address and port") {
+            None => None,
+            Some(t) => match daemon_support::metrics::parse_listen(t) {
+                Ok(a) => Some(Some(a)),
+                Err(e) => {
+                    c.err(n.start, ConfigProblem::Metrics(e));
+                    None
+                }
+            },
+        },
+    };
     let mut dir = |field: &'static str, default: &str| match f.get(field) {
         None => Some(PathBuf::from(default)),
         Some(n) => c.scalar(n, field, "an absolute path").and_then(|s| {
@@ -345,6 +363,7 @@ fn check(c: &mut Checker<'_, ConfigProblem>, root: &Node) -> Option<Config> {
         setup_on_run: setup_on_run?,
         bpffs_dir: bpffs_dir?,
         state_dir: state_dir?,
+        metrics: metrics?,
     })
 }
 

@@ -35,6 +35,18 @@ pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
     // that must leave the host as it was.
     let pin_dir = config.pin_dir();
     datapath::ensure_pin_dir(&pin_dir)?;
+    // `/metrics` (off unless configured): a taken port stops the start before any host change.
+    // Its address, like gue_port and interfaces, changes only on restart.
+    let _metrics = match config.metrics {
+        Some(addr) => Some(
+            daemon_support::metrics::http::Server::start(
+                addr,
+                crate::metrics::renderer(config.clone()),
+            )
+            .map_err(|source| Error::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
     if config.setup_on_run {
         setup::apply(&config)?;
     }

@@ -40,6 +40,12 @@ pub enum Error {
     Bpffs(#[from] daemon_support::BpffsError),
     #[error(transparent)]
     Kernel(#[from] daemon_support::KernelTooOld),
+    #[error("metrics: cannot listen on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("update BPF map {map}")]
     MapUpdate {
         map: &'static str,

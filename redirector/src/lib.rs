@@ -9,7 +9,8 @@
 //! Modules: [`config`] (file -> validated [`config::Config`]), [`datapath`] (the only module that
 //! calls into BPF maps and programs; the daemon holds the loaded skeleton and passes it back), [`setup`] (host changes for DSR, reversible), [`daemon`] (the
 //! `run`/`detach`/`status` commands), [`cli`] (the clap definition, shared with packaging for
-//! man pages), [`counters`] (reason names for the kernel's per-CPU counters).
+//! man pages), [`counters`] (reason names for the kernel's per-CPU counters), [`metrics`] (`/metrics`: the
+//! catalogue and the render of a scrape).
 
 pub mod cli;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod counters;
 pub mod daemon;
 pub mod datapath;
 pub mod error;
+pub mod metrics;
 pub mod setup;
 
 pub use error::Error;

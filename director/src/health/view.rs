@@ -25,6 +25,9 @@ pub struct Tracker {
     /// Why the last failed probe failed, per check (`tcp:80: connection refused`).
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Changes between healthy and unhealthy, over the life of the state file.
+    #[serde(default)]
+    pub transitions: u64,
 }
 
 impl Tracker {
@@ -35,6 +38,7 @@ impl Tracker {
             passes: 0,
             failures: 0,
             last_error: None,
+            transitions: 0,
         }
     }
 
@@ -54,6 +58,7 @@ impl Tracker {
                 if !self.healthy && self.passes >= rise {
                     self.healthy = true;
                     self.since = now_unix;
+                    self.transitions += 1;
                     return true;
                 }
             }
@@ -64,6 +69,7 @@ impl Tracker {
                 if self.healthy && self.failures >= fall {
                     self.healthy = false;
                     self.since = now_unix;
+                    self.transitions += 1;
                     return true;
                 }
             }
