@@ -140,9 +140,16 @@ struct director_table_hdr {
 	__u8 width;      /* backends per row, 1..=GUE_MAX_HOPS; 0 = no eligible backend */
 	__u8 fields;     /* XDPLB_HASH_* */
 	__u8 family;     /* backends' address family: 4 or 6 */
-	__u8 pad;
+	__u8 gue_flags;  /* DIRECTOR_GUE_* */
 	__u32 service;   /* slot in director_tables (a check for tests and status) */
 	__u32 pad2;
+};
+
+/* director_table_hdr.gue_flags. UDP_SECOND_CHANCE: the service's UDP packets carry the hop
+ * list flag GUE_HOPS_F_UDP (gue.h) and end their list with the primary again
+ * (docs/development/second-chance.md). */
+enum director_gue_flag {
+	DIRECTOR_GUE_UDP_SECOND_CHANCE = 1,
 };
 
 /* Value of `director_hash_states`: the flow hash of a VIP (and port, IPv4) already started.
