@@ -225,7 +225,7 @@ enum redir_reason {
 	REDIR_ACCEPT_SOCKET = 2,         /* a local socket (established/handshake) owns the flow */
 	REDIR_ACCEPT_SYNCOOKIE = 3,      /* ACK carrying a valid SYN cookie of a local listener */
 	REDIR_ACCEPT_ICMP = 4,           /* ICMP error about a flow that lives here */
-	REDIR_ACCEPT_UDP = 5,            /* inner UDP: balanced per packet, always local */
+	REDIR_ACCEPT_UDP = 5,            /* inner UDP without second chance: always local */
 	REDIR_ACCEPT_HOPS_EXHAUSTED = 6, /* nobody left to ask: local, so the client gets an RST */
 	REDIR_ACCEPT_NEXT_HOP_SELF = 7,  /* the next hop is this host */
 	REDIR_ACCEPT_NO_HOPLIST = 8,     /* GUE without private data (plain tunnel, probe) */
@@ -241,7 +241,9 @@ enum redir_reason {
 	REDIR_DROP_NO_ROUTE = 18,        /* no usable route to the next hop */
 	REDIR_DROP_TOO_BIG = 19,         /* next hop's route MTU is below the packet's size */
 	REDIR_DROP_REDIRECT_FAILED = 20, /* the redirect helper failed */
-	REDIR_REASON_COUNT = 21,         /* not a reason: how many this object knows */
+	REDIR_ACCEPT_UDP_SOCKET = 21,    /* UDP second chance: a connected socket owns the flow */
+	REDIR_ACCEPT_UDP_FRAGMENT = 22,  /* UDP second chance: a first fragment stays with the rest */
+	REDIR_REASON_COUNT = 23,         /* not a reason: how many this object knows */
 };
 
 /* Sizes of the redirector's pinned maps. */
