@@ -1344,8 +1344,14 @@ fn udp_second_chance_lists_end_with_the_primary() {
             for _ in 0..2 {
                 let (ret, out) = dp.test_run(frame, dp0).unwrap();
                 assert_eq!(ret, XDP_TX, "verdict for {f:?}");
-                let want =
-                    expected_gue_with(backend_mac(row[0]), DIR_MAC, &row, hash, &frame[14..], udp_sc);
+                let want = expected_gue_with(
+                    backend_mac(row[0]),
+                    DIR_MAC,
+                    &row,
+                    hash,
+                    &frame[14..],
+                    udp_sc,
+                );
                 assert_eq!(hex(&out), hex(&want), "frame for {f:?} to {row:?}");
             }
         };

@@ -248,8 +248,7 @@ async fn serve_udp_connected(
         let (clients, name) = (clients.clone(), name.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
-            while let Ok(Ok(n)) = tokio::time::timeout(CONNECTED_IDLE, conn.recv(&mut buf)).await
-            {
+            while let Ok(Ok(n)) = tokio::time::timeout(CONNECTED_IDLE, conn.recv(&mut buf)).await {
                 let _ = conn.send(&answer(&name, &buf[..n])).await;
             }
             clients.lock().unwrap().remove(&peer);

@@ -131,7 +131,11 @@ pub struct UdpFlows {
 impl UdpFlows {
     /// Starts one flow per target in `targets` from inside `ns`, each exchanging a datagram
     /// every `interval`.
-    pub fn start(ns: &Netns, targets: Vec<SocketAddr>, interval: Duration) -> Result<Self, NetnsError> {
+    pub fn start(
+        ns: &Netns,
+        targets: Vec<SocketAddr>,
+        interval: Duration,
+    ) -> Result<Self, NetnsError> {
         let flows = Arc::new(Mutex::new(vec![FlowState::default(); targets.len()]));
         let (stop, stop_rx) = watch::channel(false);
         let shared = flows.clone();
@@ -192,9 +196,13 @@ async fn flow(
 ) {
     let set = |f: &dyn Fn(&mut FlowState)| f(&mut flows.lock().unwrap()[id]);
     set(&|s| s.target = Some(target));
-    let local: SocketAddr = if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
-        .parse()
-        .unwrap();
+    let local: SocketAddr = if target.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .unwrap();
     let sock = match UdpSocket::bind(local).await {
         Ok(s) => s,
         Err(e) => return set(&|s| s.error = Some(format!("bind: {}", e.kind()))),

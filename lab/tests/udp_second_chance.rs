@@ -111,7 +111,10 @@ fn scenario(switch: bool) -> FlowsReport {
     let r = flows.report();
     assert_eq!(r.answered(), 2 * FLOWS_PER_FAMILY, "{r}");
     assert_eq!(r.moved(), 0, "before any change: {r}");
-    assert!(r.per_backend().get("backend-3").copied().unwrap_or(0) > 10, "{r}");
+    assert!(
+        r.per_backend().get("backend-3").copied().unwrap_or(0) > 10,
+        "{r}"
+    );
 
     // A backend is added, filling first, then active: new flows follow the new table.
     let mut text = std::fs::read_to_string(&path).unwrap();
@@ -138,7 +141,9 @@ fn scenario(switch: bool) -> FlowsReport {
     let on3 = flows.report().exchanges_on("backend-3");
     sys.tablegen(&["drain", "backend-3"]).unwrap();
     for f in FAMILIES {
-        wait_udp(&sys, f, 200, |p| p.failures() == 0 && on(p, "backend-3") == 0);
+        wait_udp(&sys, f, 200, |p| {
+            p.failures() == 0 && on(p, "backend-3") == 0
+        });
     }
     std::thread::sleep(Duration::from_secs(2));
     let report = flows.stop();
@@ -147,7 +152,10 @@ fn scenario(switch: bool) -> FlowsReport {
         report.exchanges_on("backend-3") > on3 + 10 * 20,
         "the flows that started on backend-3 kept exchanging through the drain: {report}"
     );
-    eprintln!("{}: {report}", if switch { "switch on" } else { "switch off" });
+    eprintln!(
+        "{}: {report}",
+        if switch { "switch on" } else { "switch off" }
+    );
     report
 }
 

@@ -998,37 +998,29 @@ fn config_limits_are_the_map_sizes() {
     );
 }
 
-/// A UDP socket bound to `local` with SO_REUSEADDR and SO_REUSEPORT (as a QUIC server binds
-/// its listener and its per-client sockets to one port), connected to `peer` if given.
-fn udp_socket(local: std::net::SocketAddr, peer: Option<std::net::SocketAddr>) -> std::net::UdpSocket {
-    use nix::sys::socket::{self as so, sockopt, SockaddrStorage};
-    let family = if local.is_ipv6() {
-        so::AddressFamily::Inet6
-    } else {
-        so::AddressFamily::Inet
-    };
-    let fd = so::socket(family, so::SockType::Datagram, so::SockFlag::empty(), None).unwrap();
-    so::setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
-    so::setsockopt(&fd, sockopt::ReusePort, &true).unwrap();
-    use std::os::fd::AsRawFd;
-    so::bind(fd.as_raw_fd(), &SockaddrStorage::from(local)).unwrap();
-    if let Some(peer) = peer {
-        so::connect(fd.as_raw_fd(), &SockaddrStorage::from(peer)).unwrap();
-    }
-    std::net::UdpSocket::from(fd)
-}
-
 /// The two families' test addresses: (VIP, client, director, this host, hop list builder).
 type Family = (IpAddr, IpAddr, IpAddr, IpAddr, fn(u8) -> Hops);
 const FAMILIES: [Family; 2] = [
-    (v4c(VIP4), v4c(CLIENT4), v4c(DIRECTOR4), v4c(SELF4), |next| Hops::V4 {
-        next,
-        hops: vec![HOP4, HOP4_B, SELF4],
-    }),
-    (v6c(VIP6), v6c(CLIENT6), v6c(DIRECTOR6), v6c(SELF6), |next| Hops::V6 {
-        next,
-        hops: vec![HOP6, HOP6, SELF6],
-    }),
+    (
+        v4c(VIP4),
+        v4c(CLIENT4),
+        v4c(DIRECTOR4),
+        v4c(SELF4),
+        |next| Hops::V4 {
+            next,
+            hops: vec![HOP4, HOP4_B, SELF4],
+        },
+    ),
+    (
+        v6c(VIP6),
+        v6c(CLIENT6),
+        v6c(DIRECTOR6),
+        v6c(SELF6),
+        |next| Hops::V6 {
+            next,
+            hops: vec![HOP6, HOP6, SELF6],
+        },
+    ),
 ];
 const fn v4c(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
@@ -1103,7 +1095,11 @@ fn udp_second_chance_on_bad_lengths_checksums_and_fragments() {
                 bad[l4 + 4..l4 + 6].copy_from_slice(&len.to_be_bytes());
                 let pkt = gue_frame_with(dir, me, &hops(0), &bad, 1);
                 let (verdict, _, reason) = run(skel, &pkt);
-                assert_eq!((verdict, reason), (TC_ACT_SHOT, "bad_inner"), "length {len}");
+                assert_eq!(
+                    (verdict, reason),
+                    (TC_ACT_SHOT, "bad_inner"),
+                    "length {len}"
+                );
             }
             let mut bad = good.clone();
             bad[l4 + 6] ^= 0x55; // checksum

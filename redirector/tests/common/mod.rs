@@ -350,3 +350,26 @@ pub fn connect(
     let (server, _) = listener.accept().unwrap();
     (listener, stream, server)
 }
+
+/// A UDP socket bound to `local` with SO_REUSEADDR and SO_REUSEPORT (as a QUIC server binds
+/// its listener and its per-client sockets to one port), connected to `peer` if given.
+pub fn udp_socket(
+    local: std::net::SocketAddr,
+    peer: Option<std::net::SocketAddr>,
+) -> std::net::UdpSocket {
+    use nix::sys::socket::{self as so, sockopt, SockaddrStorage};
+    let family = if local.is_ipv6() {
+        so::AddressFamily::Inet6
+    } else {
+        so::AddressFamily::Inet
+    };
+    let fd = so::socket(family, so::SockType::Datagram, so::SockFlag::empty(), None).unwrap();
+    so::setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+    so::setsockopt(&fd, sockopt::ReusePort, &true).unwrap();
+    use std::os::fd::AsRawFd;
+    so::bind(fd.as_raw_fd(), &SockaddrStorage::from(local)).unwrap();
+    if let Some(peer) = peer {
+        so::connect(fd.as_raw_fd(), &SockaddrStorage::from(peer)).unwrap();
+    }
+    std::net::UdpSocket::from(fd)
+}
