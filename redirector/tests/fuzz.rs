@@ -141,7 +141,12 @@ fn model(f: &[u8]) -> Expect {
         if h + 4 > n {
             return Expect::Drop("bad_hoplist");
         }
-        let size = match be16(f, h) {
+        // The type's first byte holds flags: 0x01 (UDP second chance) is the only one known.
+        let t = be16(f, h);
+        if t & !0x01ff != 0 {
+            return Expect::Drop("bad_hoplist");
+        }
+        let size = match t & 0xff {
             0 if !outer_v6 => 4,
             1 if outer_v6 => 16,
             _ => return Expect::Drop("bad_hoplist"),
@@ -153,11 +158,12 @@ fn model(f: &[u8]) -> Expect {
         hops = Some((h, next, count));
     }
     let i = g + 4 + hlen;
-    let (proto, l4) = if inner_v6 {
+    let mut first_frag = false;
+    let (proto, l4, l4_len) = if inner_v6 {
         if i + 40 > n || f[i] >> 4 != 6 {
             return Expect::Drop("bad_inner");
         }
-        (f[i + 6], i + 40)
+        (f[i + 6], i + 40, be16(f, i + 4) as usize)
     } else {
         if i + 20 > n || f[i] >> 4 != 4 || f[i] & 0x0f < 5 {
             return Expect::Drop("bad_inner");
@@ -175,7 +181,12 @@ fn model(f: &[u8]) -> Expect {
                 hops,
             });
         }
-        (f[i + 9], i + ihl)
+        first_frag = be16(f, i + 6) & 0x2000 != 0;
+        let tot = be16(f, i + 2) as usize;
+        if tot < ihl {
+            return Expect::Drop("bad_inner");
+        }
+        (f[i + 9], i + ihl, tot - ihl)
     };
     let l4_min = match proto {
         6 => 20,
@@ -184,6 +195,13 @@ fn model(f: &[u8]) -> Expect {
     };
     if l4_min > 0 && (l4 > 256 || l4 + l4_min > n || (proto == 6 && f[l4 + 12] >> 4 < 5)) {
         return Expect::Drop("bad_inner");
+    }
+    // A UDP length must fit the IP payload (not checkable in a first fragment).
+    if proto == 17 && !first_frag {
+        let ulen = be16(f, l4 + 4) as usize;
+        if ulen < 8 || ulen > l4_len {
+            return Expect::Drop("bad_inner");
+        }
     }
     Expect::Gue(Gue {
         outer_v6,
