@@ -75,6 +75,8 @@ struct Gue {
     proto: Option<u8>,
     /// (offset of the hop list, next, count), when there is one.
     hops: Option<(usize, u8, u8)>,
+    /// The hop list's UDP second chance flag, with a UDP datagram that is no fragment.
+    udp_sc: bool,
 }
 
 fn allowed(f: &[u8], v6: bool) -> bool {
@@ -136,6 +138,7 @@ fn model(f: &[u8]) -> Expect {
     };
     let hlen = (f[g] & 0x1f) as usize * 4;
     let mut hops = None;
+    let mut flagged = false;
     if hlen > 0 {
         let h = g + 4;
         if h + 4 > n {
@@ -143,6 +146,7 @@ fn model(f: &[u8]) -> Expect {
         }
         // The type's first byte holds flags: 0x01 (UDP second chance) is the only one known.
         let t = be16(f, h);
+        flagged = t & 0x0100 != 0;
         if t & !0x01ff != 0 {
             return Expect::Drop("bad_hoplist");
         }
@@ -179,6 +183,7 @@ fn model(f: &[u8]) -> Expect {
                 inner_v6,
                 proto: None,
                 hops,
+                udp_sc: false,
             });
         }
         first_frag = be16(f, i + 6) & 0x2000 != 0;
@@ -209,6 +214,7 @@ fn model(f: &[u8]) -> Expect {
         inner_v6,
         proto: Some(proto),
         hops,
+        udp_sc: flagged && proto == 17 && !first_frag,
     })
 }
 
@@ -262,7 +268,9 @@ fn forwarded(f: &[u8], g: &Gue) -> (Vec<u8>, IpAddr) {
 fn local_reasons(g: &Gue) -> &'static [&'static str] {
     match g.proto {
         None => &["other"],
-        Some(17) => &["udp"],
+        // No UDP socket in the fuzz namespace: flagged datagrams go round like TCP data.
+        Some(17) if g.udp_sc => &["no_hoplist", "hops_exhausted", "next_hop_self"],
+        Some(17) => &["udp", "udp_fragment"],
         Some(6) => &[
             "syn",
             "socket",
@@ -332,7 +340,7 @@ fn check(skel: &RedirectorSkel<'_>, f: &[u8]) -> Result<&'static str, String> {
                 let Some((_, next, count)) = g.hops else {
                     return Err("forwarded without a hop list".into());
                 };
-                if next >= count || matches!(g.proto, None | Some(17)) {
+                if next >= count || g.proto.is_none() || (g.proto == Some(17) && !g.udp_sc) {
                     return Err(format!(
                         "forwarded at hop {next} of {count}, inner {:?}",
                         g.proto
