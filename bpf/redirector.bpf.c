@@ -284,7 +284,7 @@ int redirector(struct __sk_buff *skb)
 	} else if (p.inner_proto == IPPROTO_TCP) {
 		reason = tcp_local(skb, &p);
 	} else if (p.inner_proto == IPPROTO_UDP) {
-		reason = REDIR_ACCEPT_UDP;
+		reason = p.udp_sc ? udp_local(skb, &p) : REDIR_ACCEPT_UDP;
 	} else if (p.inner_proto == (p.inner_v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP)) {
 		rc = icmp_local(skb, &p);
 		reason = rc < 0 ? REDIR_ACCEPT_OTHER : rc;

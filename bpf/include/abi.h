@@ -140,9 +140,16 @@ struct director_table_hdr {
 	__u8 width;      /* backends per row, 1..=GUE_MAX_HOPS; 0 = no eligible backend */
 	__u8 fields;     /* XDPLB_HASH_* */
 	__u8 family;     /* backends' address family: 4 or 6 */
-	__u8 pad;
+	__u8 gue_flags;  /* DIRECTOR_GUE_* */
 	__u32 service;   /* slot in director_tables (a check for tests and status) */
 	__u32 pad2;
+};
+
+/* director_table_hdr.gue_flags. UDP_SECOND_CHANCE: the service's UDP packets carry the hop
+ * list flag GUE_HOPS_F_UDP (gue.h) and end their list with the primary again
+ * (docs/development/second-chance.md). */
+enum director_gue_flag {
+	DIRECTOR_GUE_UDP_SECOND_CHANCE = 1,
 };
 
 /* Value of `director_hash_states`: the flow hash of a VIP (and port, IPv4) already started.
@@ -218,7 +225,7 @@ enum redir_reason {
 	REDIR_ACCEPT_SOCKET = 2,         /* a local socket (established/handshake) owns the flow */
 	REDIR_ACCEPT_SYNCOOKIE = 3,      /* ACK carrying a valid SYN cookie of a local listener */
 	REDIR_ACCEPT_ICMP = 4,           /* ICMP error about a flow that lives here */
-	REDIR_ACCEPT_UDP = 5,            /* inner UDP: balanced per packet, always local */
+	REDIR_ACCEPT_UDP = 5,            /* inner UDP without second chance: always local */
 	REDIR_ACCEPT_HOPS_EXHAUSTED = 6, /* nobody left to ask: local, so the client gets an RST */
 	REDIR_ACCEPT_NEXT_HOP_SELF = 7,  /* the next hop is this host */
 	REDIR_ACCEPT_NO_HOPLIST = 8,     /* GUE without private data (plain tunnel, probe) */
@@ -234,7 +241,9 @@ enum redir_reason {
 	REDIR_DROP_NO_ROUTE = 18,        /* no usable route to the next hop */
 	REDIR_DROP_TOO_BIG = 19,         /* next hop's route MTU is below the packet's size */
 	REDIR_DROP_REDIRECT_FAILED = 20, /* the redirect helper failed */
-	REDIR_REASON_COUNT = 21,         /* not a reason: how many this object knows */
+	REDIR_ACCEPT_UDP_SOCKET = 21,    /* UDP second chance: a connected socket owns the flow */
+	REDIR_ACCEPT_UDP_FRAGMENT = 22,  /* UDP second chance: a first fragment stays with the rest */
+	REDIR_REASON_COUNT = 23,         /* not a reason: how many this object knows */
 };
 
 /* Sizes of the redirector's pinned maps. */

@@ -36,7 +36,8 @@ struct encap_args {
 	__u64 hash;
 	__u32 grown;       /* bytes the frame was grown by: the old frame starts there */
 	__u64 payload_sum; /* inner packet sum, IPv6 outer only */
-	__u32 alternates;
+	__u32 alternates;  /* hops in the list, the primary again included when udp_sc */
+	__u8 udp_sc;       /* UDP second chance: flag the list, end it with the primary */
 	__u8 outer_v6;
 	__u8 outer_df;
 };
@@ -50,6 +51,16 @@ static __always_inline void copy_mac(void *dst, const void *src)
 	d[0] = s[0];
 	d[1] = s[1];
 	d[2] = s[2];
+}
+
+/* The row slot of the i-th hop of the list (1-based): the row's alternates in order, and
+ * with UDP second chance the primary (slot 0) once more at the end. The caller stops at
+ * i > alternates. */
+static __always_inline int hop_slot(const struct encap_args *a, int i)
+{
+	if (i >= GUE_MAX_HOPS || (a->udp_sc && i == (int)a->alternates))
+		return 0;
+	return i;
 }
 
 /* The outer IPv6 header (UDP, DEFAULT_TTL_) as ten words in network order, stored once each
@@ -90,7 +101,8 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, const struct
 	__be16 ulen = bpf_htons((__u16)udp_len);
 	__be16 gue_w = bpf_htons((__u16)(((1 + (a->outer_v6 ? 4 : 1) * alternates) << 8) |
 					 (p->is_v6 ? GUE_PROTO_IPV6 : GUE_PROTO_IPV4)));
-	__be16 type_w = bpf_htons(a->outer_v6 ? GUE_HOPS_IPV6 : GUE_HOPS_IPV4);
+	__be16 type_w = bpf_htons((a->udp_sc ? GUE_HOPS_F_UDP : 0) |
+				  (a->outer_v6 ? GUE_HOPS_IPV6 : GUE_HOPS_IPV4));
 	__be16 count_w = bpf_htons((__u16)alternates); /* next_hop 0, hop_count */
 	__u16 old_mac[6];
 	__u16 *w16;
@@ -134,9 +146,8 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, const struct
 		    ulen + bpf_htons(IPPROTO_UDP_) + sport + dport + ulen + gue_w + type_w + count_w;
 		w = (void *)(w16 + 8);
 #pragma unroll
-		for (int i = 1; i < GUE_MAX_HOPS; i++) {
-			const __u32 *h = (const __u32 *)a->row->hops[i];
-
+		for (int i = 1; i <= GUE_MAX_HOPS; i++) {
+			const __u32 *h = (const __u32 *)a->row->hops[hop_slot(a, i)];
 			__u32 *o = w + 4 * (i - 1);
 
 			if (i > alternates)
@@ -167,14 +178,14 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, const struct
 		w16[3] = 0; /* over IPv4: no UDP checksum (GLB does the same) */
 		w = (void *)(w16 + 8);
 #pragma unroll
-		for (int i = 1; i < GUE_MAX_HOPS; i++) {
+		for (int i = 1; i <= GUE_MAX_HOPS; i++) {
 			__u32 *o = w + (i - 1);
 
 			if (i > alternates)
 				break;
 			if ((void *)(o + 1) > data_end)
 				return -1;
-			*o = *(const __u32 *)a->row->hops[i];
+			*o = *(const __u32 *)a->row->hops[hop_slot(a, i)];
 		}
 	}
 	w16[0] = sport;

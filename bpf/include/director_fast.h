@@ -216,7 +216,8 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	asm volatile("" : "+r"(hslot)); /* as in forward(): the two lookups stay apart */
 	if (!hslot || hslot->hdr.width != 2 || hslot->hdr.family != 4 ||
 	    hslot->hdr.hash_k0 != hs->hash_k0 || hslot->hdr.hash_k1 != hs->hash_k1 ||
-	    hslot->hdr.fields != XDPLB_HASH_ALL)
+	    hslot->hdr.fields != XDPLB_HASH_ALL ||
+	    (hslot->hdr.gue_flags && proto == IPPROTO_UDP_)) /* UDP second chance: 3 hops */
 		return FAST_FALLBACK;
 	cfg = bpf_map_lookup_elem(&director_config, &fast_zero);
 	if (!cfg || !cfg->src4 || !cfg->nexthop_ttl_ms)
@@ -338,7 +339,8 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 	asm volatile("" : "+r"(hslot));
 	if (!hslot || hslot->hdr.width != 2 || hslot->hdr.family != 6 ||
 	    hslot->hdr.hash_k0 != hs->hash_k0 || hslot->hdr.hash_k1 != hs->hash_k1 ||
-	    hslot->hdr.fields != XDPLB_HASH_ALL)
+	    hslot->hdr.fields != XDPLB_HASH_ALL ||
+	    (hslot->hdr.gue_flags && proto == IPPROTO_UDP_)) /* UDP second chance: 3 hops */
 		return FAST_FALLBACK;
 	cfg = bpf_map_lookup_elem(&director_config, &fast_zero);
 	if (!cfg || !(*(const __u64 *)cfg->src6 | *(const __u64 *)(cfg->src6 + 8)) ||

@@ -97,7 +97,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	if (outer_v6 ? !(*(__u64 *)cfg->src6 | *(__u64 *)(cfg->src6 + 8)) : !cfg->src4)
 		return verdict(p, DIRECTOR_DROP_NO_SOURCE, XDP_DROP);
 	a.cfg = cfg;
-	a.alternates = hdr->width - 1;
+	/* UDP second chance: the row's alternates, then the primary again (gue.h). */
+	a.udp_sc = (hdr->gue_flags & DIRECTOR_GUE_UDP_SECOND_CHANCE) && p->ip_proto == IPPROTO_UDP_;
+	a.alternates = hdr->width - 1 + a.udp_sc;
 	a.outer_v6 = outer_v6;
 	a.outer_df = p->df;
 	overhead = encap_overhead(outer_v6, a.alternates);

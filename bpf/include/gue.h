@@ -21,7 +21,7 @@ struct gue_hdr {
 
 /* Private data, first word. */
 struct gue_hoplist {
-	__be16 type;     /* GUE_HOPS_IPV4 (GLB's only type) or GUE_HOPS_IPV6 (xdplb) */
+	__be16 type;     /* GUE_HOPS_IPV4 (GLB's only type) or GUE_HOPS_IPV6 (xdplb), | flags */
 	__u8 next_hop;   /* index of the next hop to try, starts at 0 */
 	__u8 hop_count;  /* number of addresses that follow */
 	/* followed by hop_count __be32 (type 0) or hop_count 16-byte addresses (type 1) */
@@ -29,6 +29,12 @@ struct gue_hoplist {
 
 #define GUE_HOPS_IPV4 0
 #define GUE_HOPS_IPV6 1
+/* The type's first byte on the wire holds flags (0 in GLB's packets), its second the kind of
+ * address above. GUE_HOPS_F_UDP (xdplb): an inner UDP packet stays on a hop only if a
+ * connected UDP socket there owns its flow, and the list ends with the primary again, so a
+ * flow nobody owns yet comes back to it (docs/development/second-chance.md). */
+#define GUE_HOPS_KIND_MASK 0x00ff
+#define GUE_HOPS_F_UDP 0x0100
 
 #define GUE_VER_MASK 0xc0
 #define GUE_C_BIT 0x20

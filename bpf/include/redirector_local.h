@@ -89,6 +89,62 @@ out:
 	return reason;
 }
 
+#define UDP_STATE_CONNECTED 1 /* TCP_ESTABLISHED: what connect() makes of a UDP socket */
+
+/* UDP second chance: does a connected UDP socket here own the flow (as a QUIC server's
+ * socket per client does)? An unconnected one (the server's listener) owns no flow: it takes
+ * whatever nobody else does. Returns the accept reason, or 0. */
+static __always_inline int udp_local(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	struct udphdr *uh;
+	__u32 tuple_len;
+	int reason = 0;
+
+	/* The fragments of one datagram must meet in one stack; the later ones have no ports
+	 * to look up and are delivered at the first hop, so the first is too. */
+	if (p->inner_first_frag)
+		return REDIR_ACCEPT_UDP_FRAGMENT;
+	if (p->inner_l3_off > PULL_LEN || p->inner_l4_off > PULL_LEN)
+		return 0; /* verifier: bounds the variable offsets */
+	uh = data + p->inner_l4_off;
+	if ((void *)(uh + 1) > data_end)
+		return 0; /* verifier: checked in parse_inner */
+	if (!p->inner_v6) {
+		struct iphdr *ip = data + p->inner_l3_off;
+
+		if ((void *)(ip + 1) > data_end)
+			return 0; /* verifier */
+		tuple.ipv4.saddr = ip->saddr;
+		tuple.ipv4.daddr = ip->daddr;
+		tuple.ipv4.sport = uh->source;
+		tuple.ipv4.dport = uh->dest;
+		tuple_len = sizeof(tuple.ipv4);
+	} else {
+		struct ipv6hdr *ip6 = data + p->inner_l3_off;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return 0; /* verifier */
+		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
+		tuple.ipv6.sport = uh->source;
+		tuple.ipv6.dport = uh->dest;
+		tuple_len = sizeof(tuple.ipv6);
+	}
+	/* The kernel's own lookup: a connected socket scores above a bound one, also within a
+	 * SO_REUSEPORT group. */
+	sk = bpf_sk_lookup_udp(skb, &tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	if (sk->state == UDP_STATE_CONNECTED)
+		reason = REDIR_ACCEPT_UDP_SOCKET;
+	bpf_sk_release(sk);
+	return reason;
+}
+
 /* An ICMP error quotes the packet we sent: look up its flow reversed. Returns the accept
  * reason, 0 when it is not ours (second chance), <0 = -reason when it is not an error at all
  * (treated as other local traffic by the caller). */

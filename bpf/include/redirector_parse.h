@@ -35,6 +35,8 @@ struct pkt {
 	__u8 inner_v6;
 	__u8 inner_proto; /* IPPROTO_* of the inner L4 header */
 	__u8 inner_later_frag;
+	__u8 inner_first_frag; /* IPv4 MF set at offset 0: the L4 header of a split datagram */
+	__u8 udp_sc;           /* hop list flag GUE_HOPS_F_UDP: UDP second chance */
 	__u16 inner_l3_off;
 	__u16 inner_l4_off;
 	__u16 hoplist_off; /* 0 = no private data */
@@ -175,6 +177,10 @@ static __always_inline int parse_gue(struct __sk_buff *skb, struct pkt *p)
 	if ((void *)(hl + 1) > data_end)
 		return -REDIR_DROP_BAD_HOPLIST;
 	p->hop_type = bpf_ntohs(hl->type);
+	if (p->hop_type & ~(GUE_HOPS_KIND_MASK | GUE_HOPS_F_UDP))
+		return -REDIR_DROP_BAD_HOPLIST; /* a flag we do not know */
+	p->udp_sc = !!(p->hop_type & GUE_HOPS_F_UDP);
+	p->hop_type &= GUE_HOPS_KIND_MASK;
 	if (p->hop_type == GUE_HOPS_IPV4) {
 		if (p->outer_v6)
 			return -REDIR_DROP_BAD_HOPLIST; /* the rewrite keeps the outer family */
@@ -203,12 +209,13 @@ static __always_inline int parse_inner(struct __sk_buff *skb, struct pkt *p)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	__u32 off = sizeof(struct ethhdr) + p->strip_len;
-	__u32 l4_min;
+	__u32 l4_min, l4_len;
 
 	if (off > sizeof(struct ethhdr) + 60 + 8 + 4 + 124)
 		return -REDIR_DROP_BAD_GUE; /* verifier: bounds the variable offset */
 	p->inner_l3_off = off;
 	p->inner_later_frag = 0;
+	p->inner_first_frag = 0;
 	if (!p->inner_v6) {
 		struct iphdr *ip = data + off;
 
@@ -224,6 +231,10 @@ static __always_inline int parse_inner(struct __sk_buff *skb, struct pkt *p)
 			p->inner_later_frag = 1; /* no L4 header to look at */
 			return 0;
 		}
+		p->inner_first_frag = !!(ip->frag_off & bpf_htons(IP_MF));
+		l4_len = bpf_ntohs(ip->tot_len) - ip->ihl * 4;
+		if (bpf_ntohs(ip->tot_len) < ip->ihl * 4)
+			return -REDIR_DROP_BAD_INNER;
 	} else {
 		struct ipv6hdr *ip6 = data + off;
 
@@ -233,6 +244,7 @@ static __always_inline int parse_inner(struct __sk_buff *skb, struct pkt *p)
 			return -REDIR_DROP_BAD_INNER;
 		p->inner_proto = ip6->nexthdr;
 		p->inner_l4_off = off + sizeof(*ip6);
+		l4_len = bpf_ntohs(ip6->payload_len);
 	}
 
 	switch (p->inner_proto) {
@@ -259,6 +271,15 @@ static __always_inline int parse_inner(struct __sk_buff *skb, struct pkt *p)
 		if ((void *)(th + 1) > data_end)
 			return -REDIR_DROP_BAD_INNER; /* verifier: checked just above */
 		if (th->doff < 5)
+			return -REDIR_DROP_BAD_INNER;
+	} else if (p->inner_proto == IPPROTO_UDP && !p->inner_first_frag) {
+		struct udphdr *uh = data + p->inner_l4_off;
+
+		if ((void *)(uh + 1) > data_end)
+			return -REDIR_DROP_BAD_INNER; /* verifier: checked just above */
+		/* The datagram must fit the IP payload: a lie here would have the socket lookup
+		 * judge a packet the stack then drops anyway. */
+		if (bpf_ntohs(uh->len) < sizeof(*uh) || bpf_ntohs(uh->len) > l4_len)
 			return -REDIR_DROP_BAD_INNER;
 	}
 	return 0;

@@ -27,6 +27,9 @@ pub const MAX_BACKENDS: usize = Limit::DIRECTOR_MAX_BACKENDS.0 as usize;
 /// GUE_MAX_HOPS (bpf/include/gue.h): the addresses a generated `director_row` holds.
 pub const MAX_HOPS: usize = array_len(|r: director_row| r.hops);
 
+/// `director_table_hdr.gue_flags`: bpf/include/abi.h's `enum director_gue_flag`.
+pub const GUE_UDP_SECOND_CHANCE: u8 = 1;
+
 const fn array_len<T, const N: usize>(_: fn(director_row) -> [T; N]) -> usize {
     N
 }
@@ -141,6 +144,11 @@ pub fn table_hdr(id: u32, service: &Service, table: &Table) -> director_table_hd
         width: table.width,
         fields: service.hash_fields.0,
         family,
+        gue_flags: if service.udp_second_chance {
+            GUE_UDP_SECOND_CHANCE
+        } else {
+            0
+        },
         service: id,
         ..Default::default()
     }

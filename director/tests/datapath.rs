@@ -1324,3 +1324,49 @@ fn service_counts_of_older_pins_carry_over() {
         );
     });
 }
+
+/// A service with `udp_second_chance`: its UDP packets carry the flagged hop list (type
+/// 0x0100 | kind) ending with the primary again, over IPv4 and IPv6 outer headers and at
+/// widths 2 and 4 (the fast paths' width among them: they must hand these to encap()); its
+/// TCP packets and other services' UDP packets keep GLB's list.
+#[test]
+fn udp_second_chance_lists_end_with_the_primary() {
+    let yaml = format!(
+        "services:\n  - name: quic\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    udp_second_chance: true\n    binds:\n      - {{ vip: 10.100.0.1, proto: udp, port: 443 }}\n      - {{ vip: 10.100.0.1, proto: tcp, port: 443 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.11 }}\n      - {{ name: b2, address: 10.1.0.12 }}\n      - {{ name: b3, address: 10.1.0.13 }}\n  - name: quic6\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    hops: 4\n    udp_second_chance: true\n    binds:\n      - {{ vip: \"fd00:100::1\", proto: udp, port: 443 }}\n    backends:\n      - {{ name: b1, address: \"fd00:1::31\" }}\n      - {{ name: b2, address: \"fd00:1::32\" }}\n      - {{ name: b3, address: \"fd00:1::33\" }}\n      - {{ name: b4, address: \"fd00:1::34\" }}\n  - name: dns\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    binds:\n      - {{ vip: 10.100.0.2, proto: udp, port: 53 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.11 }}\n      - {{ name: b2, address: 10.1.0.12 }}\n"
+    );
+    in_lab(move |dp, dp0| {
+        let inst = install(dp, &yaml);
+        assert_eq!(dp.table_hdr(0).unwrap().gue_flags, 1);
+        assert_eq!(dp.table_hdr(2).unwrap().gue_flags, 0);
+        let check = |service: &str, f: Flow, frame: &[u8], udp_sc: bool| {
+            let (hash, row) = inst.expect(service, &f);
+            // Twice: the first fills the next-hop cache the fast paths need.
+            for _ in 0..2 {
+                let (ret, out) = dp.test_run(frame, dp0).unwrap();
+                assert_eq!(ret, XDP_TX, "verdict for {f:?}");
+                let want = expected_gue_with(
+                    backend_mac(row[0]),
+                    DIR_MAC,
+                    &row,
+                    hash,
+                    &frame[14..],
+                    udp_sc,
+                );
+                assert_eq!(hex(&out), hex(&want), "frame for {f:?} to {row:?}");
+            }
+        };
+        for i in 0..20u16 {
+            let f = flow("192.0.2.7", "10.100.0.1", 40000 + i, 443);
+            let frame = udp_packet(f.src, f.dst, f.sport, f.dport, b"initial");
+            check("quic", f, &frame, true);
+            let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
+            check("quic", f, &frame, false);
+            let f = flow("2001:db8::7", "fd00:100::1", 40000 + i, 443);
+            let frame = udp_packet(f.src, f.dst, f.sport, f.dport, b"initial six");
+            check("quic6", f, &frame, true);
+            let f = flow("192.0.2.7", "10.100.0.2", 40000 + i, 53);
+            let frame = udp_packet(f.src, f.dst, f.sport, f.dport, b"query");
+            check("dns", f, &frame, false);
+        }
+    });
+}

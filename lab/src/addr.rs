@@ -19,6 +19,9 @@ pub const VIP_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x100, 0, 0, 0, 0, 0, 1);
 pub const TCP_PORT: u16 = 80;
 /// The UDP service port on both VIPs (and on the backends' own addresses).
 pub const UDP_PORT: u16 = 53;
+/// The UDP port where the lab server keeps a connected socket per client, as a QUIC server
+/// does (the redirector's UDP second chance looks for those).
+pub const UDP_CONNECTED_PORT: u16 = 443;
 /// The range the directors' own addresses (the GUE sources) come from.
 pub const DIRECTOR_RANGE_V4: &str = "10.200.10.0/24";
 /// The IPv6 range the directors' own addresses come from.
@@ -60,6 +63,11 @@ pub fn vip_tcp(family: Family) -> SocketAddr {
 /// The UDP service on the VIP of `family`.
 pub fn vip_udp(family: Family) -> SocketAddr {
     SocketAddr::new(family.vip(), UDP_PORT)
+}
+
+/// The connected-UDP service on the VIP of `family`.
+pub fn vip_udp_connected(family: Family) -> SocketAddr {
+    SocketAddr::new(family.vip(), UDP_CONNECTED_PORT)
 }
 
 /// The client's address.

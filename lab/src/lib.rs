@@ -34,6 +34,7 @@ pub mod signal;
 pub mod system;
 pub mod testns;
 pub mod topology;
+pub mod udp_flows;
 
 pub use addr::Family;
 pub use topology::{Lab, LabError, LabOptions, Node, Routing};

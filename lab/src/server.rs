@@ -9,6 +9,12 @@
 //! - TCP, `SINK` → the server reads and discards everything up to the client's end of stream, then
 //!   answers `<name> <bytes read>` (single-stream throughput).
 //! - UDP, any datagram `D` → `<name> D`.
+//! - Connected UDP (`--udp-connected`, on the VIPs): the same answers, but as a QUIC server
+//!   keeps its clients: the first datagram of a new client (address and port) arrives at the
+//!   listening socket, which opens a socket of its own for that client, bound to the same
+//!   address and port and connected to the client; the client's later datagrams arrive there.
+//!   That socket is what the redirector's UDP second chance looks for. It closes after
+//!   [`CONNECTED_IDLE`] without a datagram.
 //! - TCP, `GET <path> HTTP/1.1` as the first line → an HTTP/1.1 200 answer whose body is the
 //!   name, then the connection closes (the directors' `http` health check).
 
@@ -27,9 +33,14 @@ pub struct ServerConfig {
     pub tcp_port: u16,
     /// UDP port, on every address.
     pub udp_port: u16,
+    /// UDP port with a connected socket per client, on the VIPs (0: none).
+    pub udp_connected_port: u16,
     /// The VIPs this backend serves (UDP answers from them need a socket bound to each).
     pub vips: Vec<IpAddr>,
 }
+
+/// A connected client socket without a datagram for this long is closed.
+pub const CONNECTED_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The longest request line the server accepts; longer lines close the connection.
 const MAX_LINE: usize = 64 * 1024;
@@ -106,6 +117,13 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         })?;
         udp.spawn(serve_udp(s, cfg.name.clone()));
     }
+    if cfg.udp_connected_port != 0 {
+        for ip in &cfg.vips {
+            let addr = SocketAddr::new(*ip, cfg.udp_connected_port);
+            let s = udp_socket(addr)?;
+            udp.spawn(serve_udp_connected(s, addr, cfg.name.clone()));
+        }
+    }
     eprintln!(
         "{}: listening on tcp port {} and udp port {}",
         cfg.name, cfg.tcp_port, cfg.udp_port
@@ -173,6 +191,68 @@ async fn serve_tcp(stream: TcpStream, name: String) {
         if w.write_all(reply.as_bytes()).await.is_err() {
             return;
         }
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> Result<UdpSocket, ServerError> {
+    let s = socket("udp", addr)?;
+    UdpSocket::from_std(s.into()).map_err(|source| ServerError::Listen {
+        proto: "udp",
+        port: addr.port(),
+        source,
+    })
+}
+
+fn answer(name: &str, req: &[u8]) -> Vec<u8> {
+    let mut reply = Vec::with_capacity(name.len() + 1 + req.len());
+    reply.extend_from_slice(name.as_bytes());
+    reply.push(b' ');
+    reply.extend_from_slice(req);
+    reply
+}
+
+/// The listening socket of a connected-UDP port: a new client gets a connected socket of its
+/// own (see the module docs); datagrams that still reach the listener from a known client
+/// (queued before its socket existed) are answered from here.
+async fn serve_udp_connected(
+    listener: UdpSocket,
+    local: SocketAddr,
+    name: String,
+) -> Result<(), ServerError> {
+    let clients = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, peer) = listener
+            .recv_from(&mut buf)
+            .await
+            .map_err(ServerError::Udp)?;
+        let reply = answer(&name, &buf[..n]);
+        if !clients.lock().unwrap().insert(peer) {
+            let _ = listener.send_to(&reply, peer).await;
+            continue;
+        }
+        let conn = match udp_socket(local) {
+            Ok(c) => c,
+            Err(_) => {
+                clients.lock().unwrap().remove(&peer);
+                let _ = listener.send_to(&reply, peer).await;
+                continue;
+            }
+        };
+        if conn.connect(peer).await.is_err() {
+            clients.lock().unwrap().remove(&peer);
+            let _ = listener.send_to(&reply, peer).await;
+            continue;
+        }
+        let _ = conn.send(&reply).await;
+        let (clients, name) = (clients.clone(), name.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(Ok(n)) = tokio::time::timeout(CONNECTED_IDLE, conn.recv(&mut buf)).await {
+                let _ = conn.send(&answer(&name, &buf[..n])).await;
+            }
+            clients.lock().unwrap().remove(&peer);
+        });
     }
 }
 

@@ -107,6 +107,38 @@ fn main() {
             &hops6,
             &tcp(v6(CLIENT6), v6(VIP6), 41001, 80, "A", &[0u8; 64]),
         );
+        // UDP second chance: a QUIC-like server, a listener and a connected socket per client.
+        let _ul4 = udp_socket((v4(VIP4), 443).into(), None);
+        let _uc4 = udp_socket((v4(VIP4), 443).into(), Some((v4(CLIENT4), 5000).into()));
+        let _ul6 = udp_socket((v6(VIP6), 443).into(), None);
+        let _uc6 = udp_socket((v6(VIP6), 443).into(), Some((v6(CLIENT6), 5000).into()));
+        let udp_plain = gue_frame(
+            v4(DIRECTOR4),
+            v4(SELF4),
+            &hops4,
+            &udp(v4(CLIENT4), v4(VIP4), 5000, 443, &[0u8; 64]),
+        );
+        let udp_sc4 = gue_frame_with(
+            v4(DIRECTOR4),
+            v4(SELF4),
+            &hops4,
+            &udp(v4(CLIENT4), v4(VIP4), 5000, 443, &[0u8; 64]),
+            1,
+        );
+        let udp_sc6 = gue_frame_with(
+            v6(DIRECTOR6),
+            v6(SELF6),
+            &hops6,
+            &udp(v6(CLIENT6), v6(VIP6), 5000, 443, &[0u8; 64]),
+            1,
+        );
+        let udp_sc4_fwd = gue_frame_with(
+            v4(DIRECTOR4),
+            v4(SELF4),
+            &hops4,
+            &udp(v4(CLIENT4), v4(VIP4), 5001, 443, &[0u8; 64]),
+            1,
+        );
         let mut non_gue = Vec::new();
         etherparse::PacketBuilder::ethernet2(DIRECTOR_MAC, LO_MAC)
             .ipv4(CLIENT4.octets(), SELF4.octets(), 64)
@@ -146,6 +178,22 @@ fn main() {
             "local: established socket lookup + decap",
             &established,
             TC_ACT_OK,
+        );
+        report("local: UDP, no second chance, decap", &udp_plain, TC_ACT_OK);
+        report(
+            "local: UDP connected socket v4 + decap",
+            &udp_sc4,
+            TC_ACT_OK,
+        );
+        report(
+            "local: UDP connected socket v6 + decap",
+            &udp_sc6,
+            TC_ACT_OK,
+        );
+        report(
+            "forward: UDP listener only v4, fwd off",
+            &udp_sc4_fwd,
+            TC_ACT_REDIRECT,
         );
         // Forwarding off (the default on a backend): bpf_fib_lookup stops at its forwarding
         // check and the packet leaves through bpf_redirect_neigh, whose route and neighbour

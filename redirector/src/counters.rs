@@ -7,7 +7,7 @@ use crate::skel::types::{redir_limit as Limit, redir_reason as R};
 
 /// `(reason, name, verdict)`, in reason order. Names are stable: status output and metrics use
 /// them.
-pub const NAMES: [(R, &str, &str); 21] = [
+pub const NAMES: [(R, &str, &str); 23] = [
     (R::REDIR_PASS_NOT_GUE, "not_gue", "pass"),
     (R::REDIR_ACCEPT_SYN, "syn", "local"),
     (R::REDIR_ACCEPT_SOCKET, "socket", "local"),
@@ -29,6 +29,8 @@ pub const NAMES: [(R, &str, &str); 21] = [
     (R::REDIR_DROP_NO_ROUTE, "no_route", "drop"),
     (R::REDIR_DROP_TOO_BIG, "too_big", "drop"),
     (R::REDIR_DROP_REDIRECT_FAILED, "redirect_failed", "drop"),
+    (R::REDIR_ACCEPT_UDP_SOCKET, "udp_socket", "local"),
+    (R::REDIR_ACCEPT_UDP_FRAGMENT, "udp_fragment", "local"),
 ];
 
 const _: () = assert!(R::REDIR_REASON_COUNT.0 <= Limit::REDIR_COUNTERS_MAX.0);

@@ -997,3 +997,164 @@ fn config_limits_are_the_map_sizes() {
         MAX_SELF_ADDRESSES
     );
 }
+
+/// The two families' test addresses: (VIP, client, director, this host, hop list builder).
+type Family = (IpAddr, IpAddr, IpAddr, IpAddr, fn(u8) -> Hops);
+const FAMILIES: [Family; 2] = [
+    (
+        v4c(VIP4),
+        v4c(CLIENT4),
+        v4c(DIRECTOR4),
+        v4c(SELF4),
+        |next| Hops::V4 {
+            next,
+            hops: vec![HOP4, HOP4_B, SELF4],
+        },
+    ),
+    (
+        v6c(VIP6),
+        v6c(CLIENT6),
+        v6c(DIRECTOR6),
+        v6c(SELF6),
+        |next| Hops::V6 {
+            next,
+            hops: vec![HOP6, HOP6, SELF6],
+        },
+    ),
+];
+const fn v4c(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(a)
+}
+const fn v6c(a: Ipv6Addr) -> IpAddr {
+    IpAddr::V6(a)
+}
+
+/// UDP second chance (hop list flag): a datagram stays where a connected socket owns its
+/// flow; a flow only the unconnected listener would take is passed on while hops are left,
+/// and is local at the end of the list, which the director makes the primary again; without
+/// the flag, UDP stays local as before.
+#[test]
+fn udp_second_chance_stays_with_a_connected_socket_and_passes_on_otherwise() {
+    lab("udp-sc", |skel, ns| {
+        ns.sysctl("net.ipv4.conf.lo.forwarding", "1");
+        ns.sysctl("net.ipv4.conf.all.forwarding", "1");
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1");
+        for (vip, client, dir, me, hops) in FAMILIES {
+            let _listener = udp_socket((vip, 443).into(), None);
+            let _conn = udp_socket((vip, 443).into(), Some((client, 5000).into()));
+            // The connected socket's flow: local at the first hop and at any later one.
+            let owned = udp(client, vip, 5000, 443, b"short header");
+            for next in [0, 1, 2, 3] {
+                let pkt = gue_frame_with(dir, me, &hops(next), &owned, 1);
+                assert_local(skel, &pkt, &owned, "udp_socket");
+            }
+            // Only the listener matches (a flow that lives elsewhere, or a new one): next hop.
+            // No socket at all: the same.
+            for dport in [443, 444] {
+                let other = udp(client, vip, 5001, dport, b"initial");
+                let pkt = gue_frame_with(dir, me, &hops(0), &other, 1);
+                let (verdict, out, reason) = run(skel, &pkt);
+                assert_eq!((verdict, reason), (TC_ACT_REDIRECT, "forward"), "{vip}");
+                // Only the outer header and the index changed; the flag travels on.
+                let l3 = if me.is_ipv4() { 14 + 20 } else { 14 + 40 };
+                assert_eq!(out[l3 + 8 + 4..l3 + 8 + 6], [1, u8::from(me.is_ipv6())]);
+                assert_eq!(out[l3 + 8 + 6], 1, "next hop index");
+                assert_eq!(out[out.len() - other.len()..], other[..]);
+                // The list's last entry is this host (the primary again): local there, and
+                // at the end of the list; never a third time round.
+                let pkt = gue_frame_with(dir, me, &hops(2), &other, 1);
+                assert_local(skel, &pkt, &other, "next_hop_self");
+                let pkt = gue_frame_with(dir, me, &hops(3), &other, 1);
+                assert_local(skel, &pkt, &other, "hops_exhausted");
+                // Without the flag (a service without udp_second_chance): local, as ever.
+                let pkt = gue_frame(dir, me, &hops(0), &other);
+                assert_local(skel, &pkt, &other, "udp");
+            }
+        }
+    });
+}
+
+/// UDP second chance on malformed and fragmented datagrams: a UDP length that does not fit is
+/// dropped and counted; a bad checksum is not the redirector's to judge (the receiving stack
+/// counts it), so it is treated like any datagram, once; fragments stay at the first hop
+/// (the later ones have no ports to look up, and the pieces must meet); an unknown flag in the
+/// hop list type is dropped.
+#[test]
+fn udp_second_chance_on_bad_lengths_checksums_and_fragments() {
+    lab("udp-sc-bad", |skel, ns| {
+        ns.sysctl("net.ipv4.conf.lo.forwarding", "1");
+        ns.sysctl("net.ipv4.conf.all.forwarding", "1");
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1");
+        for (vip, client, dir, me, hops) in FAMILIES {
+            let _conn = udp_socket((vip, 443).into(), Some((client, 5000).into()));
+            let l4 = if vip.is_ipv4() { 20 } else { 40 };
+            let good = udp(client, vip, 5000, 443, b"payload");
+            for len in [0u16, 7, 16] {
+                // 16 > 8 + 7 payload bytes: longer than the packet
+                let mut bad = good.clone();
+                bad[l4 + 4..l4 + 6].copy_from_slice(&len.to_be_bytes());
+                let pkt = gue_frame_with(dir, me, &hops(0), &bad, 1);
+                let (verdict, _, reason) = run(skel, &pkt);
+                assert_eq!(
+                    (verdict, reason),
+                    (TC_ACT_SHOT, "bad_inner"),
+                    "length {len}"
+                );
+            }
+            let mut bad = good.clone();
+            bad[l4 + 6] ^= 0x55; // checksum
+            let pkt = gue_frame_with(dir, me, &hops(0), &bad, 1);
+            assert_local(skel, &pkt, &bad, "udp_socket");
+            let mut bad = udp(client, vip, 5001, 443, b"payload");
+            bad[l4 + 6] ^= 0x55;
+            let pkt = gue_frame_with(dir, me, &hops(0), &bad, 1);
+            let (verdict, _, reason) = run(skel, &pkt);
+            assert_eq!((verdict, reason), (TC_ACT_REDIRECT, "forward"));
+            // A flag this redirector does not know.
+            let pkt = gue_frame_with(dir, me, &hops(0), &good, 2);
+            let (verdict, _, reason) = run(skel, &pkt);
+            assert_eq!((verdict, reason), (TC_ACT_SHOT, "bad_hoplist"));
+        }
+        // IPv4 fragments of a datagram of an unowned flow: the first (MF, ports, a UDP
+        // length beyond it) and a later one (no ports) both stay here.
+        let whole = udp(v4(CLIENT4), v4(VIP4), 5001, 443, &[7u8; 64]);
+        let mut first = whole[..20 + 8 + 16].to_vec();
+        let n = first.len() as u16;
+        first[2..4].copy_from_slice(&n.to_be_bytes());
+        first[6] |= 0x20; // MF
+        refresh_ipv4_checksum(&mut first);
+        let pkt = gue_frame_with(v4(DIRECTOR4), v4(SELF4), &FAMILIES[0].4(0), &first, 1);
+        assert_local(skel, &pkt, &first, "udp_fragment");
+        let mut later = whole[..20].to_vec();
+        later.extend_from_slice(&whole[20 + 8 + 16..]);
+        let n = later.len() as u16;
+        later[2..4].copy_from_slice(&n.to_be_bytes());
+        later[6..8].copy_from_slice(&3u16.to_be_bytes()); // offset 24 bytes, last fragment
+        refresh_ipv4_checksum(&mut later);
+        let pkt = gue_frame_with(v4(DIRECTOR4), v4(SELF4), &FAMILIES[0].4(0), &later, 1);
+        assert_local(skel, &pkt, &later, "other");
+        // IPv6: a fragment header in front of UDP.
+        let mut frag6 = udp(v6(CLIENT6), v6(VIP6), 5001, 443, &[7u8; 16]);
+        frag6[6] = 44; // next header: fragment
+        let body = frag6.split_off(40);
+        let mut fh = vec![17, 0, 0, 1, 0, 0, 0, 9]; // UDP, offset 0, M, id 9
+        fh.extend_from_slice(&body);
+        frag6.extend_from_slice(&fh);
+        frag6[4..6].copy_from_slice(&(fh.len() as u16).to_be_bytes());
+        let pkt = gue_frame_with(v6(DIRECTOR6), v6(SELF6), &FAMILIES[1].4(0), &frag6, 1);
+        assert_local(skel, &pkt, &frag6, "other");
+    });
+}
+
+fn refresh_ipv4_checksum(ip: &mut [u8]) {
+    ip[10] = 0;
+    ip[11] = 0;
+    let mut sum: u32 = ip[..20]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}

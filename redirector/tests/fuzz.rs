@@ -75,6 +75,8 @@ struct Gue {
     proto: Option<u8>,
     /// (offset of the hop list, next, count), when there is one.
     hops: Option<(usize, u8, u8)>,
+    /// The hop list's UDP second chance flag, with a UDP datagram that is no fragment.
+    udp_sc: bool,
 }
 
 fn allowed(f: &[u8], v6: bool) -> bool {
@@ -136,12 +138,19 @@ fn model(f: &[u8]) -> Expect {
     };
     let hlen = (f[g] & 0x1f) as usize * 4;
     let mut hops = None;
+    let mut flagged = false;
     if hlen > 0 {
         let h = g + 4;
         if h + 4 > n {
             return Expect::Drop("bad_hoplist");
         }
-        let size = match be16(f, h) {
+        // The type's first byte holds flags: 0x01 (UDP second chance) is the only one known.
+        let t = be16(f, h);
+        flagged = t & 0x0100 != 0;
+        if t & !0x01ff != 0 {
+            return Expect::Drop("bad_hoplist");
+        }
+        let size = match t & 0xff {
             0 if !outer_v6 => 4,
             1 if outer_v6 => 16,
             _ => return Expect::Drop("bad_hoplist"),
@@ -153,11 +162,12 @@ fn model(f: &[u8]) -> Expect {
         hops = Some((h, next, count));
     }
     let i = g + 4 + hlen;
-    let (proto, l4) = if inner_v6 {
+    let mut first_frag = false;
+    let (proto, l4, l4_len) = if inner_v6 {
         if i + 40 > n || f[i] >> 4 != 6 {
             return Expect::Drop("bad_inner");
         }
-        (f[i + 6], i + 40)
+        (f[i + 6], i + 40, be16(f, i + 4) as usize)
     } else {
         if i + 20 > n || f[i] >> 4 != 4 || f[i] & 0x0f < 5 {
             return Expect::Drop("bad_inner");
@@ -173,9 +183,15 @@ fn model(f: &[u8]) -> Expect {
                 inner_v6,
                 proto: None,
                 hops,
+                udp_sc: false,
             });
         }
-        (f[i + 9], i + ihl)
+        first_frag = be16(f, i + 6) & 0x2000 != 0;
+        let tot = be16(f, i + 2) as usize;
+        if tot < ihl {
+            return Expect::Drop("bad_inner");
+        }
+        (f[i + 9], i + ihl, tot - ihl)
     };
     let l4_min = match proto {
         6 => 20,
@@ -185,12 +201,20 @@ fn model(f: &[u8]) -> Expect {
     if l4_min > 0 && (l4 > 256 || l4 + l4_min > n || (proto == 6 && f[l4 + 12] >> 4 < 5)) {
         return Expect::Drop("bad_inner");
     }
+    // A UDP length must fit the IP payload (not checkable in a first fragment).
+    if proto == 17 && !first_frag {
+        let ulen = be16(f, l4 + 4) as usize;
+        if ulen < 8 || ulen > l4_len {
+            return Expect::Drop("bad_inner");
+        }
+    }
     Expect::Gue(Gue {
         outer_v6,
         inner: i,
         inner_v6,
         proto: Some(proto),
         hops,
+        udp_sc: flagged && proto == 17 && !first_frag,
     })
 }
 
@@ -244,7 +268,9 @@ fn forwarded(f: &[u8], g: &Gue) -> (Vec<u8>, IpAddr) {
 fn local_reasons(g: &Gue) -> &'static [&'static str] {
     match g.proto {
         None => &["other"],
-        Some(17) => &["udp"],
+        // No UDP socket in the fuzz namespace: flagged datagrams go round like TCP data.
+        Some(17) if g.udp_sc => &["no_hoplist", "hops_exhausted", "next_hop_self"],
+        Some(17) => &["udp", "udp_fragment"],
         Some(6) => &[
             "syn",
             "socket",
@@ -314,7 +340,7 @@ fn check(skel: &RedirectorSkel<'_>, f: &[u8]) -> Result<&'static str, String> {
                 let Some((_, next, count)) = g.hops else {
                     return Err("forwarded without a hop list".into());
                 };
-                if next >= count || matches!(g.proto, None | Some(17)) {
+                if next >= count || g.proto.is_none() || (g.proto == Some(17) && !g.udp_sc) {
                     return Err(format!(
                         "forwarded at hop {next} of {count}, inner {:?}",
                         g.proto

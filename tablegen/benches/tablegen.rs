@@ -37,6 +37,7 @@ fn service(n: usize, bits: u8, hops: u8) -> Service {
             })
             .collect(),
         health: None,
+        udp_second_chance: false,
     }
 }
 

@@ -531,6 +531,7 @@ mod tests {
                 })
                 .collect(),
             health: None,
+            udp_second_chance: false,
         }
     }
 

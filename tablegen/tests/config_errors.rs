@@ -14,7 +14,7 @@ fn data_dir() -> PathBuf {
 
 #[test]
 fn every_error_class_is_reported_with_its_position() {
-    yaml::golden::check_goldens(&data_dir(), 15, |path, text| {
+    yaml::golden::check_goldens(&data_dir(), 16, |path, text| {
         Config::parse(path, text).err().map(|e| e.to_string())
     });
 }

@@ -35,6 +35,7 @@ fn service(seed: [u8; 16], bits: u8, hops: u8, backends: Vec<Backend>) -> Servic
         }],
         backends,
         health: None,
+        udp_second_chance: false,
     }
 }
 

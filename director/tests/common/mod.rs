@@ -331,6 +331,23 @@ pub fn expected_gue(
     hash: u64,
     inner: &[u8],
 ) -> Vec<u8> {
+    expected_gue_with(dst_mac, src_mac, row, hash, inner, false)
+}
+
+/// As [`expected_gue`]; `udp_sc`: a service with UDP second chance, whose hop list is flagged
+/// (type 0x01xx) and ends with the primary again.
+pub fn expected_gue_with(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    row: &[IpAddr],
+    hash: u64,
+    inner: &[u8],
+    udp_sc: bool,
+) -> Vec<u8> {
+    let mut hops: Vec<IpAddr> = row[1..].to_vec();
+    if udp_sc {
+        hops.push(row[0]);
+    }
     let inner_v6 = inner[0] >> 4 == 6;
     let (tos, df) = if inner_v6 {
         (((inner[0] & 0x0f) << 4) | (inner[1] >> 4), true)
@@ -340,13 +357,14 @@ pub fn expected_gue(
     let outer_v6 = row[0].is_ipv6();
     let mut gue = Vec::new();
     let hop_words = if outer_v6 { 4 } else { 1 };
-    gue.push((1 + hop_words * (row.len() - 1)) as u8); // version 0, C 0, hlen
+    gue.push((1 + hop_words * hops.len()) as u8); // version 0, C 0, hlen
     gue.push(if inner_v6 { 41 } else { 4 });
     gue.extend_from_slice(&[0, 0]);
-    gue.extend_from_slice(&(if outer_v6 { 1u16 } else { 0u16 }).to_be_bytes());
+    gue.push(u8::from(udp_sc)); // flags
+    gue.push(u8::from(outer_v6)); // kind: 0 IPv4, 1 IPv6 hops
     gue.push(0);
-    gue.push((row.len() - 1) as u8);
-    for h in &row[1..] {
+    gue.push(hops.len() as u8);
+    for h in &hops {
         match h {
             IpAddr::V4(a) => gue.extend_from_slice(&a.octets()),
             IpAddr::V6(a) => gue.extend_from_slice(&a.octets()),

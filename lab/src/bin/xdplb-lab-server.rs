@@ -18,6 +18,10 @@ struct Args {
     /// UDP port (all addresses).
     #[arg(long, default_value_t = 53)]
     udp: u16,
+    /// UDP port with a connected socket per client, as QUIC servers keep them (VIPs only;
+    /// 0: none).
+    #[arg(long = "udp-connected", default_value_t = lab::addr::UDP_CONNECTED_PORT)]
+    udp_connected: u16,
     /// A VIP served here: UDP answers to it leave from it (repeatable).
     #[arg(long = "vip")]
     vips: Vec<IpAddr>,
@@ -29,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         name: args.name,
         tcp_port: args.tcp,
         udp_port: args.udp,
+        udp_connected_port: args.udp_connected,
         vips: args.vips,
     };
     let rt = tokio::runtime::Builder::new_current_thread()

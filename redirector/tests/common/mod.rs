@@ -145,11 +145,16 @@ pub enum Hops {
 /// GUE header + private data, exactly as docs/development/wire-format.md has them (GLB's type 0
 /// for IPv4 hops).
 pub fn gue(hops: &Hops, inner_v6: bool) -> Vec<u8> {
+    gue_with(hops, inner_v6, 0)
+}
+
+/// As [`gue`], with `flags` in the hop list type's first byte (1: UDP second chance).
+pub fn gue_with(hops: &Hops, inner_v6: bool, flags: u8) -> Vec<u8> {
     let mut private = Vec::new();
     match hops {
         Hops::None => {}
         Hops::V4 { next, hops } => {
-            private.extend_from_slice(&0u16.to_be_bytes());
+            private.extend_from_slice(&[flags, 0]);
             private.push(*next);
             private.push(hops.len() as u8);
             for h in hops {
@@ -157,7 +162,7 @@ pub fn gue(hops: &Hops, inner_v6: bool) -> Vec<u8> {
             }
         }
         Hops::V6 { next, hops } => {
-            private.extend_from_slice(&1u16.to_be_bytes());
+            private.extend_from_slice(&[flags, 1]);
             private.push(*next);
             private.push(hops.len() as u8);
             for h in hops {
@@ -262,8 +267,20 @@ pub fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> 
 
 /// The full GUE frame a director sends: outer + GUE(hops) + inner.
 pub fn gue_frame(outer_src: IpAddr, outer_dst: IpAddr, hops: &Hops, inner: &[u8]) -> Vec<u8> {
+    gue_frame_with(outer_src, outer_dst, hops, inner, 0)
+}
+
+/// As [`gue_frame`], with hop list flags (1: UDP second chance, as a director sends a UDP
+/// packet of a service with `udp_second_chance`).
+pub fn gue_frame_with(
+    outer_src: IpAddr,
+    outer_dst: IpAddr,
+    hops: &Hops,
+    inner: &[u8],
+    flags: u8,
+) -> Vec<u8> {
     let inner_v6 = inner[0] >> 4 == 6;
-    let mut payload = gue(hops, inner_v6);
+    let mut payload = gue_with(hops, inner_v6, flags);
     payload.extend_from_slice(inner);
     outer(outer_src, outer_dst, 0xc123, &payload)
 }
@@ -332,4 +349,27 @@ pub fn connect(
     let stream = std::net::TcpStream::from(fd);
     let (server, _) = listener.accept().unwrap();
     (listener, stream, server)
+}
+
+/// A UDP socket bound to `local` with SO_REUSEADDR and SO_REUSEPORT (as a QUIC server binds
+/// its listener and its per-client sockets to one port), connected to `peer` if given.
+pub fn udp_socket(
+    local: std::net::SocketAddr,
+    peer: Option<std::net::SocketAddr>,
+) -> std::net::UdpSocket {
+    use nix::sys::socket::{self as so, sockopt, SockaddrStorage};
+    let family = if local.is_ipv6() {
+        so::AddressFamily::Inet6
+    } else {
+        so::AddressFamily::Inet
+    };
+    let fd = so::socket(family, so::SockType::Datagram, so::SockFlag::empty(), None).unwrap();
+    so::setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+    so::setsockopt(&fd, sockopt::ReusePort, &true).unwrap();
+    use std::os::fd::AsRawFd;
+    so::bind(fd.as_raw_fd(), &SockaddrStorage::from(local)).unwrap();
+    if let Some(peer) = peer {
+        so::connect(fd.as_raw_fd(), &SockaddrStorage::from(peer)).unwrap();
+    }
+    std::net::UdpSocket::from(fd)
 }

@@ -23,6 +23,8 @@ pub enum ErrorKind {
         "service name `{name}` is already used at line {first_line}; service names must be unique"
     )]
     DuplicateService { name: String, first_line: usize },
+    #[error("udp_second_chance is set but the service has no udp bind; remove it, or add a bind with `proto: udp`")]
+    UdpSecondChanceWithoutUdp,
     #[error("name must not be empty")]
     EmptyName,
     #[error("backend name `{name}` is already used in this service at line {first_line}; backend names must be unique within a service (the name is the backend's identity in the table)")]

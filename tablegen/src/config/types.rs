@@ -52,6 +52,11 @@ pub struct Service {
     /// healthy). A director's local view: it never changes this table or its checksums, and
     /// it is not part of the service's version.
     pub health: Option<Health>,
+    /// UDP flows get a second chance as TCP flows do: a backend keeps a datagram only if a
+    /// connected UDP socket there owns its flow (docs/development/second-chance.md). Off by
+    /// default: a server answering from one unconnected socket (DNS, syslog) has no such
+    /// socket, so its datagrams would all make the round of the row first.
+    pub udp_second_chance: bool,
 }
 
 impl Service {

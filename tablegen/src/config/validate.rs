@@ -50,6 +50,7 @@ const SERVICE_FIELDS: &[&str] = &[
     "binds",
     "backends",
     "health",
+    "udp_second_chance",
 ];
 const BIND_FIELDS: &[&str] = &["vip", "proto", "port", "ports"];
 const BACKEND_FIELDS: &[&str] = &["name", "address", "weight", "state"];
@@ -213,6 +214,19 @@ impl Validator<'_> {
                 None => None,
                 Some(n) => self.backends(n, hops.unwrap_or(HOPS_DEFAULT)),
             };
+            let udp_second_chance = match f.get("udp_second_chance") {
+                None => Some(false),
+                Some(n) => self.c.boolean(n, "udp_second_chance").and_then(|on| {
+                    let udp = binds
+                        .as_ref()
+                        .is_none_or(|b| b.iter().any(|b| b.proto == Proto::Udp));
+                    if on && !udp {
+                        self.err(n.start, ErrorKind::UdpSecondChanceWithoutUdp);
+                        return None;
+                    }
+                    Some(on)
+                }),
+            };
             let own_health = match f.get("health") {
                 None => Some(None),
                 Some(n) => self.health_block(n).map(Some),
@@ -231,6 +245,7 @@ impl Validator<'_> {
                 && hash_fields.is_some()
                 && binds.is_some()
                 && backends.is_some()
+                && udp_second_chance.is_some()
                 && health.is_some();
             if ok {
                 services.push(Service {
@@ -243,6 +258,7 @@ impl Validator<'_> {
                     binds: binds.unwrap(),
                     backends: backends.unwrap(),
                     health: health.unwrap(),
+                    udp_second_chance: udp_second_chance.unwrap(),
                 });
             }
         }
