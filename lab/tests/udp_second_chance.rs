@@ -84,6 +84,7 @@ fn scenario(switch: bool) -> FlowsReport {
         },
         configured: 3,
         consul: false,
+        metrics: false,
     };
     let sys = System::start(bins, opts).expect("start xdplb in the lab");
     let path = sys.backends_yaml();
