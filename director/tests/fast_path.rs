@@ -95,8 +95,22 @@ fn yaml() -> String {
         (
             "v4-backends",
             "",
-            &["tcp80 \"fd00:100::2\""],
+            &["tcp80 \"fd00:100::2\"", "vip: \"fd00:100::2\", proto: udp, port: 53"],
             &["10.1.0.45", "10.1.0.46"],
+        ),
+        // IPv6 in IPv4 behind a route with MTU 1000.
+        (
+            "far-v4-backends",
+            "",
+            &["tcp80 \"fd00:100::20\""],
+            &["10.9.0.21", "10.9.0.22"],
+        ),
+        // IPv6 in IPv4, three backends per row.
+        (
+            "three-hops-v4-backends",
+            "    hops: 3\n",
+            &["tcp80 \"fd00:100::21\""],
+            &["10.1.0.47", "10.1.0.48", "10.1.0.49"],
         ),
         // Behind a route with MTU 1400.
         (
@@ -416,7 +430,10 @@ fn the_fast_path_gives_what_the_general_path_gives() {
             ("fd00:100::1", 443, true),
             ("fd00:100::1", 53, true),  // UDP
             ("fd00:100::1", 80, false), // no bind covers it
-            ("fd00:100::2", 80, false), // IPv4 backends
+            ("fd00:100::2", 80, true),  // IPv4 backends: IPv6 in IPv4
+            ("fd00:100::2", 53, true),  // UDP
+            ("fd00:100::20", 80, true), // IPv6 in IPv4, fits its route's MTU unless large
+            ("fd00:100::21", 80, false), // IPv6 in IPv4, three backends per row
             ("fd00:100::19", 80, true), // fits its route's MTU unless large
             ("2001:db8::1", 80, true),  // host traffic
             ("fd00:100::99", 80, true), // likewise
@@ -464,7 +481,7 @@ fn the_fast_path_gives_what_the_general_path_gives() {
                         // Host traffic too: no slot of the bind index overflows here, so
                         // a slot of another pair (or none) settles it.
                         let mut want_fast = case && variant.fast_shape();
-                        if vip.ends_with(".9") || vip.ends_with("::19") {
+                        if [".9", "::19", "::20"].iter().any(|e| vip.ends_with(e)) {
                             // MTU 1000 and 1400 routes: 1300 bytes do not fit
                             want_fast &= payload < 1300;
                         }
