@@ -224,11 +224,51 @@ static __always_inline int fast_put6(struct xdp_md *ctx, const struct director_n
 	return 0;
 }
 
+/* fast_v4's packet to a table of IPv6 backends: outer IPv6 with its UDP checksum, the inner
+ * IPv4 packet's sum as inner_sum() takes it (a valid IPv4 header sums to zero and a valid L4
+ * checksum leaves the complement of the pseudo header). A UDP checksum of 0 covers nothing:
+ * the general path sums the bytes. The row first and the frame grown after it, as for IPv4 in
+ * IPv4, and the inner header read from where it then is. */
+static __always_inline int fast_v4_in_v6(struct xdp_md *ctx, void *fixed,
+					 const struct director_table_hdr *hdr,
+					 const struct director_config *cfg, __u64 hash, __u16 bind,
+					 __u32 tot, __u8 proto, __be16 l4_check)
+{
+	const struct director_nexthop *nh;
+	const struct director_row *row;
+	void *data, *data_end;
+	struct iphdr *ip;
+	__u32 l4_len;
+	__u64 sum;
+
+	if (hdr->family != 6 || (proto == IPPROTO_UDP_ && !l4_check) ||
+	    !(*(const __u64 *)cfg->src6 | *(const __u64 *)(cfg->src6 + 8)))
+		return FAST_FALLBACK;
+	row = fast_row(ctx->ingress_ifindex, fixed, hdr, cfg, hash, tot + 72, &nh);
+	if (!row)
+		return FAST_FALLBACK;
+	if (bpf_xdp_adjust_head(ctx, -72))
+		return FAST_FALLBACK;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	ip = data + ETH_HLEN_ + 72;
+	if ((void *)(ip + 1) > data_end) /* verifier: the frame just grew by 72 */
+		return XDP_DROP;
+	tot = bpf_ntohs(ip->tot_len);
+	l4_len = tot - sizeof(*ip);
+	sum = (__u16)~fold64((__u64)ip->saddr + ip->daddr + bpf_htons((__u16)l4_len) +
+			     bpf_htons((__u16)(l4_len >> 16)) + bpf_htons(ip->protocol));
+	if (fast_put6(ctx, nh, row, cfg, ip->tos, hash, tot,
+		      bpf_htons((5 << 8) | GUE_PROTO_IPV4), sum))
+		return XDP_DROP;
+	return fast_send(bind, ETH_HLEN_ + tot, nh->ifindex, ctx->ingress_ifindex);
+}
+
 /* The common case, straight through: an untagged IPv4 frame without IP options, padding or
  * fragmentation, TCP or UDP, to a single-port bind among the first FAST_RANGES of its (VIP,
  * protocol) slot in the bind index, hashed on all four fields from a started state, with a
- * 2^16-row table of two IPv4 backends per row and the primary's next hop cached on this CPU
- * and fitting. And IPv4 host traffic of that shape, which the bind index slot settles (as
+ * 2^16-row table of two backends per row (IPv4, or IPv6: fast_v4_in_v6) and the primary's
+ * next hop cached on this CPU and fitting. And IPv4 host traffic of that shape, which the bind index slot settles (as
  * find_vip() would: no bind, no overflow). An IPv6 frame returns FAST_V6,
  * anything else FAST_FALLBACK, having changed nothing (not the frame, not a counter), and the
  * general path decides as if the fast path did not exist: every packet the fast path
@@ -315,7 +355,10 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&director_config, &fast_zero);
 	if (!cfg || !cfg->nexthop_ttl_ms)
 		return FAST_FALLBACK;
-	if (hslot->hdr.family != 4 || !cfg->src4)
+	if (hslot->hdr.family != 4)
+		return fast_v4_in_v6(ctx, fixed, &hslot->hdr, cfg, hash, r >> 16, tot, proto,
+				     ports[3]);
+	if (!cfg->src4)
 		return FAST_FALLBACK;
 	ingress = ctx->ingress_ifindex;
 	row = fast_row(ingress, fixed, &hslot->hdr, cfg, hash, tot + 40, &nh);
