@@ -232,16 +232,22 @@ static __always_inline int fast_put6(struct xdp_md *ctx, const struct director_n
 static __always_inline int fast_v4_in_v6(struct xdp_md *ctx, void *fixed,
 					 const struct director_table_hdr *hdr,
 					 const struct director_config *cfg, __u64 hash, __u16 bind,
-					 __u32 tot, __u8 proto, __be16 l4_check)
+					 __u32 tot)
 {
 	const struct director_nexthop *nh;
 	const struct director_row *row;
-	void *data, *data_end;
-	struct iphdr *ip;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + ETH_HLEN_;
+	__be16 *l4 = (void *)(ip + 1);
 	__u32 l4_len;
 	__u64 sum;
 
-	if (hdr->family != 6 || (proto == IPPROTO_UDP_ && !l4_check) ||
+	/* The protocol and UDP checksum read again here, not kept from fast_v4: held across its
+	 * lookups they took registers from the IPv4 case, which then went to the stack. */
+	if ((void *)(l4 + 4) > data_end) /* verifier: fast_v4 checked it */
+		return FAST_FALLBACK;
+	if (hdr->family != 6 || (ip->protocol == IPPROTO_UDP_ && !l4[3]) ||
 	    !(*(const __u64 *)cfg->src6 | *(const __u64 *)(cfg->src6 + 8)))
 		return FAST_FALLBACK;
 	row = fast_row(ctx->ingress_ifindex, fixed, hdr, cfg, hash, tot + 72, &nh);
@@ -356,8 +362,7 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 	if (!cfg || !cfg->nexthop_ttl_ms)
 		return FAST_FALLBACK;
 	if (hslot->hdr.family != 4)
-		return fast_v4_in_v6(ctx, fixed, &hslot->hdr, cfg, hash, r >> 16, tot, proto,
-				     ports[3]);
+		return fast_v4_in_v6(ctx, fixed, &hslot->hdr, cfg, hash, r >> 16, tot);
 	if (!cfg->src4)
 		return FAST_FALLBACK;
 	ingress = ctx->ingress_ifindex;
