@@ -102,7 +102,10 @@ fn yaml() -> String {
         (
             "v4-backends",
             "",
-            &["tcp80 \"fd00:100::2\"", "vip: \"fd00:100::2\", proto: udp, port: 53"],
+            &[
+                "tcp80 \"fd00:100::2\"",
+                "vip: \"fd00:100::2\", proto: udp, port: 53",
+            ],
             &["10.1.0.45", "10.1.0.46"],
         ),
         // IPv6 in IPv4 behind a route with MTU 1000.
@@ -437,15 +440,15 @@ fn the_fast_path_gives_what_the_general_path_gives() {
             ("10.200.0.1", 80, true),    // host traffic
             ("10.100.0.99", 80, true),   // likewise
             ("fd00:100::1", 443, true),
-            ("fd00:100::1", 53, true),  // UDP
-            ("fd00:100::1", 80, false), // no bind covers it
-            ("fd00:100::2", 80, true),  // IPv4 backends: IPv6 in IPv4
-            ("fd00:100::2", 53, true),  // UDP
-            ("fd00:100::20", 80, true), // IPv6 in IPv4, fits its route's MTU unless large
+            ("fd00:100::1", 53, true),   // UDP
+            ("fd00:100::1", 80, false),  // no bind covers it
+            ("fd00:100::2", 80, true),   // IPv4 backends: IPv6 in IPv4
+            ("fd00:100::2", 53, true),   // UDP
+            ("fd00:100::20", 80, true),  // IPv6 in IPv4, fits its route's MTU unless large
             ("fd00:100::21", 80, false), // IPv6 in IPv4, three backends per row
-            ("fd00:100::19", 80, true), // fits its route's MTU unless large
-            ("2001:db8::1", 80, true),  // host traffic
-            ("fd00:100::99", 80, true), // likewise
+            ("fd00:100::19", 80, true),  // fits its route's MTU unless large
+            ("2001:db8::1", 80, true),   // host traffic
+            ("fd00:100::99", 80, true),  // likewise
         ];
         let mut x: u64 = 0x2545f4914f6cdd1d;
         let mut next = move || {
@@ -490,7 +493,10 @@ fn the_fast_path_gives_what_the_general_path_gives() {
                         // Host traffic too: no slot of the bind index overflows here, so
                         // a slot of another pair (or none) settles it.
                         let mut want_fast = case && variant.fast_shape();
-                        if [".9", ".12", "::19", "::20"].iter().any(|e| vip.ends_with(e)) {
+                        if [".9", ".12", "::19", "::20"]
+                            .iter()
+                            .any(|e| vip.ends_with(e))
+                        {
                             // MTU 1000 and 1400 routes: 1300 bytes do not fit
                             want_fast &= payload < 1300;
                         }
