@@ -129,11 +129,152 @@ fast_row(__u32 ingress, void *fixed, const struct director_table_hdr *hdr,
 	return row;
 }
 
+/* Grow the frame by 40 and write the outer Ethernet, IPv4, UDP, GUE and hop list headers (one
+ * alternate) as encap() does, in front of the inner packet (IPv6 when inner_v6, a constant at
+ * each call site), then count and send it. Every value the headers need is read after the
+ * bpf_xdp_adjust_head call, the inner IP header from where it now is: clang keeps only r6-r9
+ * across a call, so values read before it go to the stack and come back (one syscall 43.5 ->
+ * 39 ns for IPv4, docs/development/director-datapath.md). */
+static __always_inline int fast_encap4(struct xdp_md *ctx, const struct director_row *row,
+				       const struct director_nexthop *nh,
+				       const struct director_config *cfg, __u64 hash, __u16 bind,
+				       const int inner_v6)
+{
+	void *data, *data_end;
+	__u64 *w64;
+	__u32 w0, w1, w2, src, dst4, tot, tos;
+
+	if (bpf_xdp_adjust_head(ctx, -40))
+		return FAST_FALLBACK; /* nothing changed: the general path tries and counts */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (inner_v6) {
+		struct ipv6hdr *ip6 = data + ETH_HLEN_ + 40;
+
+		/* verifier: the frame just grew by 40, in front of the IP header it had */
+		if ((void *)(ip6 + 1) > data_end)
+			return XDP_DROP;
+		tot = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		tos = (bpf_ntohl(*(const __u32 *)ip6) >> 20) & 0xff;
+		w1 = bpf_htonl(IP_DF_); /* routers never fragment IPv6: DF, as classify_v6 says */
+	} else {
+		struct iphdr *ip = data + ETH_HLEN_ + 40;
+
+		if ((void *)(ip + 1) > data_end) /* verifier: as above */
+			return XDP_DROP;
+		tot = bpf_ntohs(ip->tot_len);
+		tos = ip->tos;
+		w1 = ip->frag_off & bpf_htons(IP_DF_) ? bpf_htonl(IP_DF_) : 0;
+	}
+	w0 = bpf_htonl((0x45u << 24) | (tos << 16) | (40 + tot));
+	w2 = bpf_htonl((DEFAULT_TTL_ << 24) | (IPPROTO_UDP_ << 16));
+	src = cfg->src4;
+	dst4 = *(const __u32 *)row->hops[0];
+	put_eth(data, nh, bpf_htons(ETH_P_IP_));
+	/* 8 bytes a store, built in memory order (sip_join32): each value one store */
+	w64 = data + ETH_HLEN_;
+	w64[0] = sip_join32(w0, w1);
+	w64[1] = sip_join32(sip_join16((__u16)w2, ~fold64((__u64)w0 + w1 + w2 + src + dst4)), src);
+	w64[2] = sip_join32(dst4, sip_join16(bpf_htons(0xc000 | ((hash >> 32) & 0x3fff)),
+					     cfg->gue_port));
+	w64[3] = sip_join32(sip_join16(bpf_htons((__u16)(20 + tot)), 0),
+			    sip_join16(bpf_htons((2 << 8) | (inner_v6 ? GUE_PROTO_IPV6 :
+									 GUE_PROTO_IPV4)),
+				       0));
+	w64[4] = sip_join32(sip_join16(bpf_htons(GUE_HOPS_IPV4), bpf_htons(1)),
+			    *(const __u32 *)row->hops[1]);
+	return fast_send(bind, ETH_HLEN_ + tot, nh->ifindex, ctx->ingress_ifindex);
+}
+
+/* Write the outer Ethernet, IPv6, UDP, GUE and hop list headers (one alternate) as encap()
+ * does, in the 72 bytes the frame has grown by, in front of an inner packet of inner_len bytes
+ * whose sum (as inner_sum() takes it) is sum; gue_w: the GUE header's first word. 0, or -1 if
+ * the frame is not as long as the verifier needs to see. */
+static __always_inline int fast_put6(struct xdp_md *ctx, const struct director_nexthop *nh,
+				     const struct director_row *row,
+				     const struct director_config *cfg, __u32 tos, __u64 hash,
+				     __u32 inner_len, __be16 gue_w, __u64 sum)
+{
+	const __u32 *src = (const __u32 *)cfg->src6;
+	const __u32 *dst = (const __u32 *)row->hops[0];
+	const __u32 *alt = (const __u32 *)row->hops[1];
+	__u32 udp_len = 32 + inner_len;
+	__be16 sport = bpf_htons(0xc000 | ((hash >> 32) & 0x3fff));
+	__be16 gue_port = cfg->gue_port, ulen = bpf_htons((__u16)udp_len);
+	void *data, *data_end;
+	__u64 *w64;
+	__u32 *w;
+
+	sum += (__u64)src[0] + src[1] + src[2] + src[3] + dst[0] + dst[1] + dst[2] + dst[3] +
+	       alt[0] + alt[1] + alt[2] + alt[3] + ulen + bpf_htons(IPPROTO_UDP_) + sport +
+	       gue_port + ulen + gue_w + bpf_htons(GUE_HOPS_IPV6) + bpf_htons(1);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + ETH_HLEN_ + 72 > data_end) /* verifier: the frame just grew by 72 */
+		return -1;
+	put_eth(data, nh, bpf_htons(ETH_P_IPV6_));
+	w = data + ETH_HLEN_;
+	put_ip6_outer(w, tos, (__u32)hash, udp_len, src, dst);
+	w64 = (void *)(w + 10);
+	w64[0] = sip_join32(sip_join16(sport, gue_port),
+			    sip_join16(ulen, csum_udp_mangle0(~fold64(sum))));
+	w64[1] = sip_join32(sip_join16(gue_w, 0), sip_join16(bpf_htons(GUE_HOPS_IPV6), bpf_htons(1)));
+	w64[2] = *(const __u64 *)alt;
+	w64[3] = *(const __u64 *)(alt + 2);
+	return 0;
+}
+
+/* fast_v4's packet to a table of IPv6 backends: outer IPv6 with its UDP checksum, the inner
+ * IPv4 packet's sum as inner_sum() takes it (a valid IPv4 header sums to zero and a valid L4
+ * checksum leaves the complement of the pseudo header). A UDP checksum of 0 covers nothing:
+ * the general path sums the bytes. The row first and the frame grown after it, as for IPv4 in
+ * IPv4, and the inner header read from where it then is. */
+static __always_inline int fast_v4_in_v6(struct xdp_md *ctx, void *fixed,
+					 const struct director_table_hdr *hdr,
+					 const struct director_config *cfg, __u64 hash, __u16 bind,
+					 __u32 tot)
+{
+	const struct director_nexthop *nh;
+	const struct director_row *row;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + ETH_HLEN_;
+	__be16 *l4 = (void *)(ip + 1);
+	__u32 l4_len;
+	__u64 sum;
+
+	/* The protocol and UDP checksum read again here, not kept from fast_v4: held across its
+	 * lookups they took registers from the IPv4 case, which then went to the stack. */
+	if ((void *)(l4 + 4) > data_end) /* verifier: fast_v4 checked it */
+		return FAST_FALLBACK;
+	if (hdr->family != 6 || (ip->protocol == IPPROTO_UDP_ && !l4[3]) ||
+	    !(*(const __u64 *)cfg->src6 | *(const __u64 *)(cfg->src6 + 8)))
+		return FAST_FALLBACK;
+	row = fast_row(ctx->ingress_ifindex, fixed, hdr, cfg, hash, tot + 72, &nh);
+	if (!row)
+		return FAST_FALLBACK;
+	if (bpf_xdp_adjust_head(ctx, -72))
+		return FAST_FALLBACK;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	ip = data + ETH_HLEN_ + 72;
+	if ((void *)(ip + 1) > data_end) /* verifier: the frame just grew by 72 */
+		return XDP_DROP;
+	tot = bpf_ntohs(ip->tot_len);
+	l4_len = tot - sizeof(*ip);
+	sum = (__u16)~fold64((__u64)ip->saddr + ip->daddr + bpf_htons((__u16)l4_len) +
+			     bpf_htons((__u16)(l4_len >> 16)) + bpf_htons(ip->protocol));
+	if (fast_put6(ctx, nh, row, cfg, ip->tos, hash, tot,
+		      bpf_htons((5 << 8) | GUE_PROTO_IPV4), sum))
+		return XDP_DROP;
+	return fast_send(bind, ETH_HLEN_ + tot, nh->ifindex, ctx->ingress_ifindex);
+}
+
 /* The common case, straight through: an untagged IPv4 frame without IP options, padding or
  * fragmentation, TCP or UDP, to a single-port bind among the first FAST_RANGES of its (VIP,
  * protocol) slot in the bind index, hashed on all four fields from a started state, with a
- * 2^16-row table of two IPv4 backends per row and the primary's next hop cached on this CPU
- * and fitting. And IPv4 host traffic of that shape, which the bind index slot settles (as
+ * 2^16-row table of two backends per row (IPv4, or IPv6: fast_v4_in_v6) and the primary's
+ * next hop cached on this CPU and fitting. And IPv4 host traffic of that shape, which the bind index slot settles (as
  * find_vip() would: no bind, no overflow). An IPv6 frame returns FAST_V6,
  * anything else FAST_FALLBACK, having changed nothing (not the frame, not a counter), and the
  * general path decides as if the fast path did not exist: every packet the fast path
@@ -214,60 +355,29 @@ static __always_inline int fast_v4(struct xdp_md *ctx)
 		return FAST_FALLBACK;
 	hslot = bpf_map_lookup_elem(fixed, &fast_zero);
 	asm volatile("" : "+r"(hslot)); /* as in forward(): the two lookups stay apart */
-	if (!hslot || hslot->hdr.width != 2 || hslot->hdr.family != 4 ||
-	    hslot->hdr.hash_k0 != hs->hash_k0 || hslot->hdr.hash_k1 != hs->hash_k1 ||
-	    hslot->hdr.fields != XDPLB_HASH_ALL ||
+	if (!hslot || hslot->hdr.width != 2 || hslot->hdr.hash_k0 != hs->hash_k0 ||
+	    hslot->hdr.hash_k1 != hs->hash_k1 || hslot->hdr.fields != XDPLB_HASH_ALL ||
 	    (hslot->hdr.gue_flags && proto == IPPROTO_UDP_)) /* UDP second chance: 3 hops */
 		return FAST_FALLBACK;
 	cfg = bpf_map_lookup_elem(&director_config, &fast_zero);
-	if (!cfg || !cfg->src4 || !cfg->nexthop_ttl_ms)
+	if (!cfg || !cfg->nexthop_ttl_ms)
+		return FAST_FALLBACK;
+	if (hslot->hdr.family != 4)
+		return fast_v4_in_v6(ctx, fixed, &hslot->hdr, cfg, hash, r >> 16, tot);
+	if (!cfg->src4)
 		return FAST_FALLBACK;
 	ingress = ctx->ingress_ifindex;
 	row = fast_row(ingress, fixed, &hslot->hdr, cfg, hash, tot + 40, &nh);
 	if (!row)
 		return FAST_FALLBACK;
-
 	/* Encapsulate as encap() does for an IPv4 outer header and one alternate: outer IPv4 20,
-	 * UDP 8, GUE 4, hop list word 4, the alternate 4. Every value the headers need is read
-	 * after the bpf_xdp_adjust_head call, the inner IP header from where it now is: clang
-	 * keeps only r6-r9 across a call, so values read before it go to the stack and come
-	 * back (one syscall 43.5 -> 39 ns, docs/development/director-datapath.md). */
-	{
-		__u64 *w64;
-		__u32 w0, w1, w2, src, dst4;
-
-		if (bpf_xdp_adjust_head(ctx, -40))
-			return FAST_FALLBACK; /* nothing changed: the general path tries and counts */
-		data = (void *)(long)ctx->data;
-		data_end = (void *)(long)ctx->data_end;
-		/* verifier: the frame just grew by 40, in front of the IP header it had */
-		if (data + ETH_HLEN_ + 40 + sizeof(*ip) > data_end)
-			return XDP_DROP;
-		ip = data + ETH_HLEN_ + 40;
-		tot = bpf_ntohs(ip->tot_len);
-		w0 = bpf_htonl((0x45u << 24) | ((__u32)ip->tos << 16) | (40 + tot));
-		w1 = ip->frag_off & bpf_htons(IP_DF_) ? bpf_htonl(IP_DF_) : 0;
-		w2 = bpf_htonl((DEFAULT_TTL_ << 24) | (IPPROTO_UDP_ << 16));
-		src = cfg->src4;
-		dst4 = *(const __u32 *)row->hops[0];
-		put_eth(data, nh, bpf_htons(ETH_P_IP_));
-		/* 8 bytes a store, built in memory order (sip_join32): each value one store */
-		w64 = data + ETH_HLEN_;
-		w64[0] = sip_join32(w0, w1);
-		w64[1] = sip_join32(sip_join16((__u16)w2, ~fold64((__u64)w0 + w1 + w2 + src + dst4)),
-				    src);
-		w64[2] = sip_join32(dst4, sip_join16(bpf_htons(0xc000 | ((hash >> 32) & 0x3fff)),
-						     cfg->gue_port));
-		w64[3] = sip_join32(sip_join16(bpf_htons((__u16)(20 + tot)), 0),
-				    sip_join16(bpf_htons((2 << 8) | GUE_PROTO_IPV4), 0));
-		w64[4] = sip_join32(sip_join16(bpf_htons(GUE_HOPS_IPV4), bpf_htons(1)),
-				    *(const __u32 *)row->hops[1]);
-		return fast_send(r >> 16, ETH_HLEN_ + tot, nh->ifindex, ctx->ingress_ifindex);
-	}
+	 * UDP 8, GUE 4, hop list word 4, the alternate 4. */
+	return fast_encap4(ctx, row, nh, cfg, hash, r >> 16, 0);
 }
 
-/* The same for IPv6: no extension headers, IPv6 backends, outer IPv6 with its UDP checksum.
- * Returns FAST_FALLBACK, with the frame as it came, when the packet is not its case. */
+/* The same for IPv6: no extension headers; IPv4 backends (outer IPv4, as fast_v4 writes it)
+ * or IPv6 backends (outer IPv6 with its UDP checksum). Returns FAST_FALLBACK, with the frame
+ * as it came, when the packet is not its case. */
 static __always_inline int fast_v6(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -337,14 +447,26 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 		return FAST_FALLBACK;
 	hslot = bpf_map_lookup_elem(fixed, &fast_zero);
 	asm volatile("" : "+r"(hslot));
-	if (!hslot || hslot->hdr.width != 2 || hslot->hdr.family != 6 ||
-	    hslot->hdr.hash_k0 != hs->hash_k0 || hslot->hdr.hash_k1 != hs->hash_k1 ||
-	    hslot->hdr.fields != XDPLB_HASH_ALL ||
+	if (!hslot || hslot->hdr.width != 2 || hslot->hdr.hash_k0 != hs->hash_k0 ||
+	    hslot->hdr.hash_k1 != hs->hash_k1 || hslot->hdr.fields != XDPLB_HASH_ALL ||
 	    (hslot->hdr.gue_flags && proto == IPPROTO_UDP_)) /* UDP second chance: 3 hops */
 		return FAST_FALLBACK;
 	cfg = bpf_map_lookup_elem(&director_config, &fast_zero);
-	if (!cfg || !(*(const __u64 *)cfg->src6 | *(const __u64 *)(cfg->src6 + 8)) ||
-	    !cfg->nexthop_ttl_ms)
+	if (!cfg || !cfg->nexthop_ttl_ms)
+		return FAST_FALLBACK;
+	if (hslot->hdr.family == 4) {
+		/* IPv4 backends (GLB's only kind, the common dual-stack setup): as fast_v4 does,
+		 * the row first, then the frame grown by 40 and IPv4 / UDP / GUE written. */
+		if (!cfg->src4)
+			return FAST_FALLBACK;
+		row = fast_row(ctx->ingress_ifindex, fixed, &hslot->hdr, cfg, hash,
+			       sizeof(*ip6) + plen + 40, &nh);
+		if (!row)
+			return FAST_FALLBACK;
+		return fast_encap4(ctx, row, nh, cfg, hash, r >> 16, 1);
+	}
+	if (hslot->hdr.family != 6 ||
+	    !(*(const __u64 *)cfg->src6 | *(const __u64 *)(cfg->src6 + 8)))
 		return FAST_FALLBACK;
 	/* Grow the frame now, as forward() does: the helper call runs while the hash is still
 	 * being computed (2 ns by one syscall). What the encapsulation needs of the old header is
@@ -362,39 +484,17 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 	 * UDP 8, GUE 4, hop list word 4, the alternate 16. The inner packet's sum as inner_sum()
 	 * takes it: its valid L4 checksum stands in for the payload. */
 	{
-		const __u32 *src = (const __u32 *)cfg->src6;
-		const __u32 *dst = (const __u32 *)row->hops[0];
-		const __u32 *alt = (const __u32 *)row->hops[1];
-		__u32 udp_len = 32 + sizeof(*ip6) + plen;
 		__u32 tos = (bpf_ntohl(h0) >> 20) & 0xff;
 		__u32 egress = nh->ifindex;
-		__be16 sport = bpf_htons(0xc000 | ((hash >> 32) & 0x3fff));
-		__be16 gue_port = cfg->gue_port, ulen = bpf_htons((__u16)udp_len);
-		__be16 gue_w = bpf_htons((5 << 8) | GUE_PROTO_IPV6);
 		__u16 bind = r >> 16;
-		__u64 sum, *w64;
-		__u32 *w;
+		__u64 sum;
 
 		sum = (__u64)h0 + h1;
 		sum += (__u16)~fold64(bpf_htons((__u16)plen) + bpf_htons((__u16)(plen >> 16)) +
 				      bpf_htons(proto));
-		sum += (__u64)src[0] + src[1] + src[2] + src[3] + dst[0] + dst[1] + dst[2] + dst[3] +
-		       alt[0] + alt[1] + alt[2] + alt[3] + ulen + bpf_htons(IPPROTO_UDP_) + sport +
-		       gue_port + ulen + gue_w + bpf_htons(GUE_HOPS_IPV6) + bpf_htons(1);
-		data = (void *)(long)ctx->data;
-		data_end = (void *)(long)ctx->data_end;
-		if (data + ETH_HLEN_ + 72 > data_end) /* verifier: the frame just grew by 72 */
+		if (fast_put6(ctx, nh, row, cfg, tos, hash, sizeof(*ip6) + plen,
+			      bpf_htons((5 << 8) | GUE_PROTO_IPV6), sum))
 			return XDP_DROP;
-		put_eth(data, nh, bpf_htons(ETH_P_IPV6_));
-		w = data + ETH_HLEN_;
-		put_ip6_outer(w, tos, (__u32)hash, udp_len, src, dst);
-		w64 = (void *)(w + 10);
-		w64[0] = sip_join32(sip_join16(sport, gue_port),
-				    sip_join16(ulen, csum_udp_mangle0(~fold64(sum))));
-		w64[1] = sip_join32(sip_join16(gue_w, 0),
-				    sip_join16(bpf_htons(GUE_HOPS_IPV6), bpf_htons(1)));
-		w64[2] = *(const __u64 *)alt;
-		w64[3] = *(const __u64 *)(alt + 2);
 		return fast_send(bind, frame_len, egress, ingress);
 	}
 undo:

@@ -50,8 +50,15 @@ fn yaml() -> String {
         (
             "v6-backends",
             "",
-            &["tcp80 10.100.0.7"],
+            &["tcp80 10.100.0.7", "vip: 10.100.0.7, proto: udp, port: 53"],
             &["fd00:1::31", "fd00:1::32"],
+        ),
+        // IPv4 in IPv6 behind a route with MTU 1400.
+        (
+            "far-v6-backends",
+            "",
+            &["tcp80 10.100.0.12"],
+            &["fd00:9::21", "fd00:9::22"],
         ),
         (
             "small-table",
@@ -95,8 +102,25 @@ fn yaml() -> String {
         (
             "v4-backends",
             "",
-            &["tcp80 \"fd00:100::2\""],
+            &[
+                "tcp80 \"fd00:100::2\"",
+                "vip: \"fd00:100::2\", proto: udp, port: 53",
+            ],
             &["10.1.0.45", "10.1.0.46"],
+        ),
+        // IPv6 in IPv4 behind a route with MTU 1000.
+        (
+            "far-v4-backends",
+            "",
+            &["tcp80 \"fd00:100::20\""],
+            &["10.9.0.21", "10.9.0.22"],
+        ),
+        // IPv6 in IPv4, three backends per row.
+        (
+            "three-hops-v4-backends",
+            "    hops: 3\n",
+            &["tcp80 \"fd00:100::21\""],
+            &["10.1.0.47", "10.1.0.48", "10.1.0.49"],
         ),
         // Behind a route with MTU 1400.
         (
@@ -405,7 +429,9 @@ fn the_fast_path_gives_what_the_general_path_gives() {
             ("10.100.0.1", 81, false),   // no bind covers it
             ("10.100.0.5", 80, false),   // hashes the source address only
             ("10.100.0.6", 80, false),   // three backends per row
-            ("10.100.0.7", 80, false),   // IPv6 backends
+            ("10.100.0.7", 80, true),    // IPv6 backends: IPv4 in IPv6
+            ("10.100.0.7", 53, true),    // UDP (not with a zero checksum)
+            ("10.100.0.12", 80, true),   // IPv4 in IPv6, fits its route's MTU unless large
             ("10.100.0.8", 80, false),   // a 2^8-row table
             ("10.100.0.9", 80, true),    // fits its route's MTU unless large
             ("10.100.0.10", 80, false),  // neighbour unresolved: never cached
@@ -413,12 +439,15 @@ fn the_fast_path_gives_what_the_general_path_gives() {
             ("10.200.0.1", 80, true),    // host traffic
             ("10.100.0.99", 80, true),   // likewise
             ("fd00:100::1", 443, true),
-            ("fd00:100::1", 53, true),  // UDP
-            ("fd00:100::1", 80, false), // no bind covers it
-            ("fd00:100::2", 80, false), // IPv4 backends
-            ("fd00:100::19", 80, true), // fits its route's MTU unless large
-            ("2001:db8::1", 80, true),  // host traffic
-            ("fd00:100::99", 80, true), // likewise
+            ("fd00:100::1", 53, true),   // UDP
+            ("fd00:100::1", 80, false),  // no bind covers it
+            ("fd00:100::2", 80, true),   // IPv4 backends: IPv6 in IPv4
+            ("fd00:100::2", 53, true),   // UDP
+            ("fd00:100::20", 80, true),  // IPv6 in IPv4, fits its route's MTU unless large
+            ("fd00:100::21", 80, false), // IPv6 in IPv4, three backends per row
+            ("fd00:100::19", 80, true),  // fits its route's MTU unless large
+            ("2001:db8::1", 80, true),   // host traffic
+            ("fd00:100::99", 80, true),  // likewise
         ];
         let mut x: u64 = 0x2545f4914f6cdd1d;
         let mut next = move || {
@@ -463,9 +492,17 @@ fn the_fast_path_gives_what_the_general_path_gives() {
                         // Host traffic too: no slot of the bind index overflows here, so
                         // a slot of another pair (or none) settles it.
                         let mut want_fast = case && variant.fast_shape();
-                        if vip.ends_with(".9") || vip.ends_with("::19") {
+                        if [".9", ".12", "::19", "::20"]
+                            .iter()
+                            .any(|e| vip.ends_with(e))
+                        {
                             // MTU 1000 and 1400 routes: 1300 bytes do not fit
                             want_fast &= payload < 1300;
+                        }
+                        if vip == "10.100.0.7" && variant == Variant::UdpZeroChecksum {
+                            // IPv4 in IPv6: a UDP checksum of 0 covers nothing, the outer
+                            // checksum has to sum the bytes (the general path does)
+                            want_fast &= port != 53;
                         }
                         let what = format!("{vip}:{port} {variant:?} {payload} bytes from {src}");
 
