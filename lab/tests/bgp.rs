@@ -84,6 +84,32 @@ fn announced(sys: &System, i: usize) -> Vec<(String, Option<String>, Vec<String>
         .collect()
 }
 
+/// Wait (15 s at most) until both directors see every backend of `services` healthy.
+fn wait_all_healthy(sys: &System, services: &[&str]) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let views: Vec<serde_json::Value> = (1..=2)
+            .map(|i| serde_json::from_str(&sys.director_status(i).unwrap()).unwrap())
+            .collect();
+        let all = views.iter().all(|v| {
+            services.iter().all(|svc| {
+                v["health"]["backends"][*svc].as_object().is_some_and(|m| {
+                    m.len() == 3 && m.values().all(|t| t["healthy"].as_bool() == Some(true))
+                })
+            })
+        });
+        if all {
+            return;
+        }
+        let health: Vec<_> = views.iter().map(|v| &v["health"]["backends"]).collect();
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "every backend healthy on both directors: {health:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// New connections all get answers (through whatever paths the router has now).
 fn new_connections_answered(sys: &System) {
     for f in FAMILIES {
@@ -328,6 +354,10 @@ fn all_backends_of_one_vip_unhealthy_on_one_director_withdraw_that_vip_there() {
     sys.lab()
         .wait_vip_paths(&[1, 2], Duration::from_secs(10))
         .unwrap();
+    // Backends start unhealthy until they pass `rise`; announcing needs only one. Until both
+    // directors see all three healthy their tables differ, and a connection whose SYN and ACK
+    // take different directors can meet two primaries: start the connections after that.
+    wait_all_healthy(&sys, &["web", "web6"]);
     let p = pool(&sys, 200);
     let ns = sys.lab().ns(Node::Director(1));
     ns.ip([
