@@ -98,7 +98,7 @@ fn config_errors_are_one_line_with_each_cause_once_and_exit_78() {
             "{cmd}: {stderr}"
         );
         assert!(!stderr.contains(" at line "), "{cmd}: {stderr}");
-        assert!(stderr.ends_with(", publish\n"), "{cmd}: {stderr}");
+        assert!(stderr.ends_with(", metrics\n"), "{cmd}: {stderr}");
     }
 
     // Every error of the file at once, each at its own position (these were all at 1:1, one
