@@ -436,7 +436,7 @@ mod tests {
             ),
             (
                 "interfaces: [e]\nallowed_sources: []\nvipz: []\n",
-                "state_dir (did you mean `vips`?)",
+                "metrics (did you mean `vips`?)",
             ),
             (
                 "interfaces: [e]\nallowed_sources: []\nvips: [127.0.0.1]\n",
