@@ -355,6 +355,10 @@ pub struct Tokens {
 }
 
 fn ip(args: &[String]) -> Result<(), TokenError> {
+    ip_output(args).map(drop)
+}
+
+fn ip_output(args: &[String]) -> Result<String, TokenError> {
     let out = std::process::Command::new("ip")
         .args(args)
         .output()
@@ -363,13 +367,34 @@ fn ip(args: &[String]) -> Result<(), TokenError> {
             source,
         })?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(TokenError::Failed {
             args: args.join(" "),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
     }
+}
+
+/// The tokens of `cfg`'s two protocols in its table, as `ip -j route show table <t>` lists
+/// them (routes of other protocols are not ours and are left out).
+fn parse_tokens(cfg: &AnnounceConfig, json: &str) -> BTreeMap<IpAddr, Token> {
+    let routes: Vec<serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for r in routes {
+        let proto = r["protocol"].as_str().and_then(|p| p.parse::<u8>().ok());
+        let token = match proto {
+            Some(p) if p == cfg.protocol => Token::Announce,
+            Some(p) if p == cfg.graceful_protocol => Token::Graceful,
+            _ => continue,
+        };
+        let dst = r["dst"].as_str().unwrap_or_default();
+        let dst = dst.split('/').next().unwrap_or_default();
+        if let Ok(vip) = dst.parse::<IpAddr>() {
+            out.insert(vip, token);
+        }
+    }
+    out
 }
 
 fn prefix(vip: IpAddr) -> String {
@@ -388,7 +413,7 @@ fn fam(vip: IpAddr) -> &'static str {
 }
 
 /// Removes every token of both protocols from the table: what shutdown, a start and the
-/// unit's ExecStopPost (`xdplb-director withdraw-announcements`) do.
+/// unit's ExecStopPost (`xdplb-director flush-announcements`) do.
 pub fn flush(cfg: &AnnounceConfig) -> Result<(), TokenError> {
     for f in ["-4", "-6"] {
         for p in [cfg.protocol, cfg.graceful_protocol] {
@@ -492,6 +517,30 @@ impl Tokens {
         errors
     }
 
+    /// Takes what the kernel's table holds as the current tokens, so the next
+    /// [`Tokens::publish`] rewrites what someone else removed or changed (a stray
+    /// `flush-announcements`, an operator's `ip route flush table`); true if it differed.
+    pub fn resync(&mut self) -> Result<bool, TokenError> {
+        let table = self.cfg.table.to_string();
+        let mut kernel = BTreeMap::new();
+        for f in ["-4", "-6"] {
+            let args: Vec<String> = ["-j", f, "route", "show", "table", &table]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            match ip_output(&args) {
+                Ok(json) => kernel.extend(parse_tokens(&self.cfg, &json)),
+                // No token written yet: the kernel has no such table.
+                Err(TokenError::Failed { stderr, .. })
+                    if stderr.contains("FIB table does not exist") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let differs = kernel != self.current;
+        self.current = kernel;
+        Ok(differs)
+    }
+
     /// Withdraws everything (daemon shutdown).
     pub fn withdraw_all(&mut self) -> Result<(), TokenError> {
         flush(&self.cfg)?;
@@ -507,7 +556,12 @@ pub struct Announcer {
     state_dir: PathBuf,
     tokens: Tokens,
     last: AnnounceState,
+    resynced: std::time::Instant,
 }
+
+/// How often the daemon compares the token table with what it wrote (and rewrites what
+/// differs): a token removed behind its back would otherwise stay withdrawn.
+pub const RESYNC: Duration = Duration::from_secs(1);
 
 /// How often the daemon looks again at what no event tells it (XDP attachment, BIRD's socket,
 /// the drain file) while it announces.
@@ -525,6 +579,7 @@ impl Announcer {
             cfg,
             state_dir: state_dir.into(),
             tokens,
+            resynced: std::time::Instant::now(),
         })
     }
 
@@ -539,6 +594,19 @@ impl Announcer {
         inp.drain_delay = self.cfg.drain_delay;
         inp.now_ms = now_ms();
         let mut vips = decide(&inp);
+        if self.resynced.elapsed() >= RESYNC {
+            self.resynced = std::time::Instant::now();
+            match self.tokens.resync() {
+                Ok(true) => warn!(
+                    table = self.cfg.table,
+                    "route tokens changed behind the daemon's back: writing what it decided again"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %daemon_support::error_chain(&e), "reading the route tokens failed")
+                }
+            }
+        }
         for e in self.tokens.publish(&vips) {
             tracing::error!(error = %daemon_support::error_chain(&e), "writing a route token failed");
         }
@@ -631,6 +699,29 @@ mod tests {
             now_ms: 1_000_000,
             ..Inputs::default()
         }
+    }
+
+    #[test]
+    fn the_token_table_is_read_back_with_only_our_protocols() {
+        let cfg = AnnounceConfig::default();
+        let v4 = r#"[{"type":"blackhole","dst":"10.100.0.1","protocol":"250","flags":[]},
+            {"type":"blackhole","dst":"10.100.0.2/32","protocol":"251","flags":[]},
+            {"type":"blackhole","dst":"10.100.0.3","protocol":"boot","flags":[]},
+            {"type":"blackhole","dst":"10.100.0.4","protocol":"12","flags":[]}]"#;
+        let got = parse_tokens(&cfg, v4);
+        let want: BTreeMap<IpAddr, Token> = [
+            ("10.100.0.1".parse().unwrap(), Token::Announce),
+            ("10.100.0.2".parse().unwrap(), Token::Graceful),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want);
+        let v6 = r#"[{"type":"blackhole","dst":"fd00:100::1","dev":"lo","protocol":"251","metric":1024,"flags":[],"pref":"medium"}]"#;
+        assert_eq!(
+            parse_tokens(&cfg, v6).into_iter().collect::<Vec<_>>(),
+            vec![("fd00:100::1".parse().unwrap(), Token::Graceful)]
+        );
+        assert!(parse_tokens(&cfg, "").is_empty());
     }
 
     #[test]
