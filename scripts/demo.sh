@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's demo: installs what is missing, builds, and runs the whole system in network
-# namespaces on this machine (client, ECMP router, two directors, three backends), showing
-# connections spreading, a live `tablegen drain` with zero broken connections, a backend taken
-# out and back, and a director dying while traffic flows. Exits non-zero if any promise broke.
+# namespaces on this machine (client, ECMP router learning the VIPs from two directors over BGP,
+# three backends), showing connections spreading, a live `tablegen drain` with zero broken
+# connections, a backend taken out and back, a director dying while traffic flows, and a
+# graceful drain of a director's announcements. Exits non-zero if any promise broke.
 # Ctrl-C stops it and removes everything it created. Needs root (namespaces, BPF).
 set -euo pipefail
 cd "$(dirname "$0")/.."

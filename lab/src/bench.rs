@@ -144,7 +144,7 @@ pub fn run_xdplb(sys: &System, seconds: u64, requests: usize) -> Result<BenchRep
 
 /// The VIP through a lab whose directors are plain kernel routers.
 pub fn run_plain(server: &Path, seconds: u64, requests: usize) -> Result<PathFigures, BenchError> {
-    let lab = Lab::up(LabOptions::default())?;
+    let lab = Lab::up(LabOptions::plain())?;
     lab.start_servers(server)?;
     for i in 1..=lab.options().backends {
         lab.add_vips_on_backend(i)?;
@@ -209,12 +209,22 @@ impl std::fmt::Display for BenchReport {
 /// What the BGP benchmark measured (`xdplb-lab bench-bgp`).
 #[derive(Debug, Clone, Default)]
 pub struct BgpFigures {
-    /// Director-1's daemon SIGKILLed to the router's VIP route without it, per round.
+    /// Director-1's daemon SIGKILLed to the router's VIP routes without it, per round (the
+    /// supervisor's `flush-announcements`, as systemd's ExecStopPost, then BIRD).
     pub kill: Vec<Duration>,
-    /// `drain-announcements` on director-1 to the last packet its program forwarded, per round.
+    /// Director-1's BIRD frozen (SIGSTOP: a host that stops answering while its link stays
+    /// up, no TCP close) to the router's VIP routes without it, per round: BFD's detection.
+    pub bird_freeze: Vec<Duration>,
+    /// `drain-announcements` on director-1 to the router's VIP route without it (the
+    /// GRACEFUL_SHUTDOWN path loses the ECMP group), per round.
+    pub drain_moved: Vec<Duration>,
+    /// `drain-announcements` on director-1 to the last packet its program forwarded (as
+    /// observed by polling its counter: an upper bound by one poll), per round.
     pub drain_last_packet: Vec<Duration>,
     /// `drain-announcements` to the withdrawal at the router (after the configured delay).
     pub drain_withdrawn: Vec<Duration>,
+    /// Connections broken during the drains (all rounds).
+    pub drain_broken: usize,
     /// The configured drain delay.
     pub drain_delay: Duration,
 }
@@ -227,26 +237,44 @@ fn median(v: &[Duration]) -> Duration {
 
 impl std::fmt::Display for BgpFigures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
-        let all = |v: &[Duration]| v.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ");
-        writeln!(
+        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+        let line = |f: &mut std::fmt::Formatter<'_>, what: &str, v: &[Duration]| {
+            let all = v.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ");
+            writeln!(
+                f,
+                "{what}: median {} ({} rounds: {all})",
+                ms(median(v)),
+                v.len()
+            )
+        };
+        line(f, "daemon killed -> router path removed", &self.kill)?;
+        line(
             f,
-            "daemon killed -> router path removed: median {} ({} rounds: {})",
-            ms(median(&self.kill)),
-            self.kill.len(),
-            all(&self.kill)
+            "director's BIRD frozen (BFD) -> router path removed",
+            &self.bird_freeze,
+        )?;
+        line(
+            f,
+            "graceful drain -> router path left the ECMP group",
+            &self.drain_moved,
+        )?;
+        line(
+            f,
+            "graceful drain -> last packet through the drained director",
+            &self.drain_last_packet,
+        )?;
+        line(
+            f,
+            "graceful drain -> withdrawn at the router",
+            &self.drain_withdrawn,
         )?;
         writeln!(
             f,
-            "graceful drain -> last packet through the drained director: median {} ({})",
-            ms(median(&self.drain_last_packet)),
-            all(&self.drain_last_packet)
-        )?;
-        writeln!(
-            f,
-            "graceful drain -> withdrawn at the router: median {} (configured delay {})",
-            ms(median(&self.drain_withdrawn)),
-            ms(self.drain_delay)
+            "configured drain delay {}; target for the last packet: delay + 1 s = {}; \
+             connections broken during the drains: {}",
+            ms(self.drain_delay),
+            ms(self.drain_delay + Duration::from_secs(1)),
+            self.drain_broken
         )
     }
 }
@@ -263,67 +291,120 @@ fn forwarded(sys: &System, i: usize) -> Option<u64> {
     )
 }
 
-/// The BGP benchmark on a running lab with BGP: `rounds` times, director-1's daemon killed
-/// (the router's path gone: polled every millisecond) and director-1 drained while 100
-/// connections exchange data (its forwarded-packet counter polled until the withdrawal and a
-/// second after).
-pub fn run_bgp(sys: &System, rounds: usize) -> Result<BgpFigures, Box<dyn std::error::Error>> {
+/// Whether the router's BIRD still has director-1's IPv4 VIP route (plain or graceful).
+fn router_has_d1_route(sys: &System) -> Result<bool, BenchError> {
+    let out = sys
+        .lab()
+        .birdc(Node::Router, &["show", "route", "protocol", "d1_v4"])?;
+    Ok(out.contains(&format!("{}/32", addr::VIP_V4)))
+}
+
+/// Polls every millisecond until the router's VIP routes (both families) go through director-2
+/// alone; how long since `t0`.
+fn until_only_d2(sys: &System, t0: Instant) -> Result<Duration, BenchError> {
+    sys.lab().wait_vip_paths(&[2], Duration::from_secs(10))?;
+    Ok(t0.elapsed())
+}
+
+/// The BGP benchmark on a running lab, `rounds` times each:
+///
+/// - director-1's daemon SIGKILLed until the router's path is gone, then restarted until the
+///   router has both paths again;
+/// - director-1's BIRD frozen (SIGSTOP: BFD's case; a killed BIRD closes its TCP sessions,
+///   which the router notices at once) until the router's path is gone, then killed and
+///   started again;
+/// - director-1 drained while 100 connections exchange data: until its path leaves the ECMP
+///   group, until the last packet its program forwards (its counter polled until a second
+///   past the withdrawal), and until the withdrawal; then undrained.
+pub fn run_bgp(sys: &System, rounds: usize) -> Result<BgpFigures, BenchError> {
     let mut fig = BgpFigures {
         drain_delay: crate::system::LAB_DRAIN_DELAY,
         ..BgpFigures::default()
     };
     let lab = sys.lab();
-    for r in 0..rounds {
+    let bird1 = Lab::bird_label(Node::Director(1));
+    for r in 1..=rounds {
         signal::check()?;
         let t0 = Instant::now();
         sys.kill_director_daemon(1)?;
-        lab.wait_vip_paths(&[2], Duration::from_secs(10))?;
-        fig.kill.push(t0.elapsed());
+        fig.kill.push(until_only_d2(sys, t0)?);
         sys.stop_director(1)?;
         sys.start_director(1)?;
-        lab.wait_vip_paths(&[1, 2], Duration::from_secs(20))?;
-        println!("round {}: kill {:?}", r + 1, fig.kill[r]);
+        let back = sys.wait_announced()?;
+        println!(
+            "round {r}: daemon killed: path removed after {:?}; restarted: both paths after {back:?}",
+            fig.kill.last().unwrap()
+        );
 
+        signal::check()?;
+        let pid = lab
+            .bird_pid(Node::Director(1))
+            .ok_or("director-1's BIRD wrote no pid file")?;
+        let t0 = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )?;
+        let frozen = until_only_d2(sys, t0);
+        lab.stop(&bird1, nix::sys::signal::Signal::SIGKILL, Duration::ZERO)?;
+        fig.bird_freeze.push(frozen?);
+        lab.start_bird(Node::Director(1))?;
+        let back = sys.wait_announced()?;
+        println!(
+            "round {r}: BIRD frozen: path removed after {:?}; restarted: both paths after {back:?}",
+            fig.bird_freeze.last().unwrap()
+        );
+
+        signal::check()?;
         let pool = crate::client::Pool::start(
             &lab.ns(Node::Client),
             crate::client::PoolConfig::new(addr::vip_tcp(Family::V4), 100),
         )?;
         pool.wait_established(Duration::from_secs(15));
+        // Director-1 carries some of them: its counter moves before the drain.
+        let before = forwarded(sys, 1).unwrap_or(0);
         std::thread::sleep(Duration::from_millis(500));
+        if forwarded(sys, 1).unwrap_or(0) == before {
+            return Err("director-1 forwarded nothing before the drain".into());
+        }
         let t0 = Instant::now();
         sys.director_cmd(1, &["drain-announcements"])?;
         let mut last = forwarded(sys, 1).unwrap_or(0);
-        let mut last_at = Duration::ZERO;
-        let mut withdrawn = None;
-        while t0.elapsed() < fig.drain_delay + Duration::from_secs(1) {
+        let mut last_at = t0.elapsed();
+        let (mut moved, mut withdrawn) = (None, None);
+        loop {
+            let now = t0.elapsed();
             if let Some(n) = forwarded(sys, 1) {
                 if n != last {
                     last = n;
                     last_at = t0.elapsed();
                 }
             }
-            if withdrawn.is_none()
-                && lab
-                    .birdc(Node::Router, &["show", "route", "count"])?
-                    .contains("1 of 2 routes")
-            {
+            if moved.is_none() && lab.vip_paths(Family::V4)? == [2] {
+                moved = Some(t0.elapsed());
+            }
+            if withdrawn.is_none() && !router_has_d1_route(sys)? {
                 withdrawn = Some(t0.elapsed());
             }
-        }
-        fig.drain_last_packet.push(last_at);
-        if let Some(w) = withdrawn {
-            fig.drain_withdrawn.push(w);
+            let end = withdrawn.map_or(fig.drain_delay + Duration::from_secs(5), |w| {
+                w + Duration::from_secs(1)
+            });
+            if now > end {
+                break;
+            }
         }
         let report = pool.stop();
+        fig.drain_broken += report.stats.broken;
+        fig.drain_last_packet.push(last_at);
+        fig.drain_moved.extend(moved);
+        fig.drain_withdrawn.extend(withdrawn);
         println!(
-            "round {}: drain: last packet {:?}, withdrawn {:?}, broken {}",
-            r + 1,
-            last_at,
-            withdrawn,
+            "round {r}: drain: left ECMP after {moved:?}, last packet by {last_at:?}, withdrawn \
+             after {withdrawn:?}, {} broken",
             report.stats.broken
         );
         sys.director_cmd(1, &["undrain-announcements"])?;
-        lab.wait_vip_paths(&[1, 2], Duration::from_secs(20))?;
+        sys.wait_announced()?;
     }
     Ok(fig)
 }

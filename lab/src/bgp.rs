@@ -1,5 +1,5 @@
-//! BGP in the lab (`LabOptions::bgp`): BIRD 2 on the router and on every director, the VIP
-//! routes learnt over BGP with BFD instead of written by hand.
+//! BGP in the lab (`LabOptions::bgp`, on by default): BIRD 2 on the router and on every
+//! director, the VIP routes learnt over BGP with BFD, never written by hand.
 //!
 //! Each director's BIRD learns the route tokens `xdplb-director` writes in its token table
 //! (docs/development/route-announcement.md) and announces them to the router; the router's
@@ -159,6 +159,12 @@ impl Lab {
         })
     }
 
+    /// The pid of `node`'s BIRD (from its pid file).
+    pub fn bird_pid(&self, node: Node) -> Option<i32> {
+        let pid = self.run_dir().join(format!("bird-{}.pid", node.name()));
+        std::fs::read_to_string(pid).ok()?.trim().parse().ok()
+    }
+
     /// `birdc -s <socket> <args>` for `node`'s BIRD.
     pub fn birdc(&self, node: Node, args: &[&str]) -> Result<String, LabError> {
         Ok(self
@@ -212,13 +218,71 @@ impl Lab {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > within {
-                let now: Vec<_> = FAMILIES.iter().map(|f| self.vip_paths(*f)).collect();
+                let now: Vec<_> = FAMILIES
+                    .iter()
+                    .map(|f| self.vip_paths(*f).unwrap_or_default())
+                    .collect();
                 return Err(LabError::Timeout {
-                    what: format!("router's VIP paths via directors {directors:?} (now {now:?})"),
+                    what: format!(
+                        "the router's VIP routes via directors {directors:?} (IPv4, IPv6 now \
+                         via {now:?}); the router's BGP sessions:\n{}",
+                        self.bgp_sessions_text()
+                    ),
                     after: within,
                 });
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The router's BGP sessions (one per director and family) and whether each is
+    /// Established.
+    pub fn bgp_sessions(&self) -> Result<Vec<(String, bool)>, LabError> {
+        let out = self.birdc(Node::Router, &["show", "protocols"])?;
+        Ok(out
+            .lines()
+            .filter(|l| l.starts_with('d') && l.contains("BGP"))
+            .map(|l| {
+                let name = l.split_whitespace().next().unwrap_or_default().to_string();
+                (name, l.contains("Established"))
+            })
+            .collect())
+    }
+
+    /// `birdc show protocols` on the router, or why it could not be had: for error messages.
+    fn bgp_sessions_text(&self) -> String {
+        match self.birdc(Node::Router, &["show", "protocols"]) {
+            Ok(out) => out,
+            Err(e) => format!("(birdc failed: {e})"),
+        }
+    }
+
+    /// Polls until every BGP session of the router is Established (BFD up with it).
+    pub fn wait_bgp_established(&self, within: Duration) -> Result<Duration, LabError> {
+        let within = crate::scaled(within);
+        let want = 2 * self.options().directors;
+        let start = std::time::Instant::now();
+        loop {
+            crate::signal::check()?;
+            self.check_running(&Self::bird_label(Node::Router))?;
+            let up = self
+                .bgp_sessions()
+                .map(|s| s.iter().filter(|(_, up)| *up).count())
+                .unwrap_or(0);
+            if up == want {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > within {
+                return Err(LabError::Timeout {
+                    what: format!(
+                        "the router's {want} BGP sessions to the directors to be Established; \
+                         now:\n{}",
+                        self.bgp_sessions_text()
+                    ),
+                    after: within,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

@@ -2,9 +2,11 @@
 //! states a promise, shows what happened, and records whether the promise held; the summary at
 //! the end lists them, and the command exits non-zero if any broke.
 //!
-//! Steps: connections spread over three backends; `tablegen drain backend-3` live while
-//! long-lived connections on backend-3 keep exchanging; backend-3 deactivated and activated;
-//! director-1 dies while connections flow; it comes back.
+//! Steps: the router learns the VIPs from both directors over BGP; connections spread over three
+//! backends; `tablegen drain backend-3` live while long-lived connections on backend-3 keep
+//! exchanging; backend-3 deactivated and activated; director-1 dies while connections flow, the
+//! router drops its path, it comes back; director-1's announcements drained gracefully and
+//! brought back.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -114,7 +116,8 @@ fn within(
 pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
     let start = Instant::now();
     println!("xdplb demo: a client, a router spreading the VIPs over two directors by ECMP, and");
-    println!("three backends, each in its own network namespace on this machine.");
+    println!("three backends, each in its own network namespace on this machine. The router");
+    println!("learns the VIPs from the directors over BGP (BIRD 2, with BFD): no static route.");
     println!(
         "VIPs: {} and {} (TCP {}, UDP {}).",
         addr::VIP_V4,
@@ -135,7 +138,34 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
     ));
     let client = d.sys.lab().ns(Node::Client);
 
-    d.step("1. New connections spread over the three backends as the table says");
+    d.step("1. The router learnt the VIPs from both directors over BGP");
+    let mut routes = String::new();
+    let mut ok = true;
+    for f in [Family::V4, Family::V6] {
+        let fam = if f == Family::V4 { "-4" } else { "-6" };
+        let out = d.sys.lab().ns(Node::Router).ip([
+            fam,
+            "route",
+            "show",
+            "exact",
+            &f.vip().to_string(),
+        ])?;
+        routes.push_str(out.trim_end());
+        routes.push('\n');
+        ok &= out.contains("proto bird") && d.sys.lab().vip_paths(f)? == [1, 2];
+    }
+    d.say(&format!(
+        "router$ ip route show exact <VIP>\n{}",
+        routes.trim_end()
+    ));
+    d.promise(
+        "the router has one path per director for each VIP, learnt over BGP",
+        ok,
+        "written by the router's BIRD (proto bird), from what each director's BIRD announces"
+            .into(),
+    );
+
+    d.step("2. New connections spread over the three backends as the table says");
     let shares = d.sys.expected_shares()?;
     let expected: Vec<String> = shares
         .iter()
@@ -182,7 +212,7 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
         ),
     );
 
-    d.step("2. Long-lived connections: 300 over IPv4, 60 over IPv6, each exchanging every ~80 ms");
+    d.step("3. Long-lived connections: 300 over IPv4, 60 over IPv6, each exchanging every ~80 ms");
     let pool4 = Pool::start(&client, PoolConfig::new(addr::vip_tcp(Family::V4), 300))?;
     let pool6 = Pool::start(&client, PoolConfig::new(addr::vip_tcp(Family::V6), 60))?;
     pool4.wait_established(Duration::from_secs(10));
@@ -195,7 +225,7 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
     d.say(&format!("{on3_before} of them are on backend-3"));
     println!("   (progress lines: open connections by backend number, exchanges, broken)");
 
-    d.step("3. `tablegen drain backend-3`, live");
+    d.step("4. `tablegen drain backend-3`, live");
     let ex3_before = pool4.exchanges_on("backend-3") + pool6.exchanges_on("backend-3");
     let out = d.sys.tablegen(&["drain", "backend-3"])?;
     d.say(&format!("$ tablegen drain backend-3\n{}", out.trim_end()));
@@ -250,7 +280,7 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
         forwarded.join(", ")
     ));
 
-    d.step("4. backend-3's clients finish; `tablegen deactivate backend-3`");
+    d.step("5. backend-3's clients finish; `tablegen deactivate backend-3`");
     pool4.close_backend("backend-3");
     pool6.close_backend("backend-3");
     signal::sleep(Duration::from_millis(300))?;
@@ -278,7 +308,7 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
         },
     );
 
-    d.step("5. `tablegen activate backend-3`: it takes new connections again");
+    d.step("6. `tablegen activate backend-3`: it takes new connections again");
     let out = d.sys.tablegen(&["activate", "backend-3"])?;
     d.say(&format!(
         "$ tablegen activate backend-3\n{}",
@@ -304,11 +334,20 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
         },
     );
 
-    d.step("6. director-1 dies while connections flow (link down, daemon killed)");
+    d.step("7. director-1 dies while connections flow (link down, daemon killed)");
     let pool_more = Pool::start(&client, PoolConfig::new(addr::vip_tcp(Family::V4), 150))?;
     pool_more.wait_established(Duration::from_secs(10));
+    let t = Instant::now();
     d.sys.kill_director_host(1)?;
-    d.say("director-1 is gone; the router sends all flows to director-2");
+    let gone = d.sys.lab().wait_vip_paths(&[2], Duration::from_secs(5));
+    d.say(&format!(
+        "director-1 is gone; the router dropped its path after {} (link down; BFD ends its BGP \
+         sessions) and sends all flows to director-2",
+        match &gone {
+            Ok(_) => format!("{:.0} ms", t.elapsed().as_secs_f64() * 1e3),
+            Err(e) => daemon_support::error_chain(e),
+        }
+    ));
     d.watch(
         Duration::from_secs(4),
         &[("IPv4", &pool4), ("IPv6", &pool6), ("new", &pool_more)],
@@ -317,15 +356,71 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
     let broken = pool4.stats().broken + pool6.stats().broken + pool_more.stats().broken;
     d.promise(
         "a director dies: no connection breaks, new ones still work",
-        broken == 0 && p.failures() == 0,
+        gone.is_ok() && broken == 0 && p.failures() == 0,
         format!("{broken} broken; 300 new: {p}"),
     );
+    let t = Instant::now();
     d.sys.revive_director_host(1)?;
-    d.say("director-1 is back (daemon started, link up); the router spreads over both again");
+    d.say(&format!(
+        "director-1 is back (daemon started, link up): BGP up again and the VIPs announced, the \
+         router has both paths after {:.1}s",
+        t.elapsed().as_secs_f64()
+    ));
     d.watch(
         Duration::from_secs(3),
         &[("IPv4", &pool4), ("IPv6", &pool6), ("new", &pool_more)],
     )?;
+
+    d.step("8. `xdplb-director drain-announcements` on director-1, then undrain");
+    let delay = crate::system::LAB_DRAIN_DELAY;
+    let out = d.sys.director_cmd(1, &["drain-announcements"])?;
+    d.say(&format!(
+        "director-1$ xdplb-director drain-announcements\n{}",
+        out.trim_end()
+    ));
+    let t = Instant::now();
+    let moved = d.sys.lab().wait_vip_paths(&[2], Duration::from_secs(5));
+    d.say(&format!(
+        "announced with GRACEFUL_SHUTDOWN: the router prefers director-2 after {:.0} ms; \
+         withdrawn after the configured {:.0}s",
+        t.elapsed().as_secs_f64() * 1e3,
+        delay.as_secs_f64()
+    ));
+    d.watch(
+        delay + Duration::from_secs(1),
+        &[("IPv4", &pool4), ("IPv6", &pool6), ("new", &pool_more)],
+    )?;
+    let route = d.sys.lab().birdc(
+        Node::Router,
+        &["show", "route", &format!("{}/32", addr::VIP_V4)],
+    )?;
+    let withdrawn = !route.contains(&addr::director(Family::V4, 1).to_string());
+    let out = d.sys.director_cmd(1, &["undrain-announcements"])?;
+    d.say(&format!(
+        "director-1$ xdplb-director undrain-announcements\n{}",
+        out.trim_end()
+    ));
+    let back = d.sys.wait_announced();
+    d.watch(
+        Duration::from_secs(1),
+        &[("IPv4", &pool4), ("IPv6", &pool6), ("new", &pool_more)],
+    )?;
+    let broken = pool4.stats().broken + pool6.stats().broken + pool_more.stats().broken;
+    d.promise(
+        "a graceful drain moves the flows off director-1, withdraws after the delay, and \
+         undrain brings it back; none broken",
+        moved.is_ok() && withdrawn && broken == 0,
+        format!(
+            "one path after the drain: {}; withdrawn after {:.0}s: {withdrawn}; both paths \
+             again: {}; {broken} broken",
+            moved.is_ok(),
+            delay.as_secs_f64(),
+            match back {
+                Ok(t) => format!("after {:.1}s", t.as_secs_f64()),
+                Err(e) => daemon_support::error_chain(&e),
+            }
+        ),
+    );
 
     d.step("Summary");
     let reports: Vec<(&str, PoolStats)> = vec![

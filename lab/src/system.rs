@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 use crate::addr::{self, Family, FAMILIES};
 use crate::client::{probe_tcp, ProbeReport};
 use crate::cmd::{Cmd, CmdError};
-use crate::topology::{Lab, LabError, LabOptions, Node, Routing};
+use crate::topology::{Lab, LabError, LabOptions, Node};
 
 /// Where the programs are.
 #[derive(Debug, Clone)]
@@ -182,7 +182,7 @@ impl Default for SystemOptions {
 }
 
 /// How long a drain announces GRACEFUL_SHUTDOWN before it withdraws, in the lab's
-/// director.yaml (with BGP).
+/// director.yaml.
 pub const LAB_DRAIN_DELAY: Duration = Duration::from_secs(3);
 
 /// The lab running xdplb.
@@ -210,8 +210,17 @@ const CONSUL_PREFIX: &str = "xdplb/lab";
 
 impl System {
     /// Builds the lab, writes the operator's files, starts servers, redirectors and directors,
-    /// routes the VIPs over the directors, and waits until new connections get answers.
+    /// waits until the router has learnt a path through every director over BGP, and then
+    /// until new connections get answers. xdplb in the lab needs BGP ([`LabOptions::bgp`], on
+    /// by default): the lab has no other route to the VIPs through the directors.
     pub fn start(bins: Binaries, opts: SystemOptions) -> Result<Self, LabError> {
+        if !opts.lab.bgp {
+            return Err(LabError::BadConfig(
+                "xdplb in the lab needs BGP (LabOptions::bgp): the router learns the VIPs \
+                 only from the directors' announcements"
+                    .into(),
+            ));
+        }
         let lab = Lab::up(opts.lab)?;
         let sys = System {
             lab,
@@ -238,14 +247,16 @@ impl System {
         for i in 1..=opts.lab.directors {
             sys.start_director(i)?;
         }
-        sys.lab.route_vips(Routing::Directors)?;
-        if opts.lab.bgp {
-            // Every director announces both VIPs: the router has one path through each.
-            let all: Vec<usize> = (1..=opts.lab.directors).collect();
-            sys.lab.wait_vip_paths(&all, Duration::from_secs(30))?;
-        }
+        sys.wait_announced()?;
         sys.wait_serving(Duration::from_secs(20))?;
         Ok(sys)
+    }
+
+    /// Until the router's IPv4 and IPv6 VIP routes go through every director (each director
+    /// announces both VIPs), at most 30 s; the error shows the router's BGP sessions.
+    pub fn wait_announced(&self) -> Result<Duration, LabError> {
+        let all: Vec<usize> = (1..=self.lab.options().directors).collect();
+        self.lab.wait_vip_paths(&all, Duration::from_secs(30))
     }
 
     /// The lab underneath.
@@ -394,7 +405,14 @@ impl System {
              bpffs_dir: {bpffs}\n\
              state_dir: {state}\n\
              {metrics}\
-             {consul}{announce}",
+             {consul}\
+             announce:\n\
+             \x20 table: {table}\n\
+             \x20 drain_delay_ms: {delay}\n\
+             \x20 bird_socket: {bird}\n\
+             \x20 # The directors share one backends.yaml: a bad edit is refused by all of them\n\
+             \x20 # at once, and withdrawing on it would take the VIPs away.\n\
+             \x20 withdraw_when_refused: false\n",
             metrics = self.metrics_line(node),
             name = node.name(),
             s4 = addr::director(Family::V4, i),
@@ -402,19 +420,9 @@ impl System {
             backends = self.backends_yaml().display(),
             bpffs = self.bpffs_dir(node)?.display(),
             state = state.display(),
-            announce = if self.lab.options().bgp {
-                format!(
-                    "announce:\n\
-                     \x20 table: {}\n\
-                     \x20 drain_delay_ms: {}\n\
-                     \x20 bird_socket: {}\n",
-                    crate::bgp::TOKEN_TABLE,
-                    LAB_DRAIN_DELAY.as_millis(),
-                    self.lab.bird_socket(node).display()
-                )
-            } else {
-                String::new()
-            },
+            table = crate::bgp::TOKEN_TABLE,
+            delay = LAB_DRAIN_DELAY.as_millis(),
+            bird = self.lab.bird_socket(node).display(),
         ))
     }
 
@@ -449,9 +457,10 @@ impl System {
 
     /// Writes director `i`'s director.yaml and starts `xdplb-director run` in its namespace.
     ///
-    /// With BGP the daemon runs under a small supervisor that does what the unit's
-    /// `ExecStopPost=` does once the daemon is gone, however it went: the same
-    /// `xdplb-director flush-announcements` (systemd itself is not in the lab).
+    /// The daemon runs under a small supervisor that does what the unit's `ExecStopPost=` does
+    /// once the daemon is gone, however it went: the same `xdplb-director flush-announcements`
+    /// (systemd itself is not in the lab). Returns once the program is attached, which after a
+    /// restart it already is: [`System::wait_announced`] waits for the announcement.
     pub fn start_director(&self, i: usize) -> Result<(), LabError> {
         let yaml = self.director_yaml(i)?;
         self.start_director_with(i, &yaml)
@@ -463,24 +472,16 @@ impl System {
         let path = self
             .lab
             .write_file(&format!("{}/director.yaml", node.name()), yaml)?;
-        let cmd = if self.lab.options().bgp {
-            self.lab
-                .ns(node)
-                .command("sh")
-                .arg("-c")
-                .arg(SUPERVISOR)
-                .arg("xdplb-director-supervisor")
-                .arg(&self.bins.director)
-                .arg(&path)
-                .arg(self.daemon_pid_file(i))
-        } else {
-            self.lab
-                .ns(node)
-                .command(&self.bins.director)
-                .arg("run")
-                .arg("--config")
-                .arg(&path)
-        };
+        let cmd = self
+            .lab
+            .ns(node)
+            .command("sh")
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("xdplb-director-supervisor")
+            .arg(&self.bins.director)
+            .arg(&path)
+            .arg(self.daemon_pid_file(i));
         self.lab.spawn(&Self::label(node), &cmd)?;
         let ns = self.lab.ns(node);
         self.lab
@@ -497,7 +498,7 @@ impl System {
             .join("daemon.pid")
     }
 
-    /// With BGP: the pid of director `i`'s daemon (under its supervisor).
+    /// The pid of director `i`'s daemon (under its supervisor).
     pub fn director_daemon_pid(&self, i: usize) -> Option<i32> {
         std::fs::read_to_string(self.daemon_pid_file(i))
             .ok()?
@@ -506,7 +507,7 @@ impl System {
             .ok()
     }
 
-    /// With BGP: SIGKILLs director `i`'s daemon (a crash); its supervisor then runs what the
+    /// SIGKILLs director `i`'s daemon (a crash); its supervisor then runs what the
     /// unit's ExecStopPost runs. The program stays attached.
     pub fn kill_director_daemon(&self, i: usize) -> Result<(), LabError> {
         let pid = self
@@ -537,7 +538,8 @@ impl System {
         Ok(())
     }
 
-    /// Director `i`'s host dies: its link goes down and its daemon is killed (SIGKILL).
+    /// Director `i`'s host dies: its link goes down (the router drops the path at once, the
+    /// link being down; BFD ends its BGP sessions) and its daemon is killed (SIGKILL).
     pub fn kill_director_host(&self, i: usize) -> Result<(), LabError> {
         self.lab.set_director_link(i, false)?;
         self.lab.stop(
@@ -548,11 +550,13 @@ impl System {
         Ok(())
     }
 
-    /// Director `i`'s host comes back: daemon started, then the link up (the router takes it
-    /// back into the ECMP group when the carrier returns).
+    /// Director `i`'s host comes back: daemon started, then the link up; returns once the
+    /// router has its paths again (BGP and BFD up, the VIPs announced).
     pub fn revive_director_host(&self, i: usize) -> Result<(), LabError> {
         self.start_director(i)?;
-        self.lab.set_director_link(i, true)
+        self.lab.set_director_link(i, true)?;
+        self.wait_announced()?;
+        Ok(())
     }
 
     /// Runs `tablegen --config <backends.yaml> <args>` as the operator would.

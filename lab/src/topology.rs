@@ -6,8 +6,8 @@
 //!                                   10.200.10.0/30
 //!                           +------ to-d1 ======== eth0 [ director-1 ]  xdplb-director:
 //!                           |      (XDP pass)                           XDP, one arm (GUE
-//!  [ client ]               |                                           back out via XDP_TX)
-//!    eth0 ===== to-client [ router ]
+//!  [ client ]               |                                           back out via XDP_TX),
+//!    eth0 ===== to-client [ router ]  BIRD 2                            BIRD 2 (BGP + BFD)
 //!  10.200.1.0/24            |  ECMP (L4 hash)  10.200.10.4/30
 //!                           +------ to-d2 ======== eth0 [ director-2 ]
 //!                           |      (XDP pass)
@@ -142,7 +142,10 @@ pub struct LabOptions {
     /// Backends on the backend network.
     pub backends: usize,
     /// BIRD 2 on the router and the directors: the router learns the VIP routes over BGP (with
-    /// BFD) from what each director announces, instead of static routes (see [`crate::bgp`]).
+    /// BFD) from what each director announces (see [`crate::bgp`]). On by default, and needed
+    /// by xdplb in the lab ([`crate::system::System`]): the lab has no static route to the VIPs
+    /// through the directors. Off only for the plain-routing self-tests of the topology
+    /// ([`LabOptions::plain`]), where no xdplb component runs and nothing would be announced.
     pub bgp: bool,
 }
 
@@ -151,16 +154,18 @@ impl Default for LabOptions {
         Self {
             directors: 2,
             backends: 3,
-            bgp: false,
+            bgp: true,
         }
     }
 }
 
 impl LabOptions {
-    /// The same, with BGP (see [`LabOptions::bgp`]).
-    pub fn with_bgp(mut self) -> Self {
-        self.bgp = true;
-        self
+    /// The default topology without BIRD, for the plain [`Routing`] modes only.
+    pub fn plain() -> Self {
+        Self {
+            bgp: false,
+            ..Self::default()
+        }
     }
 }
 
@@ -176,7 +181,9 @@ pub enum Routing {
     /// the router sends what comes back from director `i` to backend `i` (policy routing on the
     /// incoming interface). Exercises every link the real data path uses.
     PlainDirectors,
-    /// ECMP over the directors, which run `xdplb-director`: the real thing.
+    /// ECMP over the directors, which run `xdplb-director`: the real thing. The router learns
+    /// these routes over BGP from the directors' BIRD (never static): selecting this mode only
+    /// removes what a plain mode wrote.
     Directors,
 }
 
@@ -374,6 +381,9 @@ impl Lab {
             for i in 1..=self.opts.directors {
                 self.start_bird(Node::Director(i))?;
             }
+            // Sessions up before anyone relies on them: a lab whose BGP does not come up says
+            // so here, not later as missing routes.
+            self.wait_bgp_established(Duration::from_secs(30))?;
         }
         Ok(())
     }
@@ -436,7 +446,8 @@ impl Lab {
     }
 
     /// Points the router's VIP routes at `routing`. Idempotent; switching modes replaces the
-    /// routes and the policy rules of the previous mode.
+    /// routes and the policy rules of the previous mode. [`Routing::Directors`] writes no route:
+    /// it removes the plain modes' static ones, so only what BIRD learnt over BGP is left.
     pub fn route_vips(&self, routing: Routing) -> Result<(), LabError> {
         let router = self.ns(Node::Router);
         let mut current = self.routing.lock().unwrap();
@@ -446,6 +457,14 @@ impl Lab {
         for f in FAMILIES {
             let fam = if f == Family::V4 { "-4" } else { "-6" };
             let vip = format!("{}/{}", f.vip(), addr::host_prefix(f));
+            if routing == Routing::Directors {
+                if current.is_some_and(|c| c != Routing::Directors) {
+                    // The static route of the previous plain mode (`proto boot`); BIRD's own
+                    // route (`proto bird`) stays.
+                    router.ip([fam, "route", "del", &vip, "proto", "boot"])?;
+                }
+                continue;
+            }
             let mut args: Vec<String> = [fam, "route", "replace", &vip]
                 .iter()
                 .map(|s| s.to_string())
@@ -461,9 +480,8 @@ impl Lab {
                         args.extend(["dev".into(), "br-be".into()]);
                     }
                 }
-                // The directors announce the VIPs themselves; BIRD writes the route.
-                Routing::Directors if self.opts.bgp => continue,
-                Routing::PlainDirectors | Routing::Directors => {
+                Routing::Directors => unreachable!("no static route to the directors"),
+                Routing::PlainDirectors => {
                     for i in 1..=self.opts.directors {
                         let via = addr::director(f, i).to_string();
                         args.extend(["nexthop".into(), "via".into(), via]);

@@ -1,4 +1,4 @@
-//! BGP end to end: real BIRD 2 on the router and on both directors (`LabOptions::bgp`), the
+//! BGP end to end: real BIRD 2 on the router and on both directors (the lab's default), the
 //! VIP routes learnt from what each `xdplb-director` announces (no static VIP route), BFD on
 //! every session, and hundreds of long-lived TCP connections counted for breakage while
 //! announcements come and go.
@@ -15,7 +15,7 @@ use std::time::Duration;
 use lab::addr::{self, Family, FAMILIES};
 use lab::client::{probe_tcp, Pool, PoolConfig, PoolReport};
 use lab::system::{backends_yaml, BackendLine, Binaries, System, SystemOptions, LAB_DRAIN_DELAY};
-use lab::{LabOptions, Node};
+use lab::Node;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_xdplb-lab-server");
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -24,7 +24,6 @@ fn start() -> (MutexGuard<'static, ()>, System) {
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bins = Binaries::for_tests(Path::new(SERVER)).expect("build the daemons");
     let opts = SystemOptions {
-        lab: LabOptions::default().with_bgp(),
         ..SystemOptions::default()
     };
     let sys = System::start(bins, opts).expect("start xdplb with BGP in the lab");
@@ -170,6 +169,26 @@ fn a_killed_daemon_is_withdrawn_and_no_connection_breaks() {
         status.contains("NOT ANNOUNCED") && status.contains("the daemon is not running"),
         "{status}"
     );
+
+    // Restarted, it announces again.
+    sys.stop_director(1).unwrap();
+    sys.start_director(1).unwrap();
+    let took = sys.wait_announced().unwrap();
+    println!("director-1's daemon restarted: both paths after {took:?}");
+    // A flush behind the running daemon's back (a stray ExecStopPost of an older run, an
+    // operator's `flush-announcements`) is noticed and undone within the resync period.
+    sys.director_cmd(1, &["flush-announcements"]).unwrap();
+    sys.lab()
+        .wait_vip_paths(&[2], Duration::from_secs(5))
+        .unwrap();
+    let took = sys.wait_announced().unwrap();
+    println!("tokens flushed behind director-1's back: both paths again after {took:?}");
+    assert!(
+        sys.lab()
+            .log("xdplb-director-1")
+            .contains("route tokens changed behind the daemon's back"),
+        "the log says so"
+    );
 }
 
 #[test]
@@ -274,10 +293,20 @@ fn refused_tables_withdraw_that_director_only() {
     sys.lab()
         .write_file("director-2/backends.yaml", &good)
         .unwrap();
-    let yaml = sys.director_yaml(2).unwrap().replace(
-        &sys.backends_yaml().display().to_string(),
-        &own.display().to_string(),
-    );
+    // A file of its own is the case where stepping aside on a refused file is right (the
+    // lab's shared file has it off).
+    let yaml = sys
+        .director_yaml(2)
+        .unwrap()
+        .replace(
+            &sys.backends_yaml().display().to_string(),
+            &own.display().to_string(),
+        )
+        .replace(
+            "withdraw_when_refused: false",
+            "withdraw_when_refused: true",
+        );
+    assert!(yaml.contains("withdraw_when_refused: true"), "{yaml}");
     sys.stop_director(2).unwrap();
     sys.start_director_with(2, &yaml).unwrap();
     sys.lab()

@@ -219,8 +219,9 @@ fn restarting_a_director_daemon_while_traffic_flows_breaks_no_connection() {
     let p = pool(&sys, addr::vip_tcp(Family::V4), 300);
     for i in 1..=2 {
         sys.stop_director(i).unwrap();
-        // The program and its tables stay pinned and attached: forwarding goes on without the
-        // daemon, for old and new connections alike.
+        // The stopped daemon withdrew its VIPs, so the router sends everything to the other
+        // director; its program and tables stay pinned and attached and keep forwarding
+        // whatever still arrives meanwhile: old and new connections alike go on.
         let probe = probe_tcp(
             &sys.lab().ns(Node::Client),
             addr::vip_tcp(Family::V4),
@@ -231,6 +232,8 @@ fn restarting_a_director_daemon_while_traffic_flows_breaks_no_connection() {
         assert_eq!(probe.failures(), 0, "director-{i} daemon down: {probe}");
         hold(Duration::from_millis(500));
         sys.start_director(i).unwrap();
+        // Announced again before the other director's turn: the router has both paths.
+        sys.wait_announced().unwrap();
         hold(Duration::from_secs(1));
     }
     assert_unbroken(&p.stop());

@@ -13,8 +13,9 @@ use lab::{Lab, LabOptions, Node, Routing};
 const SERVER: &str = env!("CARGO_BIN_EXE_xdplb-lab-server");
 const LAB: &str = env!("CARGO_BIN_EXE_xdplb-lab");
 
+/// The plain-routing self-tests need no BIRD: no director announces anything here.
 fn plain_lab(routing: Routing) -> Lab {
-    let lab = Lab::up(LabOptions::default()).expect("lab up");
+    let lab = Lab::up(LabOptions::plain()).expect("lab up");
     lab.start_servers(Path::new(SERVER)).expect("servers");
     for i in 1..=lab.options().backends {
         lab.add_vips_on_backend(i).expect("vips on backend");

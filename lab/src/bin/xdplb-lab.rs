@@ -39,8 +39,9 @@ enum Command {
         #[arg(long, default_value_t = 4000)]
         requests: usize,
     },
-    /// The BGP benchmark (lab with BIRD): a director's daemon killed until the router's path
-    /// is gone, and a graceful drain until the last packet through the drained director.
+    /// The BGP benchmark: a director's daemon killed until the router's path is gone, its
+    /// host (link) killed the same way, and a graceful drain until the last packet through the
+    /// drained director and the withdrawal.
     BenchBgp {
         /// How many rounds of each.
         #[arg(long, default_value_t = 7)]
@@ -49,8 +50,9 @@ enum Command {
     /// Build the lab, start the backend servers, and keep it until Ctrl-C (to explore it with
     /// `ip netns exec`).
     Up {
-        /// How the router forwards the VIPs: plain-directors, ecmp-backends, backend-N, or
-        /// directors (the real xdplb daemons).
+        /// How the router forwards the VIPs: plain-directors, ecmp-backends, backend-N (static
+        /// routes, no xdplb), or directors (the real xdplb daemons; the router learns the VIPs
+        /// from them over BGP).
         #[arg(long, default_value = "plain-directors", value_parser = parse_routing)]
         routing: Routing,
     },
@@ -146,12 +148,11 @@ fn up(routing: Routing) -> anyhow::Result<()> {
         );
         return hold(sys.lab());
     }
-    let lab = Lab::up(LabOptions::default())?;
+    // The plain modes: no xdplb, no BIRD (nothing would be announced), static routes.
+    let lab = Lab::up(LabOptions::plain())?;
     lab.start_servers(&bin_dir()?.join("xdplb-lab-server"))?;
-    if routing != Routing::Directors {
-        for i in 1..=lab.options().backends {
-            lab.add_vips_on_backend(i)?;
-        }
+    for i in 1..=lab.options().backends {
+        lab.add_vips_on_backend(i)?;
     }
     lab.route_vips(routing)?;
     println!("lab up ({routing:?})");
@@ -203,11 +204,7 @@ fn client(
 fn bench_bgp(rounds: usize) -> anyhow::Result<()> {
     signal::install();
     let bins = binaries()?;
-    let opts = SystemOptions {
-        lab: lab::LabOptions::default().with_bgp(),
-        ..SystemOptions::default()
-    };
-    let sys = System::start(bins, opts)?;
+    let sys = System::start(bins, SystemOptions::default())?;
     let fig = lab::bench::run_bgp(&sys, rounds).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("\nsummary (BFD 100 ms x 3; timings on a shared machine)\n{fig}");
     Ok(())
