@@ -395,12 +395,13 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
         &["show", "route", &format!("{}/32", addr::VIP_V4)],
     )?;
     let withdrawn = !route.contains(&addr::director(Family::V4, 1).to_string());
+    let t = Instant::now();
     let out = d.sys.director_cmd(1, &["undrain-announcements"])?;
     d.say(&format!(
         "director-1$ xdplb-director undrain-announcements\n{}",
         out.trim_end()
     ));
-    let back = d.sys.wait_announced();
+    let back = d.sys.wait_announced().map(|_| t.elapsed());
     d.watch(
         Duration::from_secs(1),
         &[("IPv4", &pool4), ("IPv6", &pool6), ("new", &pool_more)],
@@ -412,11 +413,11 @@ pub fn run(bins: Binaries) -> Result<Vec<Promise>, DemoError> {
         moved.is_ok() && withdrawn && broken == 0,
         format!(
             "one path after the drain: {}; withdrawn after {:.0}s: {withdrawn}; both paths \
-             again: {}; {broken} broken",
+             again: {} the undrain; {broken} broken",
             moved.is_ok(),
             delay.as_secs_f64(),
             match back {
-                Ok(t) => format!("after {:.1}s", t.as_secs_f64()),
+                Ok(t) => format!("{:.0} ms after", t.as_secs_f64() * 1e3),
                 Err(e) => daemon_support::error_chain(&e),
             }
         ),

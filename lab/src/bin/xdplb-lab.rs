@@ -206,7 +206,7 @@ fn bench_bgp(rounds: usize) -> anyhow::Result<()> {
     let bins = binaries()?;
     let sys = System::start(bins, SystemOptions::default())?;
     let fig = lab::bench::run_bgp(&sys, rounds).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("\nsummary (BFD 100 ms x 3; timings on a shared machine)\n{fig}");
+    println!("\nsummary (BFD 100 ms x 8; timings on a shared machine)\n{fig}");
     Ok(())
 }
 
