@@ -41,6 +41,7 @@
 #include "redirector_maps.h"  /* settings, maps, count() */
 #include "redirector_parse.h" /* outer, GUE, inner headers */
 #include "redirector_local.h" /* does a local socket own the flow? */
+#include "nexthop.h"          /* ttl_jiffies() */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -83,14 +84,34 @@ static __always_inline int decap(struct __sk_buff *skb, struct pkt *p)
 
 /* Is `addr` (16 bytes, IPv4 mapped) one of this host's addresses from the config? Most hosts
  * configure none: skip the hash lookup then (it is a tenth of the forwarding cost). */
-static __always_inline int is_self_addr(struct redir_addr *addr)
+static __always_inline int is_self_addr(const struct redir_settings *cfg, struct redir_addr *addr)
 {
-	__u32 zero = 0;
-	struct redir_settings *cfg = bpf_map_lookup_elem(&settings, &zero);
-
 	if (!cfg || !cfg->self_addr_count)
 		return 0;
 	return bpf_map_lookup_elem(&self_addrs, addr) != NULL;
+}
+
+/* The nexthops slot of a hop: its four address words xor-folded, times 2^32 / phi, top bits. */
+static __always_inline __u32 nexthop_slot(const struct redir_addr *a)
+{
+	const __u32 *w = (const __u32 *)a->addr;
+
+	return ((w[0] ^ w[1] ^ w[2] ^ w[3]) * 0x9e3779b1u) >> 24; /* REDIR_NEXTHOP_SLOTS = 2^8 */
+}
+
+/* Redirect out of `ifindex` toward the MACs given: the frame's Ethernet header is rewritten. */
+static __always_inline int send_to(struct __sk_buff *skb, __u32 ifindex, const __u8 *dmac,
+				   const __u8 *smac)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return TC_ACT_SHOT; /* verifier: helper calls invalidate packet pointers */
+	__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+	return bpf_redirect(ifindex, 0);
 }
 
 /* Rewrite the outer header toward the next hop: source = the address the packet was sent to
@@ -100,14 +121,18 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, enum re
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct bpf_fib_lookup fib = {};
+	struct bpf_fib_lookup fib;
 	struct gue_hoplist *hl;
 	struct ethhdr *eth = data;
-	struct redir_addr self = {};
-	__u32 off, acc;
+	struct redir_addr self = {}; /* the hop, IPv4 mapped: the self check's and the cache's key */
+	struct redir_nexthop *nh = NULL;
+	const struct redir_settings *cfg;
+	__u32 off, acc, tot_len, zero = 0, ingress = skb->ifindex;
+	__u64 now = 0;
 	__u16 old_word, new_word;
 	int rc;
 
+	cfg = bpf_map_lookup_elem(&settings, &zero);
 	if (p->hoplist_off > sizeof(struct ethhdr) + 60 + 8 + 4)
 		return TC_ACT_SHOT; /* verifier: bounds the variable offset */
 	hl = data + p->hoplist_off;
@@ -132,7 +157,7 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, enum re
 		self.addr[10] = 0xff;
 		self.addr[11] = 0xff;
 		__builtin_memcpy(&self.addr[12], &hop, 4);
-		if (hop == ip->daddr || is_self_addr(&self)) {
+		if (hop == ip->daddr || is_self_addr(cfg, &self)) {
 			*reason = REDIR_ACCEPT_NEXT_HOP_SELF;
 			return -1;
 		}
@@ -148,13 +173,7 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, enum re
 		ip->daddr = hop;
 		/* GLB sends GUE over IPv4 without a UDP checksum. */
 		udp->check = 0;
-
-		fib.family = AF_INET;
-		fib.tos = ip->tos;
-		fib.l4_protocol = IPPROTO_UDP;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
-		fib.ipv4_src = ip->saddr;
-		fib.ipv4_dst = hop;
+		tot_len = bpf_ntohs(ip->tot_len);
 	} else {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		struct udphdr *udp = (void *)(ip6 + 1);
@@ -173,7 +192,7 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, enum re
 		     hop[1] == ip6->daddr.in6_u.u6_addr32[1] &&
 		     hop[2] == ip6->daddr.in6_u.u6_addr32[2] &&
 		     hop[3] == ip6->daddr.in6_u.u6_addr32[3]) ||
-		    is_self_addr(&self)) {
+		    is_self_addr(cfg, &self)) {
 			*reason = REDIR_ACCEPT_NEXT_HOP_SELF;
 			return -1;
 		}
@@ -191,36 +210,73 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, enum re
 		}
 		__builtin_memcpy(&ip6->saddr, &ip6->daddr, 16);
 		__builtin_memcpy(&ip6->daddr, hop, 16);
-
-		fib.family = AF_INET6;
-		fib.l4_protocol = IPPROTO_UDP;
-		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
-		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
-		__builtin_memcpy(fib.ipv6_dst, hop, 16);
+		tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
 	}
 	hl->next_hop += 1;
+
+	/* The hop's next hop as this CPU last found it, if still good (nexthop.h). Only
+	 * bpf_fib_lookup's full answers are kept: with forwarding off there is nothing to keep. */
+	if (nexthop_ttl_ms && cfg) {
+		__u32 slot = nexthop_slot(&self);
+
+		nh = bpf_map_lookup_elem(&nexthops, &slot);
+		now = bpf_jiffies64(); /* inlined by the verifier: a load, not a call */
+		if (nh && nh->expires > now && nh->generation == cfg->generation &&
+		    nh->ingress == ingress && tot_len <= nh->mtu &&
+		    *(__u64 *)nh->addr == *(__u64 *)self.addr &&
+		    *(__u64 *)(nh->addr + 8) == *(__u64 *)(self.addr + 8)) {
+			rc = send_to(skb, nh->ifindex, nh->dmac, nh->smac);
+			goto sent;
+		}
+	}
 
 	/* The fast path needs forwarding enabled on the ingress interface (the kernel checks it
 	 * even for this lookup). Without it, redirect out of the ingress interface and let the
 	 * neighbour code route within it: backends and their peers share that network. */
-	fib.ifindex = skb->ifindex;
+	__builtin_memset(&fib, 0, sizeof(fib));
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.tot_len = tot_len;
+	fib.ifindex = ingress;
+	if (!p->outer_v6) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end)
+			return TC_ACT_SHOT; /* verifier */
+		fib.family = AF_INET;
+		fib.tos = ip->tos;
+		fib.ipv4_src = ip->saddr;
+		fib.ipv4_dst = ip->daddr;
+	} else {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return TC_ACT_SHOT; /* verifier */
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+	}
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-		eth = data;
-		if ((void *)(eth + 1) > data_end)
-			return TC_ACT_SHOT; /* verifier: helper calls invalidate packet pointers */
-		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-		rc = bpf_redirect(fib.ifindex, 0);
+		if (nh) {
+			__builtin_memcpy(nh->addr, self.addr, 16);
+			nh->expires = now + ttl_jiffies(nexthop_ttl_ms);
+			nh->generation = cfg->generation;
+			nh->ingress = ingress;
+			nh->ifindex = fib.ifindex;
+			/* The route MTU on kernels that report it (5.12+), else this packet's length:
+			 * a larger one then takes the full lookup, which decides "too big". */
+			nh->mtu = fib.mtu_result;
+			__builtin_memcpy(nh->dmac, fib.dmac, 6);
+			__builtin_memcpy(nh->smac, fib.smac, 6);
+		}
+		rc = send_to(skb, fib.ifindex, fib.dmac, fib.smac);
 		break;
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
 		rc = bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 		break;
 	case BPF_FIB_LKUP_RET_FWD_DISABLED:
-		rc = bpf_redirect_neigh(skb->ifindex, NULL, 0, 0);
+		rc = bpf_redirect_neigh(ingress, NULL, 0, 0);
 		break;
 	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
 		*reason = REDIR_DROP_TOO_BIG;
@@ -229,6 +285,7 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, enum re
 		*reason = REDIR_DROP_NO_ROUTE;
 		return TC_ACT_SHOT;
 	}
+sent:
 	if (rc != TC_ACT_REDIRECT) {
 		*reason = REDIR_DROP_REDIRECT_FAILED;
 		return TC_ACT_SHOT;

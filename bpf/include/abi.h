@@ -251,6 +251,7 @@ enum redir_limit {
 	REDIR_COUNTERS_MAX = 64,      /* counters entries: reasons can be appended without resizing */
 	REDIR_MAX_ALLOWED = 1024,     /* allowed_v4 / allowed_v6 entries (per family) */
 	REDIR_MAX_SELF_ADDRS = 256,   /* self_addrs entries */
+	REDIR_NEXTHOP_SLOTS = 256,    /* nexthops entries per CPU: a hop address hashes to one */
 };
 
 /* Key of the allowed-director LPM tries (prefixlen first, as the kernel requires). */
@@ -272,7 +273,24 @@ struct redir_addr {
 /* Value of the one-entry `settings` array: runtime settings the daemon can change in place. */
 struct redir_settings {
 	__u32 self_addr_count; /* entries in self_addrs; 0 skips the lookup (the common case) */
-	__u32 pad;
+	__u32 generation;      /* bumped by the daemon: every cached next hop becomes stale (was
+				* padding, always 0: a map pinned by an older daemon reads as 0) */
+};
+
+/* A next hop from bpf_fib_lookup, reused per CPU until it expires (the load-time
+ * nexthop_ttl_ms) or the generation in `settings` moves on: value of the per-CPU array
+ * `nexthops`, whose slot is a hash of the hop address. The layout and the rules of
+ * director_nexthop. */
+struct redir_nexthop {
+	__u8 addr[16];    /* the hop it is for (IPv4 as ::ffff:a.b.c.d): a shared slot never misleads */
+	__u64 expires;    /* bpf_jiffies64() deadline */
+	__u32 generation; /* redir_settings.generation when filled */
+	__u32 ingress;    /* ingress ifindex the lookup was made for */
+	__u32 ifindex;    /* egress */
+	__u16 mtu;        /* an outer packet of this IP length is known to fit */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u8 pad[6];
 };
 
 #endif

@@ -18,19 +18,7 @@
 #include "director_encap.h"
 #include "director_icmp.h"
 #include "director_hash.h"
-
-/* The kernel's tick rate, for the next-hop expiry in jiffies (libbpf reads it from the kernel
- * config). Unknown (0): assume 100, the lowest Linux has, so a next hop is never kept longer
- * than asked. */
-extern const unsigned int CONFIG_HZ __kconfig __weak;
-
-/* A TTL in ms as jiffies, rounded up so a short TTL still caches for one tick. */
-static __always_inline __u64 ttl_jiffies(__u32 ms)
-{
-	__u64 hz = CONFIG_HZ ? CONFIG_HZ : 100;
-
-	return ((__u64)ms * hz + 999) / 1000;
-}
+#include "nexthop.h" /* ttl_jiffies() */
 
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 {

@@ -14,6 +14,10 @@
 /* Set by userspace before load (a change means a new program, swapped in atomically). */
 const volatile __u16 gue_port = GUE_DEFAULT_PORT; /* host byte order */
 
+/* How long a next hop from bpf_fib_lookup is reused (ms); 0 = ask the kernel for every packet.
+ * The daemon's nexthop_ttl_ms; it bounds a change the daemon did not report. */
+const volatile __u32 nexthop_ttl_ms = 100;
+
 /* Readable by userspace so it can tell which reasons this object counts. */
 const volatile enum redir_reason redir_reason_count = REDIR_REASON_COUNT;
 
@@ -53,6 +57,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct redir_settings);
 } settings SEC(".maps");
+
+/* Next hops per CPU (bpf/include/nexthop.h): bpf_fib_lookup costs more than the rest of a
+ * forward, so its answer is reused. Per CPU: no locking, no half-written MAC. Not pinned: a
+ * new program starts cold. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, REDIR_NEXTHOP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct redir_nexthop);
+} nexthops SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod errors;
 pub mod fs;
 pub mod metrics;
+pub mod netwatch;
 pub mod notify;
 pub mod sysctl;
 

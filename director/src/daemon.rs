@@ -170,7 +170,8 @@ pub fn run_with(
     // Route and neighbour changes: the cached next hops follow them at once (without this,
     // within nexthop_ttl_ms). Not needed when nothing is cached.
     let _net = if cfg.nexthop_ttl_ms > 0 {
-        crate::netwatch::watch(control.tx.clone())
+        let tx = control.tx.clone();
+        daemon_support::netwatch::watch(move || tx.send(Event::NextHops).is_ok())
             .map_err(|e| warn!(error = %e, "no route/neighbour notifications: next hops follow nexthop_ttl_ms only"))
             .ok()
     } else {

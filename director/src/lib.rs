@@ -4,7 +4,7 @@
 //! file, or `consul` following a cluster),
 //! `tables` (pure: config + tables -> kernel images), `datapath` (the only module touching
 //! BPF objects), `daemon` (the run loop), `state` + `status` (what `status` shows), `host`
-//! (sysctls), `netwatch` (route and neighbour notifications), `counters` (reason names), `metrics`
+//! (sysctls), `counters` (reason names), `metrics`
 //! (`/metrics`: the catalogue and the render of a scrape), `cli` (the clap definition),
 //! `announce` (which VIPs are announced over BGP: the route tokens).
 
@@ -19,7 +19,6 @@ pub mod error;
 pub mod health;
 pub mod host;
 pub mod metrics;
-pub mod netwatch;
 pub mod source;
 pub mod state;
 pub mod status;

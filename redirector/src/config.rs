@@ -25,11 +25,15 @@ pub const MAX_ALLOWED_SOURCES: usize = Limit::REDIR_MAX_ALLOWED.0 as usize;
 /// Distinct `self_addresses`: `max_entries` of `self_addrs` (`REDIR_MAX_SELF_ADDRS`).
 pub const MAX_SELF_ADDRESSES: usize = Limit::REDIR_MAX_SELF_ADDRS.0 as usize;
 
+/// Most milliseconds `nexthop_ttl_ms` may be (as the director's).
+pub const NEXTHOP_TTL_MAX_MS: u32 = 60_000;
+
 /// The keys of redirector.yaml, in the order docs/setup/redirector.md lists them. Unknown keys
 /// are errors: a typo must not silently do nothing.
 const FIELDS: &[&str] = &[
     "interfaces",
     "gue_port",
+    "nexthop_ttl_ms",
     "allowed_sources",
     "self_addresses",
     "vips",
@@ -47,6 +51,9 @@ pub struct Config {
     pub interfaces: Vec<String>,
     /// UDP destination port of GUE.
     pub gue_port: u16,
+    /// How long the program reuses a next hop from `bpf_fib_lookup` per CPU (ms; 0 = never);
+    /// the bound for a route or neighbour change the daemon did not report.
+    pub nexthop_ttl_ms: u32,
     /// Source ranges GUE is accepted from: the directors and the other backends (second-chance
     /// packets come from the backend that passed them on). Everything else is dropped and
     /// counted.
@@ -235,6 +242,11 @@ fn check(c: &mut Checker<'_, ConfigProblem>, root: &Node) -> Option<Config> {
         Some(n) => c.uint(n, "gue_port", 1u16, u16::MAX),
     };
 
+    let nexthop_ttl_ms = match f.get("nexthop_ttl_ms") {
+        None => Some(crate::datapath::DEFAULT_NEXTHOP_TTL_MS),
+        Some(n) => c.uint(n, "nexthop_ttl_ms", 0u32, NEXTHOP_TTL_MAX_MS),
+    };
+
     let allowed_sources = c.required(&f, "allowed_sources").and_then(|n| {
         let items = c.scalar_list(n, "allowed_sources", "an address or prefix")?;
         let mut out = Vec::with_capacity(items.len());
@@ -356,6 +368,7 @@ fn check(c: &mut Checker<'_, ConfigProblem>, root: &Node) -> Option<Config> {
     Some(Config {
         interfaces: interfaces?,
         gue_port: gue_port?,
+        nexthop_ttl_ms: nexthop_ttl_ms?,
         allowed_sources: allowed_sources?,
         self_addresses: self_addresses?,
         vips: vips?,
@@ -405,6 +418,7 @@ mod tests {
             parse("interfaces: [eth0]\nallowed_sources: [10.0.0.0/24, 'fd00::/64', 192.0.2.7]\n")
                 .unwrap();
         assert_eq!(c.gue_port, 19523);
+        assert_eq!(c.nexthop_ttl_ms, 100);
         assert_eq!(c.vip_interface, "lo");
         assert_eq!(c.pin_dir(), PathBuf::from("/sys/fs/bpf/xdplb/redirector"));
         assert_eq!(c.allowed_sources[2].prefix, 32);

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::mpsc::Receiver;
 
 use serde::Serialize;
-use tracing::{info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 use crate::config::Config;
 use daemon_support::notify;
@@ -52,12 +52,26 @@ pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
     }
 
     let mut object = MaybeUninit::uninit();
-    let mut skel = datapath::load(&mut object, config.gue_port, Some(&pin_dir))?;
+    let mut skel = datapath::load_with(
+        &mut object,
+        config.gue_port,
+        config.nexthop_ttl_ms,
+        Some(&pin_dir),
+    )?;
     // Tables first, then the program goes live: it never runs with an empty allow list.
     // Pinned before attaching, so whatever gets attached can be found by status and detach
     // even if attaching to a later interface fails.
     apply_maps(&skel.maps, &config)?;
     datapath::pin(&mut skel, &pin_dir)?;
+    // Route and neighbour changes: the program's cached next hops follow them at once
+    // (without this, within nexthop_ttl_ms). The watcher moves the generation in the pinned
+    // settings map itself, from its own thread; nothing to watch when nothing is cached.
+    let _net = if config.nexthop_ttl_ms > 0 {
+        datapath::bump_generation(&skel.maps.settings)?;
+        watch_next_hops(&pin_dir)
+    } else {
+        None
+    };
     for ifc in &config.interfaces {
         datapath::attach(skel.progs.redirector.as_fd(), ifc)?;
         info!(interface = %ifc, "attached to tc ingress");
@@ -72,8 +86,11 @@ pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
                 notify::reloading();
                 match Config::load(config_path) {
                     Ok(new) => {
-                        if new.gue_port != config.gue_port || new.interfaces != config.interfaces {
-                            warn!("gue_port and interfaces change only on restart; keeping the old ones");
+                        if new.gue_port != config.gue_port
+                            || new.interfaces != config.interfaces
+                            || new.nexthop_ttl_ms != config.nexthop_ttl_ms
+                        {
+                            warn!("gue_port, nexthop_ttl_ms and interfaces change only on restart; keeping the old ones");
                         }
                         let result = apply_maps(&skel.maps, &new).and_then(|()| {
                             if new.setup_on_run {
@@ -105,6 +122,28 @@ pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
     notify::stopping();
     info!("stopping; the program stays attached (run `xdplb-redirector detach` to remove it)");
     Ok(())
+}
+
+/// Start the route/neighbour watcher (`daemon_support::netwatch`): each burst of changes moves
+/// the next-hop generation on. A failure only costs the bound: next hops then follow
+/// nexthop_ttl_ms.
+fn watch_next_hops(pin_dir: &Path) -> Option<daemon_support::netwatch::NetWatch> {
+    let settings = match datapath::PinnedMaps::open(pin_dir) {
+        Ok(maps) => maps.settings,
+        Err(e) => {
+            warn!(error = %e.chain(), "no route/neighbour notifications: next hops follow nexthop_ttl_ms only");
+            return None;
+        }
+    };
+    daemon_support::netwatch::watch(move || {
+        match datapath::bump_generation(&settings) {
+            Ok(()) => debug!("route or neighbour changed: cached next hops are stale"),
+            Err(e) => warn!(error = %e.chain(), "could not make cached next hops stale"),
+        }
+        true
+    })
+    .map_err(|e| warn!(error = %e, "no route/neighbour notifications: next hops follow nexthop_ttl_ms only"))
+    .ok()
 }
 
 fn apply_maps(maps: &crate::skel::RedirectorMaps<'_>, config: &Config) -> Result<(), Error> {

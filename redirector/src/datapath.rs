@@ -70,11 +70,26 @@ impl From<IpAddr> for redir_addr {
     }
 }
 
-/// Open the skeleton, set the load-time knobs, reuse maps pinned in `pin_dir` (if given and
-/// present: counters and tables survive restarts) and load it into the kernel.
+/// How long the program reuses a next hop from `bpf_fib_lookup` unless told otherwise (ms), as
+/// the director's `nexthop_ttl_ms`.
+pub const DEFAULT_NEXTHOP_TTL_MS: u32 = 100;
+
+/// [`load_with`] and the default next-hop TTL.
 pub fn load<'o>(
     object: &'o mut MaybeUninit<OpenObject>,
     gue_port: u16,
+    pin_dir: Option<&Path>,
+) -> Result<RedirectorSkel<'o>, Error> {
+    load_with(object, gue_port, DEFAULT_NEXTHOP_TTL_MS, pin_dir)
+}
+
+/// Open the skeleton, set the load-time knobs (GUE port, next-hop TTL in ms: 0 = no cache),
+/// reuse maps pinned in `pin_dir` (if given and present: counters and tables survive
+/// restarts) and load it into the kernel.
+pub fn load_with<'o>(
+    object: &'o mut MaybeUninit<OpenObject>,
+    gue_port: u16,
+    nexthop_ttl_ms: u32,
     pin_dir: Option<&Path>,
 ) -> Result<RedirectorSkel<'o>, Error> {
     daemon_support::check_kernel()?;
@@ -87,6 +102,7 @@ pub fn load<'o>(
         .as_deref_mut()
         .expect("the object has .rodata");
     rodata.gue_port = gue_port;
+    rodata.nexthop_ttl_ms = nexthop_ttl_ms;
     if let Some(dir) = pin_dir {
         for map in [
             &mut open.maps.allowed_v4,
@@ -341,13 +357,50 @@ pub fn set_self_addrs(
 ) -> Result<(), Error> {
     let want: HashSet<[u8; 16]> = addrs.iter().map(|a| redir_addr::from(*a).addr).collect();
     sync_set(map, "self_addrs", want.iter().map(|k| &k[..]))?;
-    let value = redir_settings {
-        self_addr_count: want.len() as u32,
-        pad: 0,
+    update_settings(settings, |s| s.self_addr_count = want.len() as u32)
+}
+
+/// Move the next-hop generation on: every next hop a CPU has cached becomes stale, and the
+/// next packet to each hop asks the kernel again (a route, neighbour or link changed).
+pub fn bump_generation(settings: &impl MapCore) -> Result<(), Error> {
+    update_settings(settings, |s| s.generation = s.generation.wrapping_add(1))
+}
+
+/// The current settings entry (the generation, mainly: tests and `status`).
+pub fn read_settings(settings: &impl MapCore) -> Result<redir_settings, Error> {
+    let bytes = settings
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|source| Error::MapUpdate {
+            map: "settings",
+            source,
+        })?
+        .unwrap_or_default();
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
     };
+    Ok(redir_settings {
+        self_addr_count: word(0),
+        generation: word(4),
+    })
+}
+
+/// Read, change and write back the one settings entry. Its two fields are written by two
+/// threads (reloads: the self-address count; the route watcher: the generation), and the map
+/// holds them in one value: the lock keeps one writer from putting back the other's old
+/// value (a generation moved back would make stale next hops good again).
+fn update_settings(
+    settings: &impl MapCore,
+    change: impl FnOnce(&mut redir_settings),
+) -> Result<(), Error> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut value = read_settings(settings)?;
+    change(&mut value);
     let mut bytes = [0u8; 8];
     bytes[..4].copy_from_slice(&value.self_addr_count.to_ne_bytes());
-    bytes[4..].copy_from_slice(&value.pad.to_ne_bytes());
+    bytes[4..].copy_from_slice(&value.generation.to_ne_bytes());
     settings
         .update(&0u32.to_ne_bytes(), &bytes, MapFlags::ANY)
         .map_err(|source| Error::MapUpdate {

@@ -216,6 +216,109 @@ fn ipv6_forward_keeps_a_valid_udp_checksum() {
     });
 }
 
+/// With forwarding on, a hop's next hop (route and neighbour from bpf_fib_lookup) is reused per
+/// CPU: a changed neighbour is used once the daemon moves the generation on (it does on every
+/// route, neighbour or link notification: tests/nexthops.rs) or the TTL runs out, and never
+/// for a packet larger than the route's MTU allows.
+#[test]
+fn cached_next_hop_follows_the_generation_the_ttl_and_the_mtu() {
+    let ns = with_lab("nh-cache");
+    ns.sysctl("net.ipv4.conf.lo.forwarding", "1");
+    ns.sysctl("net.ipv4.conf.all.forwarding", "1");
+    ns.sysctl("net.ipv6.conf.all.forwarding", "1");
+    let moved: [u8; 6] = [0x02, 0, 0, 0, 0xee, 0x03];
+    let neigh = |hop: IpAddr, mac: &str| {
+        ns.ip(&[
+            "neigh",
+            "replace",
+            &hop.to_string(),
+            "lladdr",
+            mac,
+            "dev",
+            "v0",
+            "nud",
+            "permanent",
+        ])
+    };
+    let frame = |hop: IpAddr, payload: usize| match hop {
+        IpAddr::V4(h) => gue_frame(
+            v4(DIRECTOR4),
+            v4(SELF4),
+            &Hops::V4 {
+                next: 0,
+                hops: vec![h],
+            },
+            &tcp(v4(CLIENT4), v4(VIP4), 42000, 80, "A", &vec![0u8; payload]),
+        ),
+        IpAddr::V6(h) => gue_frame(
+            v6(DIRECTOR6),
+            v6(SELF6),
+            &Hops::V6 {
+                next: 0,
+                hops: vec![h],
+            },
+            &tcp(v6(CLIENT6), v6(VIP6), 42000, 80, "A", &vec![0u8; payload]),
+        ),
+    };
+    ns.run(|| {
+        pin_to_cpu(cpus()[0]);
+        // A minute: within the test only the generation can make an entry stale.
+        let mut obj = MaybeUninit::uninit();
+        let skel = load_with_ttl(&mut obj, 60_000);
+        let dmac = |pkt: &[u8]| {
+            let (verdict, out, reason) = run(&skel, pkt);
+            assert_eq!((verdict, reason), (TC_ACT_REDIRECT, "forward"));
+            <[u8; 6]>::try_from(&out[..6]).unwrap()
+        };
+        for hop in [v4(HOP4), v6(HOP6)] {
+            let pkt = frame(hop, 8);
+            assert_eq!(dmac(&pkt), HOP_MAC, "{hop}: looked up");
+            neigh(hop, "02:00:00:00:ee:03");
+            assert_eq!(dmac(&pkt), HOP_MAC, "{hop}: reused, the generation did not move");
+            redirector::datapath::bump_generation(&skel.maps.settings).unwrap();
+            assert_eq!(dmac(&pkt), moved, "{hop}: a new generation asks the kernel again");
+            neigh(hop, "02:00:00:00:00:03");
+            redirector::datapath::bump_generation(&skel.maps.settings).unwrap();
+            assert_eq!(dmac(&pkt), HOP_MAC, "{hop}: and again");
+        }
+
+        // The route MTU comes with the next hop: a packet it does not fit takes the full
+        // lookup, which says "too big", even while a smaller packet's entry is good.
+        ns.ip(&["route", "add", &format!("{HOP4_B}/32"), "dev", "v0", "mtu", "lock", "400"]);
+        let hops = Hops::V4 {
+            next: 0,
+            hops: vec![HOP4_B],
+        };
+        let small = gue_frame(
+            v4(DIRECTOR4),
+            v4(SELF4),
+            &hops,
+            &tcp(v4(CLIENT4), v4(VIP4), 42000, 80, "A", b"x"),
+        );
+        let big = gue_frame(
+            v4(DIRECTOR4),
+            v4(SELF4),
+            &hops,
+            &tcp(v4(CLIENT4), v4(VIP4), 42000, 80, "A", &[0u8; 400]),
+        );
+        assert_eq!(dmac(&small), HOP_MAC);
+        let (verdict, _, reason) = run(&skel, &big);
+        assert_eq!((verdict, reason), (TC_ACT_SHOT, "too_big"));
+        assert_eq!(dmac(&small), HOP_MAC, "the small packet's entry still serves");
+
+        // Without a daemon, the TTL is the bound: 1 ms (one tick) here.
+        let mut obj = MaybeUninit::uninit();
+        let short = load_with_ttl(&mut obj, 1);
+        let pkt = frame(v4(HOP4), 8);
+        let (_, out, _) = run(&short, &pkt);
+        assert_eq!(out[..6], HOP_MAC);
+        neigh(v4(HOP4), "02:00:00:00:ee:03");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (verdict, out, _) = run(&short, &pkt);
+        assert_eq!((verdict, &out[..6]), (TC_ACT_REDIRECT, &moved[..]), "after the TTL");
+    });
+}
+
 #[test]
 fn hops_exhausted_is_local() {
     lab("exhausted", |skel, _| {

@@ -88,7 +88,16 @@ pub fn with_lab(tag: &str) -> Netns {
 
 /// Load the redirector (no pins) allowing the test directors.
 pub fn load(object: &mut std::mem::MaybeUninit<libbpf_rs::OpenObject>) -> RedirectorSkel<'_> {
-    let skel = datapath::load(object, GUE_PORT, None).expect("load redirector");
+    load_with_ttl(object, datapath::DEFAULT_NEXTHOP_TTL_MS)
+}
+
+/// As [`load`], reusing next hops for `nexthop_ttl_ms` (0: never).
+pub fn load_with_ttl(
+    object: &mut std::mem::MaybeUninit<libbpf_rs::OpenObject>,
+    nexthop_ttl_ms: u32,
+) -> RedirectorSkel<'_> {
+    let skel =
+        datapath::load_with(object, GUE_PORT, nexthop_ttl_ms, None).expect("load redirector");
     let sources: Vec<Cidr> = ["192.0.2.96/28", "2001:db8:1::100/128"]
         .iter()
         .map(|s| s.parse().unwrap())
@@ -121,6 +130,22 @@ pub fn run(skel: &RedirectorSkel<'_>, pkt: &[u8]) -> (i32, Vec<u8>, &'static str
     assert_eq!(after[changed[0]] - before[changed[0]], 1);
     let reason = redirector::counters::name(changed[0] as u32);
     (verdict, data, reason)
+}
+
+/// Run the calling thread on `cpu` only: test_run runs on the caller's CPU, and the next-hop
+/// cache is per CPU.
+pub fn pin_to_cpu(cpu: usize) {
+    let mut one = nix::sched::CpuSet::new();
+    one.set(cpu).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).unwrap();
+}
+
+/// The CPUs the calling thread may run on.
+pub fn cpus() -> Vec<usize> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+    (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap())
+        .collect()
 }
 
 pub const TC_ACT_OK: i32 = 0;

@@ -1,19 +1,18 @@
 //! Route and neighbour changes as they happen: the kernel's rtnetlink notifications.
 //!
-//! The program reuses each backend's next hop (route + neighbour from `bpf_fib_lookup`) per
-//! CPU until `nexthop_ttl_ms` runs out or the generation in `director_config` moves on. This
-//! module listens to every link, route and neighbour notification of the daemon's network
-//! namespace and turns each burst into one [`Event::NextHops`]; the daemon then moves the
-//! generation on, so the next packet to every backend asks the kernel again. A change is
-//! used within milliseconds; the TTL stays the bound when a notification is lost (socket
-//! overrun) or no daemon runs.
+//! Both programs reuse a next hop (route + neighbour from `bpf_fib_lookup`) per CPU until
+//! their `nexthop_ttl_ms` runs out or the generation in their settings map moves on (the
+//! director's `director_config`, the redirector's `settings`). This module listens to every
+//! link, route and neighbour notification of the daemon's network namespace and turns each
+//! burst into one call of the daemon's callback, which moves the generation on, so the next
+//! packet to every next hop asks the kernel again. A change is used within milliseconds; the
+//! TTL stays the bound when a notification is lost (socket overrun) or no daemon runs.
 //!
-//! The messages are not parsed: any change may move a next hop, and a lookup per backend and
+//! The messages are not parsed: any change may move a next hop, and a lookup per next hop and
 //! CPU after it costs less than telling changes apart.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,8 +24,6 @@ use nix::sys::socket::{
 };
 use nix::sys::time::{TimeVal, TimeValLike};
 use tracing::{debug, warn};
-
-use crate::daemon::Event;
 
 /// rtnetlink multicast groups: links (a link going down takes its routes with it), IPv4 and
 /// IPv6 routes, neighbours.
@@ -58,9 +55,13 @@ impl Drop for NetWatch {
     }
 }
 
-/// Subscribe in the calling thread's network namespace and send [`Event::NextHops`] to `tx`
-/// after every burst of notifications.
-pub fn watch(tx: Sender<Event>) -> nix::Result<NetWatch> {
+/// Subscribe in the calling thread's network namespace and call `changed` on a thread of its
+/// own after every burst of notifications, until it returns `false` or the [`NetWatch`] is
+/// dropped.
+pub fn watch<F>(changed: F) -> nix::Result<NetWatch>
+where
+    F: FnMut() -> bool + Send + 'static,
+{
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
@@ -77,7 +78,7 @@ pub fn watch(tx: Sender<Event>) -> nix::Result<NetWatch> {
     let flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name("netwatch".into())
-        .spawn(move || listen(&fd, &flag, &tx))
+        .spawn(move || listen(&fd, &flag, changed))
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
     Ok(NetWatch {
         stop,
@@ -85,7 +86,7 @@ pub fn watch(tx: Sender<Event>) -> nix::Result<NetWatch> {
     })
 }
 
-fn listen(fd: &OwnedFd, stop: &AtomicBool, tx: &Sender<Event>) {
+fn listen(fd: &OwnedFd, stop: &AtomicBool, mut changed: impl FnMut() -> bool) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut last: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -111,7 +112,7 @@ fn listen(fd: &OwnedFd, stop: &AtomicBool, tx: &Sender<Event>) {
         }
         last = Some(Instant::now());
         debug!("route, neighbour or link changed");
-        if tx.send(Event::NextHops).is_err() {
+        if !changed() {
             return; // the daemon is gone
         }
     }
