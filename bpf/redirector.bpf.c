@@ -321,6 +321,12 @@ int redirector(struct __sk_buff *skb)
 		return verdict(-rc, TC_ACT_SHOT);
 	if (!source_allowed(skb, &p))
 		return verdict(REDIR_DROP_SRC_NOT_ALLOWED, TC_ACT_SHOT);
+	/* Several GUE datagrams that GRO merged into one skb (UDP GRO forwarding, fraglist GRO, a
+	 * UDP_GRO socket or a tunnel on the port): one outer header is all this program could
+	 * strip or rewrite, the later datagrams' GUE headers would stay in the payload. The daemon
+	 * turns those features off on its interfaces (docs/development/second-chance.md, "GRO"). */
+	if (skb->gso_size)
+		return verdict(REDIR_DROP_GRO_MERGED, TC_ACT_SHOT);
 
 	/* Headers may sit in paged data (GRO, some drivers); the parsers need them linear.
 	 * Pulling costs even when there is nothing to pull: only call it when needed. */

@@ -243,7 +243,8 @@ enum redir_reason {
 	REDIR_DROP_REDIRECT_FAILED = 20, /* the redirect helper failed */
 	REDIR_ACCEPT_UDP_SOCKET = 21,    /* UDP second chance: a connected socket owns the flow */
 	REDIR_ACCEPT_UDP_FRAGMENT = 22,  /* UDP second chance: a first fragment stays with the rest */
-	REDIR_REASON_COUNT = 23,         /* not a reason: how many this object knows */
+	REDIR_DROP_GRO_MERGED = 23,      /* GRO merged several GUE datagrams into one skb */
+	REDIR_REASON_COUNT = 24,         /* not a reason: how many this object knows */
 };
 
 /* Sizes of the redirector's pinned maps. */

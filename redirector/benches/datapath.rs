@@ -35,8 +35,62 @@ struct Stats {
 }
 
 fn measure(prog: &libbpf_rs::ProgramMut<'_>, pkt: &[u8], want: i32) -> Stats {
+    stats(samples(prog, pkt, want, runs()))
+}
+
+fn stats(mut ns: Vec<u64>) -> Stats {
+    ns.sort_unstable();
+    Stats {
+        median: ns[ns.len() / 2],
+        p10: ns[ns.len() / 10],
+        p90: ns[ns.len() * 9 / 10],
+    }
+}
+
+/// Rounds of [`alternate`]: every case runs in each, in turn.
+const ROUNDS: usize = 8;
+
+/// Measure `cases` in turn, [`ROUNDS`] times `runs() / ROUNDS` packets each, so that the
+/// machine's load changing during the bench hits every case alike; the first case is the
+/// floor of the others. Prints each case's pooled figures and the range of its per-round
+/// medians above the floor of the same round.
+fn alternate(cases: &[(&str, &libbpf_rs::ProgramMut<'_>, &[u8], i32)]) {
+    let per_round = (runs() / ROUNDS).max(20);
+    let mut all: Vec<Vec<u64>> = vec![Vec::new(); cases.len()];
+    let mut above: Vec<Vec<i64>> = vec![Vec::new(); cases.len()];
+    for _ in 0..ROUNDS {
+        let mut medians = Vec::with_capacity(cases.len());
+        for (i, (_, prog, pkt, want)) in cases.iter().enumerate() {
+            let ns = samples(prog, pkt, *want, per_round);
+            medians.push(stats(ns.clone()).median as i64);
+            all[i].extend(ns);
+        }
+        for (i, m) in medians.iter().enumerate() {
+            above[i].push(m - medians[0]);
+        }
+    }
+    let floor = stats(all[0].clone()).median as i64;
+    for (i, (name, ..)) in cases.iter().enumerate() {
+        let s = stats(std::mem::take(&mut all[i]));
+        let (lo, hi) = (
+            above[i].iter().min().unwrap(),
+            above[i].iter().max().unwrap(),
+        );
+        let diff = if i == 0 {
+            "-".to_string()
+        } else {
+            format!("{} [{lo}..{hi}]", s.median as i64 - floor)
+        };
+        println!(
+            "{:<44} {:>8} {:>8} {:>8} {:>12}",
+            name, s.p10, s.median, s.p90, diff
+        );
+    }
+}
+
+/// `runs` kernel-timed runs of `prog` on `pkt` (after a warm-up of a twentieth), unsorted.
+fn samples(prog: &libbpf_rs::ProgramMut<'_>, pkt: &[u8], want: i32, runs: usize) -> Vec<u64> {
     let mut out = vec![0u8; pkt.len() + 512];
-    let runs = runs();
     let warmup = runs / 20;
     let mut ns = Vec::with_capacity(runs);
     for i in 0..runs + warmup {
@@ -53,12 +107,7 @@ fn measure(prog: &libbpf_rs::ProgramMut<'_>, pkt: &[u8], want: i32) -> Stats {
             ns.push(o.duration.as_nanos() as u64);
         }
     }
-    ns.sort_unstable();
-    Stats {
-        median: ns[ns.len() / 2],
-        p10: ns[ns.len() / 10],
-        p90: ns[ns.len() * 9 / 10],
-    }
+    ns
 }
 
 fn main() {
@@ -66,6 +115,9 @@ fn main() {
     ns.run(|| {
         let mut obj = MaybeUninit::uninit();
         let skel: RedirectorSkel<'_> = load(&mut obj);
+        // The same program without the next-hop cache: bpf_fib_lookup for every packet.
+        let mut obj_uncached = MaybeUninit::uninit();
+        let uncached: RedirectorSkel<'_> = load_with_ttl(&mut obj_uncached, 0);
         let v4 = |a| IpAddr::V4(a);
         let v6 = |a| IpAddr::V6(a);
         let (_l, _c, _s) = connect(v4(VIP4), 80, v4(CLIENT4), 41000);
@@ -213,7 +265,9 @@ fn main() {
             &forward6,
             TC_ACT_REDIRECT,
         );
-        // Forwarding on: the full FIB lookup (route + neighbour) runs inside the program.
+        // Forwarding on: the next hop from the per-CPU cache (filled by the warm-up's first
+        // packet), against the full FIB lookup (route + neighbour) inside the program for
+        // every packet, in turn with the floor, so the load hits all alike.
         for key in [
             "net/ipv4/conf/lo/forwarding",
             "net/ipv4/conf/all/forwarding",
@@ -221,15 +275,58 @@ fn main() {
         ] {
             std::fs::write(format!("/proc/sys/{key}"), "1").unwrap();
         }
-        report(
-            "forward v4, forwarding on (fib_lookup)",
-            &forward,
-            TC_ACT_REDIRECT,
+        println!(
+            "forwarding on, {ROUNDS} rounds in turn (median-floor [range of the rounds' medians]):"
         );
-        report(
-            "forward v6, forwarding on (fib_lookup)",
-            &forward6,
-            TC_ACT_REDIRECT,
-        );
+        alternate(&[
+            (
+                "harness floor (empty tc program)",
+                &skel.progs.harness_floor,
+                &established,
+                TC_ACT_OK,
+            ),
+            (
+                "forward v4, fwd on, next hop cached",
+                prog,
+                &forward,
+                TC_ACT_REDIRECT,
+            ),
+            (
+                "forward v4, fwd on, no cache (fib_lookup)",
+                &uncached.progs.redirector,
+                &forward,
+                TC_ACT_REDIRECT,
+            ),
+            (
+                "forward v6, fwd on, next hop cached",
+                prog,
+                &forward6,
+                TC_ACT_REDIRECT,
+            ),
+            (
+                "forward v6, fwd on, no cache (fib_lookup)",
+                &uncached.progs.redirector,
+                &forward6,
+                TC_ACT_REDIRECT,
+            ),
+            (
+                "local: UDP connected socket v4 + decap",
+                prog,
+                &udp_sc4,
+                TC_ACT_OK,
+            ),
+            (
+                "local: UDP connected socket v6 + decap",
+                prog,
+                &udp_sc6,
+                TC_ACT_OK,
+            ),
+            (
+                "local: established socket lookup + decap",
+                prog,
+                &established,
+                TC_ACT_OK,
+            ),
+        ]);
     });
 }

@@ -7,7 +7,7 @@ use crate::skel::types::{redir_limit as Limit, redir_reason as R};
 
 /// `(reason, name, verdict)`, in reason order. Names are stable: status output and metrics use
 /// them.
-pub const NAMES: [(R, &str, &str); 23] = [
+pub const NAMES: [(R, &str, &str); 24] = [
     (R::REDIR_PASS_NOT_GUE, "not_gue", "pass"),
     (R::REDIR_ACCEPT_SYN, "syn", "local"),
     (R::REDIR_ACCEPT_SOCKET, "socket", "local"),
@@ -31,6 +31,7 @@ pub const NAMES: [(R, &str, &str); 23] = [
     (R::REDIR_DROP_REDIRECT_FAILED, "redirect_failed", "drop"),
     (R::REDIR_ACCEPT_UDP_SOCKET, "udp_socket", "local"),
     (R::REDIR_ACCEPT_UDP_FRAGMENT, "udp_fragment", "local"),
+    (R::REDIR_DROP_GRO_MERGED, "gro_merged", "drop"),
 ];
 
 const _: () = assert!(R::REDIR_REASON_COUNT.0 <= Limit::REDIR_COUNTERS_MAX.0);

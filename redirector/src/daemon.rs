@@ -51,6 +51,19 @@ pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
         setup::apply(&config)?;
     }
 
+    // Whatever setup_on_run says: with these on, GRO hands the program merged GUE it would
+    // have to drop. A host without ethtool is told, and runs on.
+    match setup::keep_gue_unmerged(&config.state_dir, &config.interfaces) {
+        Ok(off) => {
+            for (interface, feature) in off {
+                warn!(%interface, feature, "GRO would merge GUE datagrams on this interface: turned it off (`detach` turns it on again)");
+            }
+        }
+        Err(e) => {
+            warn!(error = %e.chain(), "could not check the interfaces' GRO features: merged GUE would be dropped (gro_merged)")
+        }
+    }
+
     let mut object = MaybeUninit::uninit();
     let mut skel = datapath::load_with(
         &mut object,

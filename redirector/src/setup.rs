@@ -6,7 +6,12 @@
 //! journal `<state_dir>/redirector-sysctls.json` (`daemon_support::sysctl`), whose restore
 //! leaves a value the operator changed since as it is.
 //!
-//! Uses `ip` (iproute2) and `/proc/sys`; touches nothing outside what the config names.
+//! Also, for `run` whatever the config says: the interface features under which GRO merges GUE
+//! datagrams into one skb ([`keep_gue_unmerged`], recorded in the same file and turned back on
+//! by `detach`).
+//!
+//! Uses `ip` (iproute2), `ethtool` and `/proc/sys`; touches nothing outside what the config
+//! names.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +33,9 @@ pub struct Changes {
     pub addresses: Vec<(String, String)>,
     /// The sysctls we changed, from the journal.
     pub sysctls: Vec<SysctlChange>,
+    /// `(interface, feature)` we turned off ([`keep_gue_unmerged`]).
+    #[serde(default)]
+    pub features: Vec<(String, String)>,
 }
 
 /// `redirector-setup.json`: the interface and addresses.
@@ -35,6 +43,9 @@ pub struct Changes {
 struct Record {
     created_interface: Option<String>,
     addresses: Vec<(String, String)>,
+    /// `(interface, feature)` turned off by [`keep_gue_unmerged`], turned on again by `undo`.
+    #[serde(default)]
+    features: Vec<(String, String)>,
     /// `(sysctl path, value before)`, as versions before the journal kept them: read once and
     /// moved into the journal.
     #[serde(default, skip_serializing)]
@@ -89,6 +100,7 @@ pub fn load_changes(state_dir: &Path) -> Result<Changes, Error> {
         created_interface: record.created_interface,
         addresses: record.addresses,
         sysctls: journal(state_dir).changes()?,
+        features: record.features,
     })
 }
 
@@ -101,20 +113,65 @@ fn save_record(state_dir: &Path, record: &Record) -> Result<(), Error> {
 }
 
 fn ip(args: &[&str]) -> Result<String, Error> {
-    let out = Command::new("ip")
+    command("ip", args)
+}
+
+fn command(program: &str, args: &[&str]) -> Result<String, Error> {
+    let out = Command::new(program)
         .args(args)
         .output()
         .map_err(|e| Error::Command {
-            command: format!("ip {}", args.join(" ")),
+            command: format!("{program} {}", args.join(" ")),
             message: e.to_string(),
         })?;
     if !out.status.success() {
         return Err(Error::Command {
-            command: format!("ip {}", args.join(" ")),
+            command: format!("{program} {}", args.join(" ")),
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The interface features under which the kernel's GRO merges GUE datagrams (same addresses
+/// and ports, same size) into one skb before tc sees it: UDP GRO for traffic no local socket
+/// takes (the GUE port has none: the program decapsulates), and fraglist GRO. The program
+/// strips one outer header; it cannot take a merged skb apart, so such a packet would be
+/// dropped (`gro_merged`). docs/development/second-chance.md, "GRO".
+pub const GRO_MERGING_FEATURES: [&str; 2] = ["rx-udp-gro-forwarding", "rx-gro-list"];
+
+/// Turn off [`GRO_MERGING_FEATURES`] where they are on (and can be changed) on each of
+/// `interfaces`, each recorded in `state_dir` before it is changed so `detach` turns it on
+/// again. Returns the `(interface, feature)` pairs turned off now.
+pub fn keep_gue_unmerged(
+    state_dir: &Path,
+    interfaces: &[String],
+) -> Result<Vec<(String, String)>, Error> {
+    let mut record = load_record(state_dir)?;
+    let mut turned_off = Vec::new();
+    for ifc in interfaces {
+        let shown = command("ethtool", &["-k", ifc])?;
+        for feature in GRO_MERGING_FEATURES {
+            let on = shown.lines().any(|l| {
+                l.trim()
+                    .strip_prefix(feature)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|v| v.trim() == "on")
+            });
+            if !on {
+                continue; // off, fixed, or unknown to this kernel
+            }
+            let pair = (ifc.clone(), feature.to_string());
+            if !record.features.contains(&pair) {
+                record.features.push(pair.clone());
+                save_record(state_dir, &record)?;
+            }
+            command("ethtool", &["-K", ifc, feature, "off"])?;
+            info!(interface = %ifc, feature, "turned off: GRO would merge GUE datagrams");
+            turned_off.push(pair);
+        }
+    }
+    Ok(turned_off)
 }
 
 fn host_prefix(a: &IpAddr) -> String {
@@ -204,6 +261,17 @@ pub fn undo(state_dir: &Path) -> Result<(), Error> {
             // before a crash): nothing to undo.
             Err(Error::Command { message, .. })
                 if message.contains("Cannot assign") || message.contains("Cannot find device") => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    for (ifc, feature) in record.features.iter().rev() {
+        if crate::datapath::ifindex(ifc).is_err() {
+            continue; // the interface is gone, and its settings with it
+        }
+        match command("ethtool", &["-K", ifc, feature, "on"]) {
+            Ok(_) => info!(interface = %ifc, feature = %feature, "turned back on"),
             Err(e) => {
                 first_error.get_or_insert(e);
             }

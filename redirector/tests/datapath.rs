@@ -274,9 +274,17 @@ fn cached_next_hop_follows_the_generation_the_ttl_and_the_mtu() {
             let pkt = frame(hop, 8);
             assert_eq!(dmac(&pkt), HOP_MAC, "{hop}: looked up");
             neigh(hop, "02:00:00:00:ee:03");
-            assert_eq!(dmac(&pkt), HOP_MAC, "{hop}: reused, the generation did not move");
+            assert_eq!(
+                dmac(&pkt),
+                HOP_MAC,
+                "{hop}: reused, the generation did not move"
+            );
             redirector::datapath::bump_generation(&skel.maps.settings).unwrap();
-            assert_eq!(dmac(&pkt), moved, "{hop}: a new generation asks the kernel again");
+            assert_eq!(
+                dmac(&pkt),
+                moved,
+                "{hop}: a new generation asks the kernel again"
+            );
             neigh(hop, "02:00:00:00:00:03");
             redirector::datapath::bump_generation(&skel.maps.settings).unwrap();
             assert_eq!(dmac(&pkt), HOP_MAC, "{hop}: and again");
@@ -284,7 +292,16 @@ fn cached_next_hop_follows_the_generation_the_ttl_and_the_mtu() {
 
         // The route MTU comes with the next hop: a packet it does not fit takes the full
         // lookup, which says "too big", even while a smaller packet's entry is good.
-        ns.ip(&["route", "add", &format!("{HOP4_B}/32"), "dev", "v0", "mtu", "lock", "400"]);
+        ns.ip(&[
+            "route",
+            "add",
+            &format!("{HOP4_B}/32"),
+            "dev",
+            "v0",
+            "mtu",
+            "lock",
+            "400",
+        ]);
         let hops = Hops::V4 {
             next: 0,
             hops: vec![HOP4_B],
@@ -304,7 +321,11 @@ fn cached_next_hop_follows_the_generation_the_ttl_and_the_mtu() {
         assert_eq!(dmac(&small), HOP_MAC);
         let (verdict, _, reason) = run(&skel, &big);
         assert_eq!((verdict, reason), (TC_ACT_SHOT, "too_big"));
-        assert_eq!(dmac(&small), HOP_MAC, "the small packet's entry still serves");
+        assert_eq!(
+            dmac(&small),
+            HOP_MAC,
+            "the small packet's entry still serves"
+        );
 
         // Without a daemon, the TTL is the bound: 1 ms (one tick) here.
         let mut obj = MaybeUninit::uninit();
@@ -315,7 +336,11 @@ fn cached_next_hop_follows_the_generation_the_ttl_and_the_mtu() {
         neigh(v4(HOP4), "02:00:00:00:ee:03");
         std::thread::sleep(std::time::Duration::from_millis(50));
         let (verdict, out, _) = run(&short, &pkt);
-        assert_eq!((verdict, &out[..6]), (TC_ACT_REDIRECT, &moved[..]), "after the TTL");
+        assert_eq!(
+            (verdict, &out[..6]),
+            (TC_ACT_REDIRECT, &moved[..]),
+            "after the TTL"
+        );
     });
 }
 

@@ -274,6 +274,7 @@ fn gue_over_veth_reaches_real_sockets_and_second_chance_keeps_connections() {
             "bad_hoplist",
             "bad_inner",
             "decap_failed",
+            "gro_merged",
             "no_route",
             "redirect_failed",
         ] {

@@ -64,8 +64,7 @@ fn test_run_pinned(prog: &Path, pkt: &[u8]) -> (i32, Vec<u8>) {
     };
     // SAFETY: a valid program fd; data_in/data_out describe buffers of the sizes given, which
     // outlive the call.
-    let rc =
-        unsafe { libbpf_sys::bpf_prog_test_run_opts(handle.as_fd().as_raw_fd(), &mut opts) };
+    let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(handle.as_fd().as_raw_fd(), &mut opts) };
     assert_eq!(rc, 0, "bpf_prog_test_run_opts");
     out.truncate(opts.data_size_out as usize);
     (opts.retval as i32, out)
@@ -129,7 +128,15 @@ fn neighbour_and_route_changes_mid_stream_are_used_at_once() {
     ns.sysctl("net.ipv6.conf.all.forwarding", "1");
     let neigh = |hop: &str, lladdr: &str| {
         ns.ip(&[
-            "neigh", "replace", hop, "lladdr", lladdr, "dev", "v0", "nud", "permanent",
+            "neigh",
+            "replace",
+            hop,
+            "lladdr",
+            lladdr,
+            "dev",
+            "v0",
+            "nud",
+            "permanent",
         ])
     };
     ns.run(|| {
@@ -179,7 +186,11 @@ fn neighbour_and_route_changes_mid_stream_are_used_at_once() {
         };
         let (h4, h4b, h6): (IpAddr, IpAddr, IpAddr) = (HOP4.into(), HOP4_B.into(), HOP6.into());
         for hop in [h4, h6] {
-            assert_eq!(send(hop), [HOP_MAC], "{hop}: cached on every CPU from here on");
+            assert_eq!(
+                send(hop),
+                [HOP_MAC],
+                "{hop}: cached on every CPU from here on"
+            );
         }
 
         // A neighbour changes its MAC mid-stream.
