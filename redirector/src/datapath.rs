@@ -5,7 +5,7 @@
 //!
 //! State in bpffs (survives a daemon restart, so restarts are hitless):
 //! `prog` (the attached program), `allowed_v4`, `allowed_v6`, `self_addrs`, `settings`,
-//! `counters`.
+//! `counters`. The per-CPU next-hop cache `nexthops` is not pinned: a new program starts cold.
 
 use std::collections::HashSet;
 use std::mem::MaybeUninit;
