@@ -1,0 +1,9 @@
+//! The load-aware controller: per service, it reads every backend's load from Prometheus,
+//! moves the backends' weights so their loads converge to the service's mean, and publishes
+//! the result as a new cluster version, which every director verifies and applies like any
+//! other. One controller is active per cluster (a Consul lock); others stand by.
+//!
+//! - [`law`]: the control law, pure (proportional step, bounds, dead band and hysteresis,
+//!   fleet-overload guard, freezing without data);
+
+pub mod law;
