@@ -314,19 +314,38 @@ fn splice(
     key: &str,
     value: &str,
 ) -> Result<(String, usize), &'static str> {
+    let e = splice_edit(text, node, key, value)?;
+    let mut out = String::with_capacity(text.len() + e.with.len());
+    out.push_str(&text[..e.start]);
+    out.push_str(&e.with);
+    out.push_str(&text[e.end..]);
+    Ok((out, e.line))
+}
+
+/// One replacement of `text[start..end]` by `with`; `line` is the line that changed or was
+/// added.
+struct Splice {
+    start: usize,
+    end: usize,
+    with: String,
+    line: usize,
+}
+
+/// What [`splice`] changes, without copying the text (so many edits cost one copy).
+fn splice_edit(text: &str, node: &Node, key: &str, value: &str) -> Result<Splice, &'static str> {
     let flow = node.is_flow(text);
     let pairs = node.as_map().ok_or("not a mapping")?;
-    let mut out = String::with_capacity(text.len() + key.len() + value.len() + 8);
-    if let Some((_, v)) = pairs.iter().find(|(k, _)| k.as_scalar() == Some(key)) {
-        if v.is_null() {
-            return Err("the field has no value");
-        }
-        let start = v.start.offset;
-        let end = scalar_end(text, start, flow)?;
-        out.push_str(&text[..start]);
-        out.push_str(value);
-        out.push_str(&text[end..]);
-        return Ok((out, v.start.line));
+    if let Some((start, end)) = value_span(text, node, key)? {
+        let line = pairs
+            .iter()
+            .find(|(k, _)| k.as_scalar() == Some(key))
+            .map_or(node.start.line, |(_, v)| v.start.line);
+        return Ok(Splice {
+            start,
+            end,
+            with: value.to_string(),
+            line,
+        });
     }
     if flow {
         // Before the closing brace, after the last non-blank character: `{ a: 1 }` ->
@@ -342,13 +361,12 @@ fn splice(
         } else {
             ", "
         };
-        out.push_str(&text[..at]);
-        out.push_str(sep);
-        out.push_str(key);
-        out.push_str(": ");
-        out.push_str(value);
-        out.push_str(&text[at..]);
-        Ok((out, node.end.line))
+        Ok(Splice {
+            start: at,
+            end: at,
+            with: format!("{sep}{key}: {value}"),
+            line: node.end.line,
+        })
     } else {
         // A new line after the last field's line, indented like the fields.
         let (first_key, _) = pairs.first().ok_or("empty mapping")?;
@@ -361,20 +379,96 @@ fn splice(
             .find('\n')
             .map(|i| last_val.start.offset + i + 1);
         let at = line_end.unwrap_or(text.len());
-        // Keep the file's line endings.
-        let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
-        out.push_str(&text[..at]);
+        // Keep the file's line endings (this line's, or the file's when it is the last line).
+        let crlf = match line_end {
+            Some(e) => text[..e].ends_with("\r\n"),
+            None => text.contains("\r\n"),
+        };
+        let eol = if crlf { "\r\n" } else { "\n" };
+        let mut with = String::new();
         if line_end.is_none() {
-            out.push_str(eol);
+            with.push_str(eol);
         }
-        out.push_str(&" ".repeat(indent));
-        out.push_str(key);
-        out.push_str(": ");
-        out.push_str(value);
-        out.push_str(eol);
-        out.push_str(&text[at..]);
-        Ok((out, last_val.start.line + 1))
+        with.push_str(&" ".repeat(indent));
+        with.push_str(&format!("{key}: {value}{eol}"));
+        Ok(Splice {
+            start: at,
+            end: at,
+            with,
+            line: last_val.start.line + 1,
+        })
     }
+}
+
+/// Byte range of the scalar value of `key` in the mapping `node`, if the key is there.
+fn value_span(text: &str, node: &Node, key: &str) -> Result<Option<(usize, usize)>, &'static str> {
+    let flow = node.is_flow(text);
+    let pairs = node.as_map().ok_or("not a mapping")?;
+    let Some((_, v)) = pairs.iter().find(|(k, _)| k.as_scalar() == Some(key)) else {
+        return Ok(None);
+    };
+    if v.is_null() {
+        return Err("the field has no value");
+    }
+    let start = v.start.offset;
+    Ok(Some((start, scalar_end(text, start, flow)?)))
+}
+
+/// Set many backends' weights at once (the load controller's edit): one parse, one splice per
+/// backend, one validation of the result. `weights`: (service, backend, weight). A backend
+/// whose weight is already right is left as it is. Same promises as [`apply`]: only the
+/// weights change, the rest of the text stays byte for byte.
+pub fn set_weights(
+    path: &Path,
+    text: &str,
+    weights: &[(&str, &str, u32)],
+) -> Result<String, EditError> {
+    if weights
+        .iter()
+        .any(|(_, _, w)| !(1..=crate::config::WEIGHT_MAX).contains(w))
+    {
+        return Err(EditError::BadWeight);
+    }
+    let config = Config::parse(path, text).map_err(EditError::Invalid)?;
+    let root = yaml::parse(text)
+        .ok()
+        .flatten()
+        .expect("validated config parses");
+    // (start, end, replacement), applied from the end of the text so offsets stay true.
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for &(service, backend, weight) in weights {
+        let svc = config
+            .service(service)
+            .ok_or_else(|| EditError::NoService(service.to_string()))?;
+        let idx = svc
+            .backend_index(backend)
+            .ok_or_else(|| EditError::NoBackendInService {
+                backend: backend.to_string(),
+                service: service.to_string(),
+            })?;
+        if svc.backends[idx].weight == weight {
+            continue;
+        }
+        let node = find_backend(&root, service, backend).expect("validated backend is in the tree");
+        let unsupported = |why| EditError::Unsupported {
+            backend: backend.to_string(),
+            line: node.start.line,
+            why,
+        };
+        let e = splice_edit(text, node, "weight", &weight.to_string()).map_err(unsupported)?;
+        edits.push((e.start, e.end, e.with));
+    }
+    edits.sort_by_key(|e| e.0);
+    let mut out = String::with_capacity(text.len() + 16 * edits.len());
+    let mut at = 0;
+    for (start, end, with) in edits {
+        out.push_str(&text[at..start]);
+        out.push_str(&with);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    Config::parse(path, &out).map_err(EditError::Result)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -496,6 +590,44 @@ services:
         assert_eq!(
             edit("zz", Change::State(State::Active)),
             Err(EditError::NoBackend("zz".into()))
+        );
+    }
+    #[test]
+    fn sets_many_weights_in_one_edit() {
+        let out = set_weights(
+            Path::new("x.yaml"),
+            FILE,
+            &[
+                ("web", "b1", 700),
+                ("web", "b3", 2000),
+                ("web", "b4", 1000),
+                ("web", "b2", 1),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            changed_lines(FILE, &out),
+            [
+                "      - { name: b1, address: 10.0.0.21, weight: 700 }     # rack 1",
+                "        weight: 2000 # big box",
+                "        weight: 1000",
+            ]
+        );
+        // b2 already had weight 1 (the default): untouched; everything else byte for byte.
+        assert_eq!(out.lines().count(), FILE.lines().count() + 1);
+        let c = Config::parse(Path::new("x.yaml"), &out).unwrap();
+        let w: Vec<u32> = c.services[0].backends.iter().map(|b| b.weight).collect();
+        assert_eq!(w, [700, 1, 2000, 1000]);
+        assert_eq!(
+            set_weights(Path::new("x.yaml"), FILE, &[("web", "nope", 2)]),
+            Err(EditError::NoBackendInService {
+                backend: "nope".into(),
+                service: "web".into()
+            })
+        );
+        assert_eq!(
+            set_weights(Path::new("x.yaml"), FILE, &[("web", "b1", 0)]),
+            Err(EditError::BadWeight)
         );
     }
 }
