@@ -5,5 +5,15 @@
 //!
 //! - [`law`]: the control law, pure (proportional step, bounds, dead band and hysteresis,
 //!   fleet-overload guard, freezing without data);
+//! - [`config`]: controller.yaml;
+//! - [`prom`]: the load query against Prometheus;
+//! - [`leader`]: the Consul lock that makes one controller the active one;
+//! - [`daemon`]: the loop: read, decide, publish (or say why not), and the status;
+//! - [`metrics`]: the status as `/metrics`.
 
+pub mod config;
+pub mod daemon;
 pub mod law;
+pub mod leader;
+pub mod metrics;
+pub mod prom;

@@ -1,0 +1,122 @@
+//! One active controller per cluster: a Consul lock on `<prefix>/controller/lock`, held by a
+//! session with a TTL. The holder renews its session; when it dies (or loses Consul for longer
+//! than the TTL) Consul invalidates the session, the lock is free, and a standby, blocked on the
+//! key, takes it at once.
+//!
+//! The lock alone does not stop a paused holder from publishing after its session expired; the
+//! daemon therefore checks that it still holds the lock just before a publish, and publishes
+//! with `Expect::Current` (so a version published by a new holder in between makes it fail).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster::consul::{Consul, ConsulError};
+use cluster::ConsulConfig;
+
+/// The lock and this process's session.
+#[derive(Debug)]
+pub struct Leader {
+    consul: Arc<Consul>,
+    key: String,
+    ttl: Duration,
+    /// Written as the lock's value: who holds it.
+    holder: String,
+    session: Option<String>,
+    index: u64,
+}
+
+impl Leader {
+    /// Builds the client; does not contact Consul. `holder` names this process in the lock.
+    pub fn new(config: &ConsulConfig, holder: &str, ttl: Duration) -> Result<Leader, ConsulError> {
+        Ok(Leader {
+            consul: Arc::new(Consul::new(config)?),
+            key: format!("{}/controller/lock", config.prefix),
+            ttl,
+            holder: holder.to_string(),
+            session: None,
+            index: 0,
+        })
+    }
+
+    /// This process's session, when it has one.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    /// The lock's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Tries to take the lock (creating a session first when there is none). True when this
+    /// process holds it now.
+    pub async fn try_acquire(&mut self) -> Result<bool, ConsulError> {
+        let session = match &self.session {
+            Some(s) => s.clone(),
+            None => {
+                let s = self
+                    .consul
+                    .session_create(&format!("xdplb controller {}", self.holder), self.ttl)
+                    .await?;
+                self.session = Some(s.clone());
+                s
+            }
+        };
+        self.consul
+            .acquire(&self.key, &session, self.holder.clone().into_bytes())
+            .await
+    }
+
+    /// Renews the session. False when Consul forgot it (expired): the lock is lost and the
+    /// next [`Leader::try_acquire`] starts a new session.
+    pub async fn renew(&mut self) -> Result<bool, ConsulError> {
+        let Some(s) = &self.session else {
+            return Ok(false);
+        };
+        if self.consul.session_renew(s).await? {
+            Ok(true)
+        } else {
+            self.session = None;
+            Ok(false)
+        }
+    }
+
+    /// Asks Consul whether this process's session holds the lock right now.
+    pub async fn holds(&self) -> Result<bool, ConsulError> {
+        let Some(s) = &self.session else {
+            return Ok(false);
+        };
+        let (entry, _) = self.consul.read(&self.key, None).await?;
+        Ok(entry.and_then(|e| e.session).as_deref() == Some(s.as_str()))
+    }
+
+    /// Who holds the lock now (its value), if anyone.
+    pub async fn holder(&self) -> Result<Option<String>, ConsulError> {
+        let (entry, _) = self.consul.read(&self.key, None).await?;
+        Ok(entry
+            .filter(|e| e.session.is_some())
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+    }
+
+    /// Blocks until the lock key changes (or `wait` passes): a standby waits here between
+    /// attempts, so it takes over as soon as the holder's session is gone.
+    pub async fn wait_for_change(&mut self, wait: Duration) -> Result<(), ConsulError> {
+        let block = (self.index > 0).then_some((self.index, wait));
+        let (_, index) = self.consul.read(&self.key, block).await?;
+        // An index that goes backwards means Consul was reset: start again.
+        self.index = if index < self.index { 0 } else { index };
+        if block.is_none() {
+            // The first read answers at once; do not spin.
+            tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+        }
+        Ok(())
+    }
+
+    /// Gives the lock up (a clean shutdown): a standby takes over without waiting for a TTL.
+    pub async fn resign(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = self.consul.release(&self.key, &s).await;
+            let _ = self.consul.session_destroy(&s).await;
+        }
+    }
+}
