@@ -51,6 +51,13 @@ impl Leader {
     /// Tries to take the lock (creating a session first when there is none). True when this
     /// process holds it now.
     pub async fn try_acquire(&mut self) -> Result<bool, ConsulError> {
+        // A standby keeps its session alive too: one that expired while waiting cannot take
+        // the lock (Consul refuses an invalid session), so renew it or start a new one.
+        if let Some(s) = &self.session {
+            if !self.consul.session_renew(s).await? {
+                self.session = None;
+            }
+        }
         let session = match &self.session {
             Some(s) => s.clone(),
             None => {
@@ -62,9 +69,15 @@ impl Leader {
                 s
             }
         };
-        self.consul
+        let r = self
+            .consul
             .acquire(&self.key, &session, self.holder.clone().into_bytes())
-            .await
+            .await;
+        if r.is_err() {
+            // Perhaps the session died between the renewal and the acquire: start afresh.
+            self.session = None;
+        }
+        r
     }
 
     /// Renews the session. False when Consul forgot it (expired): the lock is lost and the

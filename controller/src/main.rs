@@ -76,7 +76,11 @@ fn run(cli: Cli) -> Result<()> {
             let config = load(&cli.config)?;
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,consulrs=off,rustify=off".into());
-            tracing_subscriber::fmt().with_env_filter(filter).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
