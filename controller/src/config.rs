@@ -11,7 +11,7 @@
 //! min_publish_interval_secs: 30
 //! operator_backoff_secs: 300   # after an operator's version, publish nothing for this long
 //! lock_ttl_secs: 15            # the active controller's Consul session
-//! status_file: /run/xdplb/controller-status.json
+//! status_file: /run/xdplb-controller/status.json
 //! metrics: 127.0.0.1:9643      # optional
 //! services:
 //!   - name: web
@@ -40,7 +40,7 @@ use yaml::{Checker, Node, Pos, Problem};
 use crate::law::{Params, ParamsError};
 
 /// Default place of the status file.
-pub const DEFAULT_STATUS_FILE: &str = "/run/xdplb/controller-status.json";
+pub const DEFAULT_STATUS_FILE: &str = "/run/xdplb-controller/status.json";
 /// Default config path.
 pub const DEFAULT_CONFIG: &str = "/etc/xdplb/controller.yaml";
 
@@ -356,6 +356,21 @@ services:
         assert_eq!(c.services[0].params.gain, 0.4);
         assert_eq!(c.services[0].params.max_factor, 2.0);
         assert_eq!(c.consul.prefix, "xdplb/test");
+    }
+
+    #[test]
+    fn the_shipped_example_reads() {
+        let text = include_str!("../../etc/controller.yaml");
+        let c = Config::parse(Path::new("etc/controller.yaml"), text).unwrap();
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(
+            c.services[0].params,
+            Params {
+                overloaded_above: 0.9,
+                ..Params::default()
+            }
+        );
+        assert_eq!(c.status_file, PathBuf::from(DEFAULT_STATUS_FILE));
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! the result as a new cluster version, which every director verifies and applies like any
 //! other. One controller is active per cluster (a Consul lock); others stand by.
 //!
-//! - [`law`]: the control law, pure (proportional step, bounds, dead band and hysteresis,
+//! - [`law`], the control law, pure (proportional step, bounds, dead band and hysteresis,
 //!   fleet-overload guard, freezing without data);
-//! - [`config`]: controller.yaml;
-//! - [`prom`]: the load query against Prometheus;
-//! - [`leader`]: the Consul lock that makes one controller the active one;
-//! - [`daemon`]: the loop: read, decide, publish (or say why not), and the status;
-//! - [`metrics`]: the status as `/metrics`.
+//! - [`config`], controller.yaml;
+//! - [`prom`], the load query against Prometheus;
+//! - [`leader`], the Consul lock that makes one controller the active one;
+//! - [`daemon`], the loop: read, decide, publish (or say why not), and the status;
+//! - [`metrics`], the status as `/metrics`.
 
 pub mod config;
 pub mod daemon;

@@ -111,8 +111,11 @@ fn start_exporter(plant: Shared) -> SocketAddr {
     addr
 }
 
+/// Weight and state per backend of `web`.
+type Weights = BTreeMap<String, (u32, State)>;
+
 /// Weights and states of `web` in a version's text.
-fn weights(text: &str) -> BTreeMap<String, (u32, State)> {
+fn weights(text: &str) -> Weights {
     let c = Tables::parse(Path::new("v.yaml"), text).unwrap();
     c.services[0]
         .backends
@@ -126,7 +129,7 @@ fn start_plant(consul: ConsulConfig, plant: Shared) {
     std::thread::spawn(move || {
         let rt = rt();
         let store = Store::new(&consul).unwrap();
-        let mut cache: BTreeMap<u64, BTreeMap<String, (u32, State)>> = BTreeMap::new();
+        let mut cache: BTreeMap<u64, Weights> = BTreeMap::new();
         let dt = 0.1;
         let tau = 1.0;
         loop {
@@ -134,13 +137,15 @@ fn start_plant(consul: ConsulConfig, plant: Shared) {
             let Ok(Some(v)) = rt.block_on(store.current()) else {
                 continue;
             };
-            if !cache.contains_key(&v) {
-                let Ok(ver) = rt.block_on(store.get(v)) else {
-                    continue;
-                };
-                cache.insert(v, weights(&ver.text));
-            }
-            let w = &cache[&v];
+            let w = match cache.entry(v) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let Ok(ver) = rt.block_on(store.get(v)) else {
+                        continue;
+                    };
+                    e.insert(weights(&ver.text))
+                }
+            };
             let eligible: f64 = w
                 .values()
                 .filter(|(_, s)| *s == State::Active)
@@ -336,7 +341,7 @@ fn versions_since(
     rt: &tokio::runtime::Runtime,
     store: &Store,
     from: u64,
-) -> Vec<(VersionMeta, BTreeMap<String, (u32, State)>)> {
+) -> Vec<(VersionMeta, Weights)> {
     rt.block_on(store.versions())
         .unwrap()
         .into_iter()
@@ -396,7 +401,7 @@ fn converge(plant: &Shared, eligible: &[&str], limit: Duration, hold: Duration) 
 }
 
 /// Direction changes of each backend's weight over controller versions.
-fn reversals(vs: &[(VersionMeta, BTreeMap<String, (u32, State)>)]) -> usize {
+fn reversals(vs: &[(VersionMeta, Weights)]) -> usize {
     let mut last: BTreeMap<String, (u32, i8)> = BTreeMap::new();
     let mut n = 0;
     for (m, w) in vs {
@@ -709,7 +714,7 @@ fn the_standby_takes_over_when_the_active_controller_dies() {
     });
     a.kill();
     let killed = Instant::now();
-    while !b.status().is_some_and(|s| s.role == "active") {
+    while b.status().is_none_or(|s| s.role != "active") {
         assert!(
             killed.elapsed() < Duration::from_secs(30),
             "b did not take over: {:?}\n{}",

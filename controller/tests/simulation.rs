@@ -63,7 +63,7 @@ impl Model {
             .collect();
         let s = step(p, &inputs, None);
         assert!(s.frozen.is_none(), "{s:?}");
-        let publish = self.t % self.publish_every == 0;
+        let publish = self.t.is_multiple_of(self.publish_every);
         self.t += 1;
         let mut dirs = Vec::new();
         for (i, d) in s.backends.iter().enumerate() {
