@@ -201,7 +201,8 @@ fn main() {
         assert!(s.last_error.is_none(), "{s:?}");
         assert!(s.services.iter().all(|s| s.frozen.is_none()));
     }
-    // Publishing steps: b000 of every service 40 % hotter; each step publishes one version.
+    // Publishing steps: b000 of every service 40 % hotter; each step publishes one version (three
+    // steps take its factor from 1 to 0.58, short of the 0.5 bound).
     *skew.lock().unwrap() = 0.4;
     std::thread::sleep(Duration::from_secs(3));
     let mut leader =
@@ -209,10 +210,10 @@ fn main() {
     assert!(rt.block_on(leader.try_acquire()).unwrap());
     let session = leader.session().unwrap().to_string();
     let mut publishing = Vec::new();
-    for i in 0..runs.min(5) {
+    for i in 0..runs.min(3) {
         // The minimum publish interval counts from the last version: wait it out, untimed.
         if i > 0 {
-            std::thread::sleep(Duration::from_secs(10));
+            std::thread::sleep(Duration::from_secs(11));
         }
         let before = rt.block_on(store.current()).unwrap();
         let c0 = thread_cpu();
@@ -233,6 +234,6 @@ fn main() {
         st.as_secs_f64() * 1e3,
         st.as_secs_f64() / 10.0 * 100.0,
         pb.as_secs_f64() * 1e3,
-        runs.min(5)
+        runs.min(3)
     );
 }
