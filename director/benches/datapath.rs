@@ -21,6 +21,10 @@
 //! compile bpf/bench/director_bench.bpf.c with other -D flags) by both methods, its plain
 //! `xdplb_director` entry point for the first.
 //! `XDPLB_BARE_OBJECT=<file.o>` measures another build of the yardstick alone, the same way.
+//! `XDPLB_GLB_OBJECT=<file.o>` (not empty) measures GLB Director's XDP program alone, the
+//! same way: an object built outside this repository (docs/development/director-datapath.md,
+//! "Calibration against GLB Director" says how), its maps filled here for the IPv4 and
+//! IPv6-client frames.
 //!
 //! Reload: the daemon in-process; write backends.yaml (100 backends, 2^16 rows), poll the
 //! pinned table header until the new version is live; median over the runs.
@@ -276,6 +280,132 @@ fn bare(empty: i32, ifindex: u32, v4: &[u8]) {
     println!("  restored frame                      {r:>6.1} ns  (floor {rfloor:.1} ns, program alone ~{:.1} ns)", r - rfloor);
 }
 
+/// GLB Director's XDP program (`XDPLB_GLB_OBJECT`, built outside this repository), by both
+/// methods, on the director's IPv4 and IPv6-in-IPv4 frames and the pass frame, so its figures
+/// sit beside the director's from the same harness. Its maps, in GLB's layout: `config_bits`
+/// (0: gateway MAC, 1: IPv4 source, 3: hash fields, 4: second-chance hash fields, none),
+/// `glb_binds` (IPv4, IPv6, protocol, port: the table), `glb_tables` (an inner array of 2^16
+/// rows of two IPv4 hops), `glb_table_secrets` (the SipHash key). Entry points: its own
+/// `xdp_glb_director`, and `glb_bench` / `glb_bench_restore` around it with
+/// bpf/bench/restore.h, as bpf/bench/director_bench.bpf.c does for the director.
+fn glb(path: &str, empty: i32, ifindex: u32, frames: &[(&str, &Vec<u8>, u32)]) {
+    use libbpf_rs::{MapFlags, MapHandle, MapType};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let obj = libbpf_rs::ObjectBuilder::default()
+        .open_memory(&bytes)
+        .unwrap()
+        .load()
+        .unwrap();
+    let map = |name: &str| {
+        obj.maps()
+            .find(|m| m.name() == name)
+            .unwrap_or_else(|| panic!("GLB object has map {name}"))
+    };
+    let prog = |name: &str| {
+        obj.progs()
+            .find(|p| p.name() == name)
+            .unwrap_or_else(|| panic!("GLB object has {name}"))
+            .as_fd()
+            .as_raw_fd()
+    };
+    let cfg = map("config_bits");
+    let bit = |i: u32, v: &[u8]| {
+        let mut b = [0u8; 6];
+        b[..v.len()].copy_from_slice(v);
+        cfg.update(&i.to_ne_bytes(), &b, MapFlags::ANY).unwrap();
+    };
+    bit(0, &backend_mac("10.1.0.11".parse().unwrap()));
+    bit(1, &[10, 1, 0, 1]);
+    bit(3, &[1, 1, 1, 1]); // src_addr, dst_addr, src_port, dst_port: all four, as the director
+    bit(4, &[]);
+    // struct glb_bind (packed): ipv4, ipv6, proto (host order), port (network order)
+    let binds = map("glb_binds");
+    let bind = |v4: [u8; 4], v6: [u8; 16], port: u16| {
+        let mut k = Vec::from(v4);
+        k.extend_from_slice(&v6);
+        k.extend_from_slice(&6u16.to_ne_bytes());
+        k.extend_from_slice(&port.to_be_bytes());
+        binds
+            .update(&k, &0u32.to_ne_bytes(), MapFlags::ANY)
+            .unwrap();
+    };
+    bind([10, 100, 0, 1], [0; 16], 80);
+    let v6: std::net::Ipv6Addr = "fd00:100::2".parse().unwrap();
+    bind([0; 4], v6.octets(), 443);
+    let key: [u8; 16] = u128::from_str_radix(KEY, 16).unwrap().to_be_bytes();
+    map("glb_table_secrets")
+        .update(&0u32.to_ne_bytes(), &key, MapFlags::ANY)
+        .unwrap();
+    let rows = MapHandle::create(
+        MapType::Array,
+        Some("glb_rows"),
+        4,
+        8,
+        65536,
+        &libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for r in 0..65536u32 {
+        let (a, b) = if r & 1 == 0 { (11u8, 12u8) } else { (12, 11) };
+        rows.update(&r.to_ne_bytes(), &[10, 1, 0, a, 10, 1, 0, b], MapFlags::ANY)
+            .unwrap();
+    }
+    map("glb_tables")
+        .update(
+            &0u32.to_ne_bytes(),
+            &(rows.as_fd().as_raw_fd() as u32).to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .unwrap();
+    let glb = prog("xdp_glb_director");
+    for (name, frame, want) in frames {
+        let (ret, _, out) = run_batch(glb, frame, ifindex, 1);
+        assert_eq!(ret, *want, "GLB: {name}");
+        if *want == XDP_TX {
+            assert_eq!(
+                &out[14 + 16..14 + 19],
+                &[10, 1, 0],
+                "GLB outer destination a backend"
+            );
+        }
+    }
+    println!("GLB per packet, one syscall per packet (repeat 1), {RUNS} runs:");
+    let (floor, _, _, floor_mean) = median_ns(empty, frames[0].1, ifindex);
+    for (name, frame, _) in frames {
+        let (m, _, _, mean) = median_ns(glb, frame, ifindex);
+        println!(
+            "  {name:<34} median {m:>5.0} ns  (floor {floor:.0} ns, program alone ~{:.0} ns)  mean<p90 {mean:.1} ns (floor {floor_mean:.1}, over it {:.1})",
+            m - floor,
+            mean - floor_mean
+        );
+    }
+    let frame_map = map("bench_frame");
+    let per_run =
+        |fd: i32, frame: &[u8], want: u32| restored_ns(&frame_map, fd, frame, ifindex, want);
+    let v4 = frames[0].1;
+    let rfloor = per_run(empty, v4, XDP_PASS);
+    let restore = per_run(prog("glb_bench_restore"), v4, XDP_PASS) - rfloor;
+    println!("GLB per packet, BPF_PROG_TEST_RUN, repeat {BATCH} on a bench entry point that restores the frame, median of {BATCHES} batches:");
+    println!(
+        "  {:<34} {rfloor:>6.1} ns per run",
+        "empty XDP program (harness floor)"
+    );
+    println!(
+        "  {:<34} {restore:>6.1} ns (subtracted below)",
+        "restoring the frame"
+    );
+    for (name, frame, want) in frames {
+        let total = per_run(prog("glb_bench"), frame, *want) - restore;
+        println!(
+            "  {name:<34} {total:>6.1} ns  (floor {rfloor:.1} ns, program alone ~{:.1} ns)",
+            total - rfloor
+        );
+    }
+}
+
 /// One BPF_PROG_TEST_RUN of `repeat` runs (fresh copy of `frame` in): verdict, kernel-timed ns
 /// per run, output frame.
 fn run_batch(prog: i32, frame: &[u8], ifindex: u32, repeat: u32) -> (u32, f64, Vec<u8>) {
@@ -335,6 +465,12 @@ fn packets(lab: &Lab) {
         // Another build of the yardstick (an experiment): only the yardstick.
         if std::env::var_os("XDPLB_BARE_OBJECT").is_some() {
             bare(empty.as_raw_fd(), dp0, &v4);
+            return;
+        }
+        // GLB Director's program (a calibration): only it.
+        if let Some(path) = std::env::var("XDPLB_GLB_OBJECT").ok().filter(|p| !p.is_empty()) {
+            let glb_frames = [frames[0], frames[2], frames[4]];
+            glb(&path, empty.as_raw_fd(), dp0, &glb_frames);
             return;
         }
         // Another build of the bench object (an experiment): only the method that loads it.
