@@ -392,7 +392,8 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 	__u32 x, hsi, key, plen, frame_len, ingress;
 	long r;
 	__u64 d0, d1, hash;
-	__u32 h0, h1;
+	__u32 h0;
+	__u16 w3;
 	__u16 dport;
 	__u8 proto;
 	void *fixed;
@@ -472,7 +473,7 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 	 * being computed (2 ns by one syscall). What the encapsulation needs of the old header is
 	 * read first; a miss from here on shrinks the frame back before falling back. */
 	h0 = ((const __u32 *)ip6)[0];
-	h1 = ((const __u32 *)ip6)[1];
+	w3 = ((const __u16 *)ip6)[3];
 	if (bpf_xdp_adjust_head(ctx, -72))
 		return FAST_FALLBACK;
 	ingress = ctx->ingress_ifindex;
@@ -482,16 +483,17 @@ static __always_inline int fast_v6(struct xdp_md *ctx)
 
 	/* Encapsulate as encap() does for an IPv6 outer header and one alternate: outer IPv6 40,
 	 * UDP 8, GUE 4, hop list word 4, the alternate 16. The inner packet's sum as inner_sum()
-	 * takes it: its valid L4 checksum stands in for the payload. */
+	 * takes it: its valid L4 checksum stands in for the payload, so the L4 segment sums to
+	 * the complement of its pseudo header, whose addresses and length are the IPv6 header's
+	 * own and cancel. Left: the first word, the next header and hop limit word (w3), and the
+	 * complement of the pseudo header's next header word (0, nexthdr). */
 	{
 		__u32 tos = (bpf_ntohl(h0) >> 20) & 0xff;
 		__u32 egress = nh->ifindex;
 		__u16 bind = r >> 16;
 		__u64 sum;
 
-		sum = (__u64)h0 + h1;
-		sum += (__u16)~fold64(bpf_htons((__u16)plen) + bpf_htons((__u16)(plen >> 16)) +
-				      bpf_htons(proto));
+		sum = (__u64)h0 + w3 + (__u16)~bpf_htons(proto);
 		if (fast_put6(ctx, nh, row, cfg, tos, hash, sizeof(*ip6) + plen,
 			      bpf_htons((5 << 8) | GUE_PROTO_IPV6), sum))
 			return XDP_DROP;
