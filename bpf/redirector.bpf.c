@@ -7,7 +7,8 @@
  *   next hop -> rewrite the outer header toward the next hop in the GUE hop list and redirect
  *   it out of an interface (TC_ACT_REDIRECT), which needs no ip_forward;
  *   malformed or not allowed -> TC_ACT_SHOT.
- * Everything else leaves untouched. Every verdict bumps one counter (enum redir_reason).
+ * Everything else leaves untouched. Every verdict counts the packet and its bytes for one reason
+ * (enum redir_reason).
  *
  * In bpf/include/: redirector_maps.h (settings, maps, the counter), redirector_parse.h (outer,
  * GUE and inner headers), redirector_local.h (does a local socket own the flow). Here: the
@@ -296,9 +297,10 @@ sent:
 
 /* ---- entry points ---- */
 
-static __always_inline int verdict(enum redir_reason reason, int action)
+/* Count the packet (len: its length as received) for reason, and return action. */
+static __always_inline int verdict(__u32 len, enum redir_reason reason, int action)
 {
-	count(reason);
+	count(reason, len);
 	return action;
 }
 
@@ -307,26 +309,27 @@ int redirector(struct __sk_buff *skb)
 {
 	enum redir_reason reason = 0; /* 0: not decided yet (REDIR_PASS_NOT_GUE is never one) */
 	struct pkt p = {};
+	__u32 len = skb->len; /* as received: decap and forward change it */
 	int rc, action;
 	__u32 need;
 
 	/* Frames addressed to other hosts (promiscuous mode) are the stack's to drop. */
 	if (skb->pkt_type != PACKET_HOST)
-		return verdict(REDIR_PASS_NOT_GUE, TC_ACT_OK);
+		return verdict(len, REDIR_PASS_NOT_GUE, TC_ACT_OK);
 
 	rc = parse_outer(skb, &p);
 	if (rc == 0)
-		return verdict(REDIR_PASS_NOT_GUE, TC_ACT_OK);
+		return verdict(len, REDIR_PASS_NOT_GUE, TC_ACT_OK);
 	if (rc < 0)
-		return verdict(-rc, TC_ACT_SHOT);
+		return verdict(len, -rc, TC_ACT_SHOT);
 	if (!source_allowed(skb, &p))
-		return verdict(REDIR_DROP_SRC_NOT_ALLOWED, TC_ACT_SHOT);
+		return verdict(len, REDIR_DROP_SRC_NOT_ALLOWED, TC_ACT_SHOT);
 	/* Several GUE datagrams that GRO merged into one skb (UDP GRO forwarding, fraglist GRO, a
 	 * UDP_GRO socket or a tunnel on the port): one outer header is all this program could
 	 * strip or rewrite, the later datagrams' GUE headers would stay in the payload. The daemon
 	 * turns those features off on its interfaces (docs/development/second-chance.md, "GRO"). */
 	if (skb->gso_size)
-		return verdict(REDIR_DROP_GRO_MERGED, TC_ACT_SHOT);
+		return verdict(len, REDIR_DROP_GRO_MERGED, TC_ACT_SHOT);
 
 	/* Headers may sit in paged data (GRO, some drivers); the parsers need them linear.
 	 * Pulling costs even when there is nothing to pull: only call it when needed. */
@@ -336,10 +339,10 @@ int redirector(struct __sk_buff *skb)
 
 	rc = parse_gue(skb, &p);
 	if (rc < 0)
-		return verdict(-rc, TC_ACT_SHOT);
+		return verdict(len, -rc, TC_ACT_SHOT);
 	rc = parse_inner(skb, &p);
 	if (rc < 0)
-		return verdict(-rc, TC_ACT_SHOT);
+		return verdict(len, -rc, TC_ACT_SHOT);
 
 	/* Local or next hop, in the order of docs/development/second-chance.md. */
 	if (p.inner_later_frag) {
@@ -363,14 +366,14 @@ int redirector(struct __sk_buff *skb)
 		} else {
 			action = forward(skb, &p, &reason);
 			if (action >= 0)
-				return verdict(reason, action);
+				return verdict(len, reason, action);
 			/* next hop is self: fall through to local */
 		}
 	}
 
 	if (decap(skb, &p))
-		return verdict(REDIR_DROP_DECAP_FAILED, TC_ACT_SHOT);
-	return verdict(reason, TC_ACT_OK);
+		return verdict(len, REDIR_DROP_DECAP_FAILED, TC_ACT_SHOT);
+	return verdict(len, reason, TC_ACT_OK);
 }
 
 /* Benchmark baseline only, never attached: the cost of the test harness itself. */

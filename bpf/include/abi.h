@@ -216,7 +216,8 @@ union director_slot {
 
 /* ---- redirector (bpf/redirector.bpf.c) ---- */
 
-/* Why the redirector did what it did to a packet: the index into the per-CPU `counters` array.
+/* Why the redirector did what it did to a packet: the index into the per-CPU `counters` and
+ * `counter_bytes` arrays.
  * Append-only (see the rules above). Userspace names them in redirector/src/counters.rs, and a
  * test there holds every value of this enum, as the object's BTF has it, to a name. */
 enum redir_reason {
@@ -249,7 +250,7 @@ enum redir_reason {
 
 /* Sizes of the redirector's pinned maps. */
 enum redir_limit {
-	REDIR_COUNTERS_MAX = 64,      /* counters entries: reasons can be appended without resizing */
+	REDIR_COUNTERS_MAX = 64,      /* counters, counter_bytes entries: reasons can be appended without resizing */
 	REDIR_MAX_ALLOWED = 1024,     /* allowed_v4 / allowed_v6 entries (per family) */
 	REDIR_MAX_SELF_ADDRS = 256,   /* self_addrs entries */
 	REDIR_NEXTHOP_SLOTS = 256,    /* nexthops entries per CPU: a hop address hashes to one */

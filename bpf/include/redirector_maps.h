@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The redirector's load-time settings and maps (pinned by the daemon under
- * <bpffs_dir>/redirector; key and value types in abi.h), and its one counter per verdict.
+ * <bpffs_dir>/redirector; key and value types in abi.h), and its counters per reason.
  * Included once, by bpf/redirector.bpf.c. */
 #ifndef XDPLB_REDIRECTOR_MAPS_H
 #define XDPLB_REDIRECTOR_MAPS_H
@@ -68,6 +68,7 @@ struct {
 	__type(value, struct redir_nexthop);
 } nexthops SEC(".maps");
 
+/* Packets per reason. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, REDIR_COUNTERS_MAX);
@@ -75,13 +76,26 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-static __always_inline void count(enum redir_reason reason)
+/* Their bytes (skb->len as received: Ethernet header, outer headers and all). A map of its
+ * own rather than a wider value in `counters`: pins of an older version keep counting packets
+ * across an upgrade, and this one is created beside them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, REDIR_COUNTERS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counter_bytes SEC(".maps");
+
+static __always_inline void count(enum redir_reason reason, __u32 len)
 {
 	__u32 key = reason;
 	__u64 *n = bpf_map_lookup_elem(&counters, &key);
+	__u64 *b = bpf_map_lookup_elem(&counter_bytes, &key);
 
 	if (n)
 		*n += 1;
+	if (b)
+		*b += len;
 }
 
 #endif

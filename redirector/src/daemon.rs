@@ -15,6 +15,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::config::Config;
 use daemon_support::notify;
 
+use crate::reloads::{Outcome, Reloads};
 use crate::{counters, datapath, setup, Error};
 
 /// What the daemon is told while it runs (signals in the binary, channel sends in tests).
@@ -89,6 +90,11 @@ pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
         datapath::attach(skel.progs.redirector.as_fd(), ifc)?;
         info!(interface = %ifc, "attached to tc ingress");
     }
+    // The config at start is the first applied one. The state directory is the one read at
+    // start: a reload that moves it moves the record only at the next restart.
+    let state_dir = config.state_dir.clone();
+    let mut reloads = Reloads::read(&state_dir);
+    reloads.record(&state_dir, Outcome::Applied, None);
     notify::ready();
     info!(pin_dir = %pin_dir.display(), "ready");
 
@@ -119,13 +125,18 @@ pub fn run(config_path: &Path, events: Receiver<Event>) -> Result<(), Error> {
                                     vips = new.vips.len(),
                                     "config reloaded"
                                 );
+                                reloads.record(&state_dir, Outcome::Applied, None);
                                 config = new;
                             }
-                            Err(e) => warn!(error = %e.chain(), "config reload failed part way"),
+                            Err(e) => {
+                                warn!(error = %e.chain(), "config reload failed part way");
+                                reloads.record(&state_dir, Outcome::Failed, Some(e.chain()));
+                            }
                         }
                     }
                     Err(e) => {
-                        warn!(error = %e.chain(), "config rejected, keeping the last good one")
+                        warn!(error = %e.chain(), "config rejected, keeping the last good one");
+                        reloads.record(&state_dir, Outcome::Rejected, Some(e.chain()));
                     }
                 }
                 notify::ready();
@@ -172,6 +183,7 @@ pub fn detach(pin_dir: &Path, state_dir: &Path) -> Result<Vec<String>, Error> {
         info!(interface = %ifc, "detached");
     }
     datapath::unpin(pin_dir);
+    Reloads::remove(state_dir);
     setup::undo(state_dir)?;
     Ok(interfaces)
 }
@@ -183,8 +195,10 @@ pub struct Status {
     /// The id of the pinned program, when pinned.
     pub program_id: Option<u32>,
     pub interfaces: Vec<InterfaceStatus>,
-    /// Packets per reason, summed over CPUs (empty when not pinned).
+    /// Packets and bytes per reason, summed over CPUs (empty when not pinned).
     pub counters: Vec<Counter>,
+    /// Config reloads by result (the start's apply counts as one).
+    pub reloads: Reloads,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,6 +215,8 @@ pub struct Counter {
     pub reason: &'static str,
     pub verdict: &'static str,
     pub packets: u64,
+    /// Packets' lengths as received; 0 in pins of a version that counted no bytes.
+    pub bytes: u64,
 }
 
 /// Read attachment and counters.
@@ -221,15 +237,23 @@ pub fn status(config: &Config) -> Result<Status, Error> {
         });
     }
     let counters = match datapath::PinnedMaps::open(&pin_dir) {
-        Ok(maps) => datapath::read_counters(&maps.counters)?
-            .into_iter()
-            .zip(counters::NAMES)
-            .map(|(packets, (_, reason, verdict))| Counter {
-                reason,
-                verdict,
-                packets,
-            })
-            .collect(),
+        Ok(maps) => {
+            let bytes = match &maps.counter_bytes {
+                Some(m) => datapath::read_bytes(m)?,
+                None => Vec::new(),
+            };
+            datapath::read_counters(&maps.counters)?
+                .into_iter()
+                .zip(counters::NAMES)
+                .enumerate()
+                .map(|(i, (packets, (_, reason, verdict)))| Counter {
+                    reason,
+                    verdict,
+                    packets,
+                    bytes: bytes.get(i).copied().unwrap_or(0),
+                })
+                .collect()
+        }
         Err(_) => Vec::new(),
     };
     Ok(Status {
@@ -237,6 +261,7 @@ pub fn status(config: &Config) -> Result<Status, Error> {
         program_id,
         interfaces,
         counters,
+        reloads: Reloads::read(&config.state_dir),
     })
 }
 
@@ -254,12 +279,35 @@ impl std::fmt::Display for Status {
             };
             writeln!(f, "interface {}: {state}", i.name)?;
         }
+        let r = &self.reloads;
+        writeln!(
+            f,
+            "reloads: {} applied, {} rejected, {} failed; last applied {}",
+            r.applied,
+            r.rejected,
+            r.failed,
+            r.last_success.map_or("never".to_string(), ago)
+        )?;
+        if let (Some(t), Some(e)) = (r.last_rejected, &r.last_error) {
+            writeln!(f, "last rejected config ({}):", ago(t))?;
+            for l in e.lines() {
+                writeln!(f, "  {l}")?;
+            }
+        }
         if !self.counters.is_empty() {
             writeln!(f, "counters:")?;
             for c in &self.counters {
-                writeln!(f, "  {:<8} {:<20} {}", c.verdict, c.reason, c.packets)?;
+                writeln!(
+                    f,
+                    "  {:<8} {:<20} {} packets {} bytes",
+                    c.verdict, c.reason, c.packets, c.bytes
+                )?;
             }
         }
         Ok(())
     }
+}
+
+fn ago(t: u64) -> String {
+    format!("{}s ago", crate::reloads::now().saturating_sub(t))
 }

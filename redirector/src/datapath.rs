@@ -29,12 +29,13 @@ pub const TC_HANDLE: u32 = 0x584c; // "XL"
 pub const TC_PRIORITY: u32 = 0x100;
 
 /// Names of the pinned maps (as in `bpf/redirector.bpf.c`).
-const PINNED_MAPS: [&str; 5] = [
+const PINNED_MAPS: [&str; 6] = [
     "allowed_v4",
     "allowed_v6",
     "self_addrs",
     "settings",
     "counters",
+    "counter_bytes",
 ];
 /// Name of the pinned program.
 pub const PINNED_PROG: &str = "prog";
@@ -110,6 +111,7 @@ pub fn load_with<'o>(
             &mut open.maps.self_addrs,
             &mut open.maps.settings,
             &mut open.maps.counters,
+            &mut open.maps.counter_bytes,
         ] {
             let path = dir.join(map.name());
             if path.exists() {
@@ -140,6 +142,7 @@ pub fn pin(skel: &mut RedirectorSkel<'_>, dir: &Path) -> Result<(), Error> {
         &mut skel.maps.self_addrs,
         &mut skel.maps.settings,
         &mut skel.maps.counters,
+        &mut skel.maps.counter_bytes,
     ] {
         let path = dir.join(map.name());
         if !path.exists() {
@@ -299,6 +302,8 @@ pub struct PinnedMaps {
     pub self_addrs: MapHandle,
     pub settings: MapHandle,
     pub counters: MapHandle,
+    /// Absent in pins of a version that counted no bytes (until its successor's first run).
+    pub counter_bytes: Option<MapHandle>,
 }
 
 impl PinnedMaps {
@@ -313,6 +318,7 @@ impl PinnedMaps {
             self_addrs: open("self_addrs")?,
             settings: open("settings")?,
             counters: open("counters")?,
+            counter_bytes: open("counter_bytes").ok(),
         })
     }
 }
@@ -428,15 +434,21 @@ fn sync_set<'k>(
 
 /// Per-reason packet counts summed over CPUs, indexed by `redir_reason`.
 pub fn read_counters(map: &impl MapCore) -> Result<Vec<u64>, Error> {
+    sum_per_reason(map, "counters")
+}
+
+/// Per-reason byte counts summed over CPUs, indexed by `redir_reason`.
+pub fn read_bytes(map: &impl MapCore) -> Result<Vec<u64>, Error> {
+    sum_per_reason(map, "counter_bytes")
+}
+
+fn sum_per_reason(map: &impl MapCore, name: &'static str) -> Result<Vec<u64>, Error> {
     let n = crate::counters::NAMES.len() as u32;
     let mut out = Vec::with_capacity(n as usize);
     for i in 0..n {
         let per_cpu = map
             .lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|source| Error::MapUpdate {
-                map: "counters",
-                source,
-            })?
+            .map_err(|source| Error::MapUpdate { map: name, source })?
             .unwrap_or_default();
         let sum = per_cpu
             .iter()

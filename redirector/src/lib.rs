@@ -10,7 +10,8 @@
 //! calls into BPF maps and programs; the daemon holds the loaded skeleton and passes it back), [`setup`] (host changes for DSR, reversible), [`daemon`] (the
 //! `run`/`detach`/`status` commands), [`cli`] (the clap definition, shared with packaging for
 //! man pages), [`counters`] (reason names for the kernel's per-CPU counters), [`metrics`] (`/metrics`: the
-//! catalogue and the render of a scrape).
+//! catalogue and the render of a scrape), [`reloads`] (config reloads by result, for `status` and
+//! `/metrics`).
 
 pub mod cli;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod error;
 pub mod metrics;
+pub mod reloads;
 pub mod setup;
 
 pub use error::Error;

@@ -27,6 +27,14 @@ defs! {
         "1 when the pinned program is the one in the interface's tc ingress filter, 0 otherwise.";
     PACKETS = "xdplb_packets_total", Counter, ["program", "reason", "verdict"],
         "Packets the program decided on, by reason: local (delivered here), forward (second chance at the next hop), drop, pass (not GUE).";
+    BYTES = "xdplb_bytes_total", Counter, ["program", "reason", "verdict"],
+        "Bytes of the packets in xdplb_packets_total, by reason (as received, outer headers included).";
+    RELOADS = "xdplb_redirector_reloads_total", Counter, ["result"],
+        "Config reloads by result: applied (the start's included), rejected (invalid file), failed (applying it failed part way).";
+    LAST_RELOAD = "xdplb_redirector_last_reload_success_timestamp_seconds", Gauge, [],
+        "When a config was last applied, Unix seconds.";
+    LAST_REJECTED = "xdplb_redirector_last_reload_rejected_timestamp_seconds", Gauge, [],
+        "When a reload was last rejected or failed, Unix seconds.";
 }
 
 /// One scrape: everything `status` reads, as metric families.
@@ -43,6 +51,21 @@ pub fn render(st: &Status) -> Exposition {
     let mut f = e.family(&PACKETS);
     for c in &st.counters {
         f.sample(&["redirector", c.reason, c.verdict], c.packets as f64);
+    }
+    let mut f = e.family(&BYTES);
+    for c in &st.counters {
+        f.sample(&["redirector", c.reason, c.verdict], c.bytes as f64);
+    }
+    let r = &st.reloads;
+    e.family(&RELOADS)
+        .sample(&["applied"], r.applied as f64)
+        .sample(&["rejected"], r.rejected as f64)
+        .sample(&["failed"], r.failed as f64);
+    if let Some(t) = r.last_success {
+        e.family(&LAST_RELOAD).sample(&[], t as f64);
+    }
+    if let Some(t) = r.last_rejected {
+        e.family(&LAST_REJECTED).sample(&[], t as f64);
     }
     e
 }

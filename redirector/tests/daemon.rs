@@ -163,6 +163,23 @@ fn setup_run_reload_restart_status_detach() {
         tx.send(Event::Reload).unwrap();
         wait_ready(&notify);
         assert_eq!(allowed_v4(&maps).len(), 2);
+        // Counted by result (the start is the first applied), as status and /metrics show.
+        let r = daemon::status(&config).unwrap().reloads;
+        assert_eq!((r.applied, r.rejected, r.failed), (2, 1, 0), "{r:?}");
+        assert!(r.last_success.is_some() && r.last_rejected.is_some());
+        assert!(
+            r.last_error.as_deref().unwrap().contains("not-an-address"),
+            "{r:?}"
+        );
+        let text = redirector::metrics::render(&daemon::status(&config).unwrap()).encode();
+        for line in [
+            "xdplb_redirector_reloads_total{result=\"applied\"} 2",
+            "xdplb_redirector_reloads_total{result=\"rejected\"} 1",
+            "xdplb_redirector_reloads_total{result=\"failed\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(text.contains("xdplb_redirector_last_reload_rejected_timestamp_seconds "));
 
         // stop: the program stays attached and pinned.
         tx.send(Event::Stop).unwrap();
@@ -202,6 +219,9 @@ fn setup_run_reload_restart_status_detach() {
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(json["program_id"], second_id);
         assert_eq!(json["interfaces"][0]["current"], true);
+        // The restart's apply is counted on top of what the first run recorded.
+        assert_eq!(json["reloads"]["applied"], 3);
+        assert_eq!(json["reloads"]["rejected"], 1);
 
         // detach: filter, pins and setup's changes are gone.
         let detached = daemon::detach(&config.pin_dir(), &config.state_dir).unwrap();
@@ -223,6 +243,11 @@ fn setup_run_reload_restart_status_detach() {
         assert!(
             addrs.contains(&format!("{}/32", IpAddr::V4(VIP4))),
             "VIPs set up by hand stay"
+        );
+        assert_eq!(
+            daemon::status(&config).unwrap().reloads.applied,
+            0,
+            "detach forgets them"
         );
         // Detaching twice is fine.
         daemon::detach(&config.pin_dir(), &config.state_dir).unwrap();

@@ -109,6 +109,7 @@ pub fn load_with_ttl(
 /// One test_run: (TC verdict, output bytes, the reason counted).
 pub fn run(skel: &RedirectorSkel<'_>, pkt: &[u8]) -> (i32, Vec<u8>, &'static str) {
     let before = datapath::read_counters(&skel.maps.counters).unwrap();
+    let bytes_before = datapath::read_bytes(&skel.maps.counter_bytes).unwrap();
     let mut out = vec![0u8; pkt.len() + 512];
     let input = libbpf_rs::ProgramInput {
         data_in: Some(pkt),
@@ -128,6 +129,17 @@ pub fn run(skel: &RedirectorSkel<'_>, pkt: &[u8]) -> (i32, Vec<u8>, &'static str
         "exactly one counter per packet: {changed:?}"
     );
     assert_eq!(after[changed[0]] - before[changed[0]], 1);
+    // Its bytes: the packet's length as it came in, for that reason and no other.
+    let bytes_after = datapath::read_bytes(&skel.maps.counter_bytes).unwrap();
+    let moved: Vec<(usize, u64)> = (0..bytes_after.len())
+        .filter(|&i| bytes_after[i] != bytes_before[i])
+        .map(|i| (i, bytes_after[i] - bytes_before[i]))
+        .collect();
+    assert_eq!(
+        moved,
+        vec![(changed[0], pkt.len() as u64)],
+        "the packet's bytes, for its reason"
+    );
     let reason = redirector::counters::name(changed[0] as u32);
     (verdict, data, reason)
 }
