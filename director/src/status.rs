@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::DirectorConfig;
 use crate::counters::REASONS;
-use crate::datapath::{Count, PinnedView};
+use crate::datapath::{Count, PinnedView, Slots};
 use crate::state::State;
 
 #[derive(Debug, Serialize)]
@@ -75,7 +75,19 @@ pub fn gather(cfg: &DirectorConfig) -> Status {
         st.pid = 0;
     }
     let view = PinnedView::open(&cfg.pin_dir()).ok();
-    let counters = view.as_ref().map(|v| v.counters()).unwrap_or_default();
+    // Only the slots the installed config uses: reading all 256 + 4096 per-CPU slots is most
+    // of what a scrape would cost.
+    let service_ids: Vec<u32> = st.services.iter().map(|s| s.id).collect();
+    let bind_ids: Vec<u32> = st.ids.binds.values().copied().collect();
+    let counters = view
+        .as_ref()
+        .map(|v| {
+            v.counters_of(Slots::Only {
+                services: &service_ids,
+                binds: &bind_ids,
+            })
+        })
+        .unwrap_or_default();
     let get = |v: &[Count], i: u32| v.get(i as usize).copied().unwrap_or_default();
     let services = st
         .services

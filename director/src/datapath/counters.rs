@@ -26,8 +26,21 @@ impl Datapath {
             ServiceCounts::Retired(&self.service),
             &self.bind,
             &self.vips,
+            Slots::All,
         )
     }
+}
+
+/// Which service and bind slots to read: a per-CPU lookup is a syscall copying one value per
+/// CPU, so `status` and `/metrics` read only the slots the installed config uses (a handful of
+/// the 256 + 4096), and leave the others at zero.
+#[derive(Clone, Copy, Debug)]
+pub enum Slots<'a> {
+    All,
+    Only {
+        services: &'a [u32],
+        binds: &'a [u32],
+    },
 }
 
 fn sum_percpu(map: &MapHandle, key: u32) -> Count {
@@ -104,15 +117,36 @@ impl Counters {
         services: ServiceCounts,
         bind: &MapHandle,
         vips: &MapHandle,
+        slots: Slots<'_>,
     ) -> Counters {
         let (ServiceCounts::Retired(m) | ServiceCounts::Totals(m)) = services;
+        let read = |map: &MapHandle, max: usize, only: Option<&[u32]>| -> Vec<Count> {
+            match only {
+                None => (0..max as u32).map(|i| sum_percpu(map, i)).collect(),
+                Some(ids) => {
+                    let mut v = vec![Count::default(); max];
+                    for &i in ids {
+                        if let Some(slot) = v.get_mut(i as usize) {
+                            *slot = sum_percpu(map, i);
+                        }
+                    }
+                    v
+                }
+            }
+        };
+        let (only_services, only_binds) = match slots {
+            Slots::All => (None, None),
+            Slots::Only { services, binds } => (Some(services), Some(binds)),
+        };
         let mut c = Counters {
             reasons: (0..crate::counters::REASONS.len() as u32)
                 .map(|i| sum_percpu(reason, i))
                 .collect(),
-            services: (0..MAX_SERVICES as u32).map(|i| sum_percpu(m, i)).collect(),
-            binds: (0..MAX_BINDS as u32).map(|i| sum_percpu(bind, i)).collect(),
+            services: read(m, MAX_SERVICES, only_services),
+            binds: read(bind, MAX_BINDS, only_binds),
         };
+        let selected: Option<std::collections::HashSet<u32>> =
+            only_binds.map(|o| o.iter().copied().collect());
         if let ServiceCounts::Retired(_) = services {
             let pairs: BTreeMap<VipKey, director_vip> = vips
                 .keys()
@@ -127,6 +161,12 @@ impl Counters {
                     continue;
                 };
                 for b in ids {
+                    // A bind outside the selection was not read: read it now.
+                    if selected.as_ref().is_some_and(|o| !o.contains(&b)) {
+                        if let Some(slot) = c.binds.get_mut(b as usize) {
+                            *slot = sum_percpu(bind, b);
+                        }
+                    }
                     if let Some(x) = c.binds.get(b as usize) {
                         total.packets += x.packets;
                         total.bytes += x.bytes;

@@ -23,7 +23,7 @@ mod view;
 
 pub use abi::AbiBytes;
 pub use attach::{detach_all, xdp_attached, AttachMode};
-pub use counters::{Count, Counters};
+pub use counters::{Count, Counters, Slots};
 pub use install::{hash_state, hash_state_index_v4, hash_state_index_v6, vip_slot};
 pub use view::PinnedView;
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::counters::{Counters, ServiceCounts};
+use super::counters::{Counters, ServiceCounts, Slots};
 use super::install::{table_hdr, vip_key};
 use super::{
     AbiBytes, MAP_BIND, MAP_REASON, MAP_SERVICE, MAP_SERVICE_TOTALS, MAP_TABLES, MAP_TABLES_FIXED,
@@ -54,12 +54,18 @@ impl PinnedView {
         table_hdr(self.tables_fixed.as_ref(), &self.tables, service)
     }
 
+    /// Every counter slot, in use or not.
     pub fn counters(&self) -> Counters {
+        self.counters_of(Slots::All)
+    }
+
+    /// The reasons, and only the service and bind slots in `slots` (others read as zero).
+    pub fn counters_of(&self, slots: Slots<'_>) -> Counters {
         let services = match &self.service {
             Ok(m) => ServiceCounts::Retired(m),
             Err(m) => ServiceCounts::Totals(m),
         };
-        Counters::read(&self.reason, services, &self.bind, &self.vips)
+        Counters::read(&self.reason, services, &self.bind, &self.vips, slots)
     }
 
     /// Number of (VIP, protocol) entries in the bind index.
