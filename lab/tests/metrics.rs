@@ -3,8 +3,9 @@
 //! listening on the router's lab address) scrapes all of them during a drain. The test asks
 //! Prometheus' HTTP API for second-chance forwards and for each backend's new connections and
 //! holds them to what the traffic did (`status --json` of each daemon, the client's own
-//! counts). Meanwhile 100 concurrent scrapers hammer a director and a redirector for 10 s: both
-//! keep serving and their memory stays bounded.
+//! counts), and for the bytes and reloads both sides count. Meanwhile 100 concurrent scrapers
+//! hammer a director and a redirector for 10 s: both keep serving, their memory stays bounded,
+//! and the drain (a table reload on both directors) and a redirector's config reload go through.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -183,6 +184,29 @@ fn redirector_counts(sys: &System, reason: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// `status --json` of backend `i`'s redirector.
+fn redirector_json(sys: &System, i: usize) -> serde_json::Value {
+    serde_json::from_str(&sys.redirector_status(i).unwrap()).unwrap()
+}
+
+/// The bytes of `reason` per backend, as each redirector's `status --json` says.
+fn redirector_bytes(sys: &System, reason: &str) -> BTreeMap<String, f64> {
+    (1..=3)
+        .map(|i| {
+            let a = sys.metrics_address(Node::Backend(i)).unwrap();
+            let j = redirector_json(sys, i);
+            let n: u64 = j["counters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["reason"] == reason)
+                .map(|c| c["bytes"].as_u64().unwrap())
+                .sum();
+            (a.to_string(), n as f64)
+        })
+        .collect()
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
@@ -286,15 +310,12 @@ fn prometheus_scrapes_a_drain_and_sees_what_the_traffic_did() {
     assert_eq!(p.wait_established(Duration::from_secs(15)).established, 300);
     let on3 = p.open_on("backend-3");
     assert!(on3 > 50, "{}", p.stats());
-    sys.tablegen(&["drain", "backend-3"]).unwrap();
-    sys.wait_new_flows(Family::V4, 200, Duration::from_secs(10), |r| {
-        r.failures() == 0 && r.per_backend.get("backend-3").copied().unwrap_or(0) == 0
-    })
-    .unwrap();
 
-    // While backend-3's connections go on by second chance: 100 scrapers each on director-1
-    // and backend-1 for 10 s. Their memory is measured after a warm-up (the first renders
-    // size the buffers).
+    // 100 scrapers each on director-1 and backend-1 for 10 s, while traffic flows. Their
+    // memory is measured after a warm-up (the first renders size the buffers). During them
+    // backend-3 drains (a table reload on both directors) and backend-1's redirector reloads
+    // its config: neither waits for the scrapes, and backend-3's connections go on by second
+    // chance.
     let d1 = sys.metrics_address(Node::Director(1)).unwrap();
     let b1 = sys.metrics_address(Node::Backend(1)).unwrap();
     let d1_pid = pid_in(&sys, Node::Director(1), "xdplb-director");
@@ -302,9 +323,41 @@ fn prometheus_scrapes_a_drain_and_sees_what_the_traffic_did() {
     storm(&sys, d1, 100, Duration::from_secs(1));
     storm(&sys, b1, 100, Duration::from_secs(1));
     let (d_rss0, b_rss0) = (rss_kib(d1_pid), rss_kib(b1_pid));
+    let applied = |sys: &System| {
+        redirector_json(sys, 1)["reloads"]["applied"]
+            .as_u64()
+            .unwrap()
+    };
+    let b1_applied0 = applied(&sys);
     let (d, b) = std::thread::scope(|s| {
         let d = s.spawn(|| storm(&sys, d1, 100, Duration::from_secs(10)));
         let b = s.spawn(|| storm(&sys, b1, 100, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_secs(1));
+        let t = Instant::now();
+        sys.tablegen(&["drain", "backend-3"]).unwrap();
+        sys.wait_new_flows(Family::V4, 200, Duration::from_secs(10), |r| {
+            r.failures() == 0 && r.per_backend.get("backend-3").copied().unwrap_or(0) == 0
+        })
+        .unwrap();
+        let drained = t.elapsed();
+        let t = Instant::now();
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &b1_pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        while applied(&sys) == b1_applied0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "backend-1's reload under scrapes"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "under 2 x 100 scrapers: drain live on both directors after {drained:?}, \
+             redirector reload counted after {:?}",
+            t.elapsed()
+        );
         (d.join().unwrap(), b.join().unwrap())
     });
     let (d_rss1, b_rss1) = (rss_kib(d1_pid), rss_kib(b1_pid));
@@ -388,6 +441,33 @@ fn prometheus_scrapes_a_drain_and_sees_what_the_traffic_did() {
     );
     let via_prom: f64 = prom.query(&sys, &format!("sum({fwd})")).values().sum();
     assert_eq!(via_prom, total);
+    // Their bytes: each forwarded packet carries at least its Ethernet, outer IPv4, UDP and GUE
+    // headers and an inner IPv4 and TCP header (86 bytes).
+    let fwd_bytes = r#"xdplb_bytes_total{program="redirector",reason="forward"}"#;
+    let want_bytes = redirector_bytes(&sys, "forward");
+    prom.wait_equal(&sys, fwd_bytes, &want_bytes);
+    for (inst, n) in &want {
+        assert!(
+            want_bytes[inst] >= n * 86.0,
+            "{inst}: {want_bytes:?} for {want:?}"
+        );
+    }
+    // Reloads by result on both sides: backend-1's SIGHUP is in Prometheus.
+    let reloads_want: BTreeMap<String, f64> = (1..=3)
+        .map(|i| {
+            let a = sys.metrics_address(Node::Backend(i)).unwrap();
+            let n = redirector_json(&sys, i)["reloads"]["applied"]
+                .as_u64()
+                .unwrap();
+            (a.to_string(), n as f64)
+        })
+        .collect();
+    assert_eq!(reloads_want[&b1.to_string()], (b1_applied0 + 1) as f64);
+    prom.wait_equal(
+        &sys,
+        r#"xdplb_redirector_reloads_total{result="applied"}"#,
+        &reloads_want,
+    );
     // And the directors' per-service counts, as their status says.
     let svc = r#"xdplb_director_service_packets_total{service="web"}"#;
     let dir_want: BTreeMap<String, f64> = (1..=2)
