@@ -20,6 +20,55 @@
 #include "director_hash.h"
 #include "nexthop.h" /* ttl_jiffies() */
 
+/* The route MTU toward a backend, for a packet bpf_fib_lookup found too big on a kernel that
+ * did not say the MTU: before 5.12 its mtu_result is only the tot_len it was asked about.
+ * Bisects with further lookups of the same route, each asking whether a length fits: at most
+ * 16 for any length. Only a too-big answer on such a kernel pays them. `dst_lo`/`dst_hi` are
+ * the row's hop address (IPv4 in the first 4 bytes); `ports` the GUE source port and
+ * destination port (network order, source in bits 0-15) and the lookup's mtu_result (bits
+ * 32-47), returned at once where it is the MTU; `meta` the ingress in the high 32 bits, bit 16
+ * for an IPv6 outer header, the length found too big in the low 16.
+ * A global function: the verifier checks it once, not once per path of the caller (it takes
+ * scalars, the only arguments besides the context that 5.10 allows such a function). */
+__attribute__((noinline)) int xdplb_route_mtu(struct xdp_md *ctx, __u64 dst_lo, __u64 dst_hi,
+					      __u64 ports, __u64 meta)
+{
+	struct bpf_fib_lookup fib;
+	const struct director_config *cfg;
+	__u32 zero = 0, lo = 0, hi = meta & 0xffff, i;
+	int v6 = (meta >> 16) & 1;
+
+	/* 5.12+: the kernel said (mtu_result, below the length asked about) */
+	if (((ports >> 32) & 0xffff) < hi)
+		return (int)((ports >> 32) & 0xffff);
+	cfg = bpf_map_lookup_elem(&director_config, &zero);
+	if (!cfg)
+		return 0;
+	for (i = 0; i < 16 && hi - lo > 1; i++) {
+		__u32 mid = lo + (hi - lo) / 2;
+
+		/* afresh each time: a lookup writes back egress, metric and gateway */
+		__builtin_memset(&fib, 0, sizeof(fib));
+		fib.family = v6 ? AF_INET6_ : AF_INET_;
+		fib.l4_protocol = IPPROTO_UDP_;
+		fib.sport = (__u16)ports;
+		fib.dport = (__u16)(ports >> 16);
+		fib.tot_len = (__u16)mid;
+		fib.ifindex = (__u32)(meta >> 32);
+		if (v6)
+			__builtin_memcpy(fib.ipv6_src, cfg->src6, 16);
+		else
+			fib.ipv4_src = cfg->src4;
+		__builtin_memcpy(fib.ipv6_dst, &dst_lo, 8);
+		__builtin_memcpy(&fib.ipv6_dst[2], &dst_hi, 8);
+		if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+			hi = mid;
+		else
+			lo = mid;
+	}
+	return (int)lo;
+}
+
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 {
 	struct bpf_fib_lookup fib; /* zeroed on the path that calls bpf_fib_lookup */
@@ -182,7 +231,13 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 		break;
 	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
 		if (p->df && !p->icmp_error) {
-			__u32 mtu = fib.mtu_result > overhead ? fib.mtu_result - overhead : 0;
+			/* one call whatever the kernel: no second path for the verifier to walk */
+			__u32 mtu = (__u32)xdplb_route_mtu(
+				ctx, *(__u64 *)row->hops[0], *(__u64 *)(row->hops[0] + 8),
+				fib.sport | ((__u64)fib.dport << 16) | ((__u64)fib.mtu_result << 32),
+				((__u64)ingress << 32) | ((__u64)outer_v6 << 16) | (__u16)tot_len);
+
+			mtu = mtu > overhead ? mtu - overhead : 0;
 
 			/* back to the frame as received: the answer quotes it */
 			if (bpf_xdp_adjust_head(ctx, (int)a.grown) || reply_too_big(ctx, p, mtu))
