@@ -325,16 +325,16 @@ fn restart_keeps_forwarding_and_detach_removes_everything() {
     assert_eq!(s.xdp_prog_id(), Some(prog1));
     assert_eq!(s.live_version(), Some(version_of(&v1)));
     let pin = s.cfg.pin_dir();
-    let dp0 = s.lab.dp0;
+    let ingress = s.lab.ingress;
     let forwarded = move || {
         let pin = pin.clone();
         move || {
             let dp = Datapath::open(&pin).unwrap();
             let f = vip_packet();
-            dp.test_run(&f, dp0).unwrap().0
+            dp.test_run(&f, ingress).unwrap().0
         }
     };
-    assert_eq!(s.lab.ns.run(forwarded()), XDP_TX);
+    assert_eq!(s.lab.ns.run(forwarded()), out_dp0());
 
     // Restart: the new program replaces the old one in the same link; tables untouched.
     let (h, j) = s.start();
@@ -351,7 +351,7 @@ fn restart_keeps_forwarding_and_detach_removes_everything() {
     );
     // The restart found the values set: the originals recorded first are kept.
     assert_eq!(journal.changes().unwrap(), log);
-    assert_eq!(s.lab.ns.run(forwarded()), XDP_TX);
+    assert_eq!(s.lab.ns.run(forwarded()), out_dp0());
 
     // status reads the pinned maps and the state file.
     let status = director::status::gather(&s.cfg);
@@ -423,7 +423,7 @@ fn table_swaps_are_atomic_under_traffic_in_the_fast_path() {
 fn swaps_are_atomic_under_traffic(table_bits: u32) {
     let lab = Lab::new();
     let pin = lab.fs.pin_dir();
-    let dp0 = lab.dp0;
+    let ingress = lab.ingress;
     let bits = format!("table_bits: {table_bits}");
     let a = backends(&[11, 12, 13], "").replace("table_bits: 8", &bits);
     let b = backends(&[21, 22, 23, 24], "").replace("table_bits: 8", &bits);
@@ -480,8 +480,8 @@ fn swaps_are_atomic_under_traffic(table_bits: u32) {
                 dport: 80,
             };
             let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
-            let (ret, out) = dp.test_run(&frame, dp0).unwrap();
-            assert_eq!(ret, XDP_TX);
+            let (ret, out) = dp.test_run(&frame, ingress).unwrap();
+            assert_eq!(ret, out_dp0());
             let want = |inst: &Installed| {
                 let (h, row) = inst.expect("web", &f);
                 expected_gue(backend_mac(row[0]), DIR_MAC, &row, h, &frame[14..])
@@ -520,8 +520,9 @@ fn route_and_neighbour_changes_are_used_at_once() {
         s.live_version() == Some(version_of(&v1))
     });
     wait_until("attached", Duration::from_secs(10), || s.state().pid != 0);
-    // (verdict, destination MAC) of a packet to the VIP on dp0, run on every CPU (the cache
-    // is per CPU: a CPU that had not cached the old next hop proves nothing).
+    // (verdict, destination MAC) of a packet to the VIP in on dp0 (lo before 5.15: common's
+    // `ingress`), run on every CPU (the cache is per CPU: a CPU that had not cached the old
+    // next hop proves nothing).
     let cpus: Vec<usize> = {
         let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
         (0..nix::sched::CpuSet::count())
@@ -530,7 +531,7 @@ fn route_and_neighbour_changes_are_used_at_once() {
     };
     let send = || {
         let pin = s.cfg.pin_dir();
-        let dp0 = s.lab.dp0;
+        let ingress = s.lab.ingress;
         let cpus = cpus.clone();
         s.lab.ns.run(move || {
             let dp = Datapath::open(&pin).unwrap();
@@ -540,7 +541,7 @@ fn route_and_neighbour_changes_are_used_at_once() {
                 let mut one = nix::sched::CpuSet::new();
                 one.set(c).unwrap();
                 nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).unwrap();
-                let (ret, out) = dp.test_run(&f, dp0).unwrap();
+                let (ret, out) = dp.test_run(&f, ingress).unwrap();
                 seen.push((ret, out[..6].to_vec()));
             }
             seen.dedup();
@@ -548,7 +549,7 @@ fn route_and_neighbour_changes_are_used_at_once() {
         })
     };
     let b11 = backend_mac("10.1.0.11".parse().unwrap()).to_vec();
-    assert_eq!(send(), [(XDP_TX, b11)], "cached on every CPU from here on");
+    assert_eq!(send(), [(out_dp0(), b11)], "cached on every CPU from here on");
 
     // The backend's neighbour entry gets another MAC.
     let moved = vec![0x02, 0, 0, 0, 0xee, 0x01];
@@ -564,7 +565,7 @@ fn route_and_neighbour_changes_are_used_at_once() {
         "permanent",
     ]);
     wait_until("the new neighbour", Duration::from_secs(5), || {
-        send() == [(XDP_TX, moved.clone())]
+        send() == [(out_dp0(), moved.clone())]
     });
 
     // A route sends the backend out of another interface, through a gateway there.
