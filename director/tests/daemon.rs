@@ -549,7 +549,11 @@ fn route_and_neighbour_changes_are_used_at_once() {
         })
     };
     let b11 = backend_mac("10.1.0.11".parse().unwrap()).to_vec();
-    assert_eq!(send(), [(out_dp0(), b11)], "cached on every CPU from here on");
+    assert_eq!(
+        send(),
+        [(out_dp0(), b11)],
+        "cached on every CPU from here on"
+    );
 
     // The backend's neighbour entry gets another MAC.
     let moved = vec![0x02, 0, 0, 0, 0xee, 0x01];
