@@ -1334,7 +1334,7 @@ fn udp_second_chance_lists_end_with_the_primary() {
     let yaml = format!(
         "services:\n  - name: quic\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    udp_second_chance: true\n    binds:\n      - {{ vip: 10.100.0.1, proto: udp, port: 443 }}\n      - {{ vip: 10.100.0.1, proto: tcp, port: 443 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.11 }}\n      - {{ name: b2, address: 10.1.0.12 }}\n      - {{ name: b3, address: 10.1.0.13 }}\n  - name: quic6\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    hops: 4\n    udp_second_chance: true\n    binds:\n      - {{ vip: \"fd00:100::1\", proto: udp, port: 443 }}\n    backends:\n      - {{ name: b1, address: \"fd00:1::31\" }}\n      - {{ name: b2, address: \"fd00:1::32\" }}\n      - {{ name: b3, address: \"fd00:1::33\" }}\n      - {{ name: b4, address: \"fd00:1::34\" }}\n  - name: dns\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: 8\n    binds:\n      - {{ vip: 10.100.0.2, proto: udp, port: 53 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.11 }}\n      - {{ name: b2, address: 10.1.0.12 }}\n"
     );
-    in_lab(move |dp, dp0| {
+    in_lab(move |dp, ingress| {
         let inst = install(dp, &yaml);
         assert_eq!(dp.table_hdr(0).unwrap().gue_flags, 1);
         assert_eq!(dp.table_hdr(2).unwrap().gue_flags, 0);
@@ -1342,8 +1342,8 @@ fn udp_second_chance_lists_end_with_the_primary() {
             let (hash, row) = inst.expect(service, &f);
             // Twice: the first fills the next-hop cache the fast paths need.
             for _ in 0..2 {
-                let (ret, out) = dp.test_run(frame, dp0).unwrap();
-                assert_eq!(ret, XDP_TX, "verdict for {f:?}");
+                let (ret, out) = dp.test_run(frame, ingress).unwrap();
+                assert_eq!(ret, out_dp0(), "verdict for {f:?}");
                 let want = expected_gue_with(
                     backend_mac(row[0]),
                     DIR_MAC,
