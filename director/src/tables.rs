@@ -80,9 +80,12 @@ fn alloc(map: &BTreeMap<String, u32>, used: &BTreeSet<u32>) -> u32 {
 
 /// Keep the ids of names that still exist, give new names the lowest free ids.
 fn assign(prev: &BTreeMap<String, u32>, names: &[String]) -> (BTreeMap<String, u32>, Vec<u32>) {
+    // A set to look names up in: a thousand backends against a thousand ids is a million
+    // string comparisons otherwise (a millisecond on every health change).
+    let wanted: BTreeSet<&String> = names.iter().collect();
     let mut out: BTreeMap<String, u32> = prev
         .iter()
-        .filter(|(n, _)| names.contains(n))
+        .filter(|(n, _)| wanted.contains(n))
         .map(|(n, i)| (n.clone(), *i))
         .collect();
     let mut fresh = Vec::new();
@@ -108,9 +111,74 @@ pub struct ServiceImage {
     pub name: String,
     pub hdr: director_table_hdr,
     /// Row r at index r (the map holds it at 1 + r).
-    pub rows: Vec<director_row>,
+    pub rows: Rows,
     pub backends: usize,
     pub binds: usize,
+    /// Its table changes with the backends' health (the service has checks): the datapath
+    /// keeps the version a swap took out, to write the next one into (changed rows only).
+    pub health_checked: bool,
+}
+
+/// A table's rows in the form they are built from: tablegen's entries and, per backend, its
+/// hop address and next-hop slot. A `director_row` is made on demand ([`Rows::row`]), so a
+/// version that differs from another in a few rows costs only those rows ([`Rows::differ`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rows {
+    width: usize,
+    count: usize,
+    entries: Vec<u32>,
+    hops: Vec<[u8; 16]>,
+    slots: Vec<u32>,
+}
+
+impl Rows {
+    /// How many rows (0 for a service without backends).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Row `r` as the kernel holds it: backend addresses, primary first, and the primary's
+    /// next-hop cache slot.
+    pub fn row(&self, r: usize) -> director_row {
+        let entries = &self.entries[r * self.width..(r + 1) * self.width];
+        let mut row = director_row::default();
+        for (i, b) in entries.iter().take(MAX_HOPS).enumerate() {
+            row.hops[i] = self.hops[*b as usize];
+        }
+        row.primary_nh = self.slots[entries[0] as usize];
+        row
+    }
+
+    /// Every row, in order.
+    pub fn iter(&self) -> impl Iterator<Item = director_row> + '_ {
+        (0..self.count).map(|r| self.row(r))
+    }
+
+    /// The rows whose kernel form differs between `self` and `other`, or `None` when they
+    /// cannot be compared row by row (other sizes, or the backends' addresses or slots
+    /// differ: then every row may).
+    pub fn differ(&self, other: &Rows) -> Option<Vec<usize>> {
+        if (self.width, self.count) != (other.width, other.count)
+            || self.hops != other.hops
+            || self.slots != other.slots
+        {
+            return None;
+        }
+        let w = self.width.max(1);
+        Some(
+            self.entries
+                .chunks_exact(w)
+                .zip(other.entries.chunks_exact(w))
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(r, _)| r)
+                .collect(),
+        )
+    }
 }
 
 /// Everything one reload installs.
@@ -156,34 +224,23 @@ pub fn table_hdr(id: u32, service: &Service, table: &Table) -> director_table_hd
 
 /// The rows of a service's table: backend addresses, primary first, and the primary's
 /// next-hop cache slot (`nh` maps an address to it).
-pub fn table_rows(
-    service: &Service,
-    table: &Table,
-    nh: &BTreeMap<String, u32>,
-) -> Vec<director_row> {
-    let w = usize::from(table.width);
-    if w == 0 {
-        return Vec::new();
+pub fn table_rows(service: &Service, table: &Table, nh: &BTreeMap<String, u32>) -> Rows {
+    let width = usize::from(table.width);
+    if width == 0 {
+        return Rows::default();
     }
     // Per backend once, not per row: 65536 rows of address formatting cost milliseconds.
-    let hops: Vec<[u8; 16]> = service.backends.iter().map(|b| hop16(b.address)).collect();
-    let slots: Vec<u32> = service
-        .backends
-        .iter()
-        .map(|b| nh.get(&b.address.to_string()).copied().unwrap_or(0))
-        .collect();
-    table
-        .entries
-        .chunks_exact(w)
-        .map(|row| {
-            let mut r = director_row::default();
-            for (i, b) in row.iter().take(MAX_HOPS).enumerate() {
-                r.hops[i] = hops[*b as usize];
-            }
-            r.primary_nh = slots[row[0] as usize];
-            r
-        })
-        .collect()
+    Rows {
+        width,
+        count: table.entries.len() / width,
+        entries: table.entries.clone(),
+        hops: service.backends.iter().map(|b| hop16(b.address)).collect(),
+        slots: service
+            .backends
+            .iter()
+            .map(|b| nh.get(&b.address.to_string()).copied().unwrap_or(0))
+            .collect(),
+    }
 }
 
 /// Build the kernel images of `config` and its `tables` (tablegen::table::build_all order).
@@ -282,6 +339,10 @@ pub fn snapshot(
             rows: table_rows(service, table, &backend_ids),
             backends: service.backends.len(),
             binds: service.binds.len(),
+            health_checked: service
+                .health
+                .as_ref()
+                .is_some_and(|h| !h.checks.is_empty()),
         });
     }
     if ranges.len() > MAX_VIPS {
@@ -360,6 +421,7 @@ mod tests {
             );
             assert_eq!(h.fields, c.services[0].hash_fields);
             for (r, row) in rows.iter().enumerate() {
+                let row = &row;
                 let want: Vec<IpAddr> = t
                     .row(r as u32)
                     .iter()

@@ -19,7 +19,7 @@ use crate::bpf::types::{
     director_vip_key, director_vip_slot,
 };
 use crate::error::DatapathError;
-use crate::tables::{ServiceImage, Snapshot, VipKey, MAX_SERVICES};
+use crate::tables::{Rows, ServiceImage, Snapshot, VipKey, MAX_SERVICES};
 use tablegen::hash::{flow_key_bytes, flow_key_split, siphash13_state, Flow, HashFields};
 
 impl Datapath {
@@ -65,29 +65,88 @@ impl Datapath {
             })
     }
 
-    /// Build a new inner map holding `img` and swap it into the service's slot. The swap is
-    /// one map update: packets see the old version or this one, never a mix.
+    /// Put `img` into a service's slot: written into an inner map of its own and swapped in
+    /// with one map update, so packets see the old version or this one, never a mix.
+    ///
+    /// The inner map is a new one, or, for a service whose table follows health, the one the
+    /// previous swap of that service took out: the kernel returns from a swap only after every
+    /// program that could still read the old map has finished (an RCU grace period), so it is
+    /// ours again, and only the rows that differ from what it holds are written.
     pub fn install_service(&self, img: &ServiceImage) -> Result<(), DatapathError> {
         let t0 = std::time::Instant::now();
         // abi.h: FIXED_ROWS rows in a map of the one fixed size (inlined lookups), others
         // in one sized to fit.
         let fixed = img.rows.len() == FIXED_ROWS;
-        let (entries, flags, outer, outer_name, other) = if fixed {
-            let e = 1 + FIXED_ROWS;
+        let (entries, outer, outer_name, other) = if fixed {
             (
-                e,
-                FIXED_FLAGS,
+                1 + FIXED_ROWS,
                 &self.tables_fixed,
                 MAP_TABLES_FIXED,
                 &self.tables,
             )
         } else {
-            let e = 1 + img.rows.len().max(1);
-            (e, INNER_FLAGS, &self.tables, MAP_TABLES, &self.tables_fixed)
+            (
+                1 + img.rows.len().max(1),
+                &self.tables,
+                MAP_TABLES,
+                &self.tables_fixed,
+            )
         };
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let pair = kept.remove(&img.id).unwrap_or_default();
+        // The spare is only ours if the map in the slot is the one we put there last.
+        let live_is_ours = pair
+            .live
+            .as_ref()
+            .is_some_and(|l| Some(l.id) == self.inner_id(img.id));
+        let reuse = pair.spare.filter(|s| {
+            live_is_ours && img.health_checked && s.entries == entries && s.fixed == fixed
+        });
+        let (mut table, changed) = match reuse {
+            Some(mut spare) => {
+                let rows = spare.rows.take();
+                let changed = rows.as_ref().and_then(|r| img.rows.differ(r));
+                (spare, changed)
+            }
+            None => (self.create_table(img, entries, fixed)?, None),
+        };
+        let written = table.write(&img.hdr, &img.rows, changed.as_deref());
+        tracing::debug!(service = %img.name, rows = written, took_us = t0.elapsed().as_micros() as u64, "table written in the kernel");
+        outer
+            .update(&img.id.to_ne_bytes(), &table.id_fd(), MapFlags::ANY)
+            .map_err(|source| DatapathError::Map {
+                map: outer_name,
+                what: format!("swapping in the table of {}", img.name),
+                source,
+            })?;
+        // A table that changed kind: its old version goes only now. The program looks in the
+        // fixed map first, so every packet meanwhile sees one whole version, old or new.
+        let _ = other.delete(&img.id.to_ne_bytes());
+        if img.health_checked {
+            table.rows = Some(img.rows.clone());
+            kept.insert(
+                img.id,
+                KeptPair {
+                    live: Some(table),
+                    spare: pair.live.filter(|_| live_is_ours),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// A new, zeroed inner map for a table of `entries` slots, mapped into our memory.
+    fn create_table(
+        &self,
+        img: &ServiceImage,
+        entries: usize,
+        fixed: bool,
+    ) -> Result<KeptTable, DatapathError> {
         let name = format!("xdplb_t{}", img.id);
-        let opts = self.table_btf.opts(flags);
-        let inner = MapHandle::create(
+        let opts = self
+            .table_btf
+            .opts(if fixed { FIXED_FLAGS } else { INNER_FLAGS });
+        let map = MapHandle::create(
             MapType::Array,
             Some(&name),
             4,
@@ -107,7 +166,7 @@ impl Datapath {
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                inner.as_fd().as_raw_fd(),
+                map.as_fd().as_raw_fd(),
                 0,
             )
         };
@@ -117,32 +176,16 @@ impl Datapath {
                 source: io::Error::last_os_error(),
             });
         }
-        {
-            // SAFETY: the mapping is len >= entries * SLOT_SIZE bytes, writable, ours alone
-            // until the swap below publishes it.
-            let buf =
-                unsafe { std::slice::from_raw_parts_mut(mem.cast::<u8>(), entries * SLOT_SIZE) };
-            buf[..director_table_hdr::SIZE].copy_from_slice(img.hdr.as_bytes());
-            for (i, row) in img.rows.iter().enumerate() {
-                let off = (1 + i) * SLOT_SIZE;
-                buf[off..off + SLOT_SIZE].copy_from_slice(row.as_bytes());
-            }
-        }
-        // SAFETY: unmapping exactly what was mapped.
-        unsafe { libc::munmap(mem, len) };
-        tracing::debug!(service = %img.name, took_us = t0.elapsed().as_micros() as u64, "table built in the kernel");
-        let fd = inner.as_fd().as_raw_fd() as u32;
-        outer
-            .update(&img.id.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|source| DatapathError::Map {
-                map: outer_name,
-                what: format!("swapping in the table of {}", img.name),
-                source,
-            })?;
-        // A table that changed kind: its old version goes only now. The program looks in the
-        // fixed map first, so every packet meanwhile sees one whole version, old or new.
-        let _ = other.delete(&img.id.to_ne_bytes());
-        Ok(())
+        let id = map.info().map(|i| i.info.id).unwrap_or(0);
+        Ok(KeptTable {
+            map,
+            id,
+            mem: mem.cast(),
+            len,
+            entries,
+            fixed,
+            rows: None,
+        })
     }
 
     /// Install a whole snapshot: changed tables first, then the bind index (so no bind ever
@@ -225,12 +268,23 @@ impl Datapath {
         }
         self.write_vip_filter(new_keys.iter().map(AbiBytes::as_bytes))?;
         let live: BTreeSet<u32> = snap.services.iter().map(|s| s.id).collect();
-        for id in 0..MAX_SERVICES as u32 {
-            if !live.contains(&id) && self.inner_id(id).is_some() {
-                let _ = self.tables_fixed.delete(&id.to_ne_bytes());
-                let _ = self.tables.delete(&id.to_ne_bytes());
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| live.contains(id));
+        // Every slot is looked at (two lookups each) only when the set of services changed
+        // since this process last installed, or on its first install (a previous run's).
+        let mut installed = self.installed_ids.lock().unwrap_or_else(|e| e.into_inner());
+        if installed.as_ref() != Some(&live) {
+            for id in 0..MAX_SERVICES as u32 {
+                if !live.contains(&id) && self.inner_id(id).is_some() {
+                    let _ = self.tables_fixed.delete(&id.to_ne_bytes());
+                    let _ = self.tables.delete(&id.to_ne_bytes());
+                }
             }
+            *installed = Some(live);
         }
+        drop(installed);
         // Backend ids may now name other addresses: cached next hops must not be reused.
         if !swapped.is_empty() {
             self.bump_generation()?;
@@ -501,4 +555,65 @@ pub(super) fn table_hdr(
     let inner = MapHandle::from_map_id(inner_id(fixed, sized, service)?).ok()?;
     let v = inner.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
     Some(director_table_hdr::from_bytes(&v))
+}
+
+/// A table's inner map this process created and keeps mapped (see
+/// [`Datapath::install_service`]).
+#[derive(Debug)]
+pub(super) struct KeptTable {
+    map: MapHandle,
+    /// The kernel's id of `map`, as the outer maps report it.
+    id: u32,
+    mem: *mut u8,
+    len: usize,
+    entries: usize,
+    fixed: bool,
+    /// What its rows hold, when known.
+    rows: Option<Rows>,
+}
+
+// SAFETY: `mem` is a shared mapping owned by this value alone (unmapped on drop); every access
+// goes through `&mut self` or the `Datapath`'s mutex around it.
+unsafe impl Send for KeptTable {}
+
+impl KeptTable {
+    /// Write `hdr` and `rows` (of them, only `changed` when given); returns the rows written.
+    fn write(&mut self, hdr: &director_table_hdr, rows: &Rows, changed: Option<&[usize]>) -> usize {
+        // SAFETY: the mapping is len >= entries * SLOT_SIZE bytes and writable; no program
+        // reads this map while we hold it (new, or swapped out by a swap that has returned).
+        let buf = unsafe { std::slice::from_raw_parts_mut(self.mem, self.entries * SLOT_SIZE) };
+        buf[..director_table_hdr::SIZE].copy_from_slice(hdr.as_bytes());
+        let mut put = |r: usize| {
+            let off = (1 + r) * SLOT_SIZE;
+            buf[off..off + SLOT_SIZE].copy_from_slice(rows.row(r).as_bytes());
+        };
+        match changed {
+            Some(list) => {
+                list.iter().for_each(|&r| put(r));
+                list.len()
+            }
+            None => {
+                (0..rows.len()).for_each(&mut put);
+                rows.len()
+            }
+        }
+    }
+
+    fn id_fd(&self) -> [u8; 4] {
+        (self.map.as_fd().as_raw_fd() as u32).to_ne_bytes()
+    }
+}
+
+impl Drop for KeptTable {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what create_table mapped.
+        unsafe { libc::munmap(self.mem.cast(), self.len) };
+    }
+}
+
+/// Per health-checked service: the map in its slot and the one the last swap took out.
+#[derive(Debug, Default)]
+pub(super) struct KeptPair {
+    live: Option<KeptTable>,
+    spare: Option<KeptTable>,
 }

@@ -83,6 +83,8 @@ impl Datapath {
             vip_index: handle(MAP_VIP_INDEX)?,
             hash_states: handle(MAP_HASH_STATES)?,
             hash_states_written: std::sync::Mutex::new(BTreeMap::new()),
+            kept: std::sync::Mutex::new(BTreeMap::new()),
+            installed_ids: std::sync::Mutex::new(None),
             config: handle(MAP_CONFIG)?,
             reason: handle(MAP_REASON)?,
             service: handle(MAP_SERVICE)?,

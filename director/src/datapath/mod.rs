@@ -116,6 +116,10 @@ pub struct Datapath {
     hash_states: MapHandle,
     /// The hash states this process last wrote (entry -> value bytes), to write only changes.
     hash_states_written: std::sync::Mutex<BTreeMap<usize, Vec<u8>>>,
+    /// Per health-checked service, the table maps this process keeps for its next swap.
+    kept: std::sync::Mutex<BTreeMap<u32, install::KeptPair>>,
+    /// The services whose slots this process last left filled (the others emptied).
+    installed_ids: std::sync::Mutex<Option<std::collections::BTreeSet<u32>>>,
     config: MapHandle,
     reason: MapHandle,
     service: MapHandle,
