@@ -268,6 +268,94 @@ fn tables_move_between_the_fixed_and_sized_maps_as_they_grow_and_shrink() {
     });
 }
 
+/// A health-checked service's versions alternate between two table maps, each written with
+/// only the rows that changed since it last held a version: after every swap the kernel's
+/// table is exactly the new version, row for row, and packets are forwarded by it.
+#[test]
+fn health_changes_rewrite_the_swapped_out_table_exactly() {
+    use std::collections::BTreeSet;
+    use tablegen::table::Planner;
+    let yaml = |bits: u8| {
+        format!(
+            "health:\n  checks:\n    - {{ type: tcp, port: 80 }}\nservices:\n  - name: web\n    hash_key: {KEY}\n    seed: {SEED}\n    table_bits: {bits}\n    binds:\n      - {{ vip: 10.100.0.1, proto: tcp, port: 80 }}\n    backends:\n      - {{ name: b1, address: 10.1.0.11 }}\n      - {{ name: b2, address: 10.1.0.12 }}\n      - {{ name: b3, address: 10.1.0.13 }}\n      - {{ name: b4, address: 10.1.0.14 }}\n"
+        )
+    };
+    in_lab(move |dp, ingress| {
+        for bits in [16u8, 10] {
+            let loaded =
+                director::source::build(std::path::Path::new("backends.yaml"), &yaml(bits))
+                    .expect("valid config");
+            let planner = Planner::new(loaded.config.services[0].clone());
+            let mut ids = director::tables::Ids::default();
+            let mut maps = BTreeSet::new();
+            for demoted in [
+                &[][..],
+                &["b1"],
+                &["b2"],
+                &["b1", "b3"],
+                &["b2"],
+                &[],
+                &["b4"],
+            ] {
+                let names: BTreeSet<String> = demoted.iter().map(|s| s.to_string()).collect();
+                let table = director::health::overlay(&planner, &names);
+                let snap = director::tables::snapshot(
+                    &loaded.config,
+                    std::slice::from_ref(&table),
+                    &ids,
+                    true,
+                    true,
+                )
+                .unwrap();
+                assert!(snap.services[0].health_checked);
+                dp.install(&snap).unwrap();
+                ids = snap.ids.clone();
+                // Every row of the map in the slot, as the program reads it.
+                let outer = if bits == 16 {
+                    "director_tables_fixed"
+                } else {
+                    "director_tables"
+                };
+                let outer =
+                    libbpf_rs::MapHandle::from_pinned_path(dp.pin_dir().join(outer)).unwrap();
+                let id = outer
+                    .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+                    .unwrap()
+                    .unwrap();
+                let id = u32::from_ne_bytes(id[..4].try_into().unwrap());
+                maps.insert(id);
+                let inner = libbpf_rs::MapHandle::from_map_id(id).unwrap();
+                let hdr = dp.table_hdr(0).unwrap();
+                assert_eq!((hdr.version, hdr.checksum), (table.version, table.checksum));
+                let want = &snap.services[0].rows;
+                assert_eq!(want.len(), table.rows as usize);
+                for r in 0..want.len() {
+                    let got = inner
+                        .lookup(&(1 + r as u32).to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(
+                        got,
+                        want.row(r).as_bytes(),
+                        "2^{bits} rows, {demoted:?} demoted: row {r}"
+                    );
+                }
+                let inst = Installed {
+                    config: loaded.config.clone(),
+                    tables: vec![table],
+                };
+                for i in 0..100u16 {
+                    let f = flow(&format!("192.0.2.{}", 1 + i), "10.100.0.1", 2000 + i, 80);
+                    let frame = tcp_packet(f.src, f.dst, f.sport, f.dport, b"");
+                    check_forward(dp, &inst, ingress, "web", f, &frame, 14);
+                }
+            }
+            // Two maps took turns (the first version's map and one more), not one per version.
+            assert_eq!(maps.len(), 2, "2^{bits} rows: maps used {maps:?}");
+        }
+    });
+}
+
 #[test]
 fn v4_udp_port_range_bind_and_all_ports_bind() {
     T::new().run(|dp, inst, ingress, _| {
