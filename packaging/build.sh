@@ -80,9 +80,9 @@ built=$target/$profile
 if ((build)); then
   echo "build.sh: cargo build --profile $profile" >&2
   cargo build --profile "$profile" \
-    -p xdplb-director -p xdplb-redirector -p xdplb-tablegen -p xdplb-packaging
+    -p xdplb-director -p xdplb-redirector -p xdplb-tablegen -p xdplb-controller -p xdplb-packaging
 fi
-for bin in xdplb-director xdplb-redirector tablegen xdplb-gen-assets; do
+for bin in xdplb-director xdplb-redirector tablegen xdplb-controller xdplb-gen-assets; do
   if [[ ! -x $built/$bin ]]; then
     echo "build.sh: $built/$bin missing; run without --no-build" >&2
     exit 1
@@ -90,7 +90,7 @@ for bin in xdplb-director xdplb-redirector tablegen xdplb-gen-assets; do
 done
 # cargo's strip = "symbols" leaves the linkers' .comment notes (lintian: binary-has-unneeded-
 # section); the build id stays.
-for bin in xdplb-director xdplb-redirector tablegen; do
+for bin in xdplb-director xdplb-redirector tablegen xdplb-controller; do
   objcopy --remove-section=.comment "$built/$bin"
 done
 

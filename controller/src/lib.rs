@@ -3,6 +3,7 @@
 //! the result as a new cluster version, which every director verifies and applies like any
 //! other. One controller is active per cluster (a Consul lock); others stand by.
 //!
+//! - [`cli`], the command line (here so packaging renders man pages from it);
 //! - [`law`], the control law, pure (proportional step, bounds, dead band and hysteresis,
 //!   fleet-overload guard, freezing without data);
 //! - [`config`], controller.yaml;
@@ -11,6 +12,7 @@
 //! - [`daemon`], the loop: read, decide, publish (or say why not), and the status;
 //! - [`metrics`], the status as `/metrics`.
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod law;

@@ -1,44 +1,19 @@
 //! `xdplb-controller`: the load-aware controller daemon (`run`), its view (`status`) and a
 //! config check (`check`). Thin: the work is the library's ([`controller`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tokio::sync::watch;
 use tracing::info;
 
-use controller::config::{Config, DEFAULT_CONFIG};
+use controller::cli::{Cli, Command};
+use controller::config::Config;
 use controller::daemon::{self, Controller, Status};
 use controller::leader::Leader;
-
-/// Load-aware controller for xdplb: moves backend weights so that backend loads (read from
-/// Prometheus) converge to each service's mean, and publishes them through cluster sync.
-#[derive(Parser, Debug)]
-#[command(name = "xdplb-controller", version)]
-struct Cli {
-    /// controller.yaml
-    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
-    config: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the controller (active or standby: one per cluster publishes).
-    Run,
-    /// Show the running controller's view (from its status file).
-    Status {
-        /// Print the status as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check controller.yaml and exit.
-    Check,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

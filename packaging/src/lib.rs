@@ -1,7 +1,7 @@
 //! xdplb packaging helpers: man pages and shell completions for the `.deb` and `.rpm` packages.
 //!
 //! Everything here is rendered from the tools' own clap definitions (exported by the `tablegen`,
-//! `director` and `redirector` libraries), so a man page can never disagree with `--help`.
+//! `director`, `controller` and `redirector` libraries), so a man page can never disagree with `--help`.
 //! This crate owns no behaviour of those tools and must not grow any: it only renders their
 //! definitions into files that `packaging/build.sh` hands to cargo-deb and cargo-generate-rpm.
 //!

@@ -34,6 +34,8 @@ struct Pkg {
     subcommand_pages: &'static [&'static str],
     /// Documents under /usr/share/doc/<package>/ besides install.md and the licences.
     docs: &'static [&'static str],
+    /// Units besides the package's own (`<name>.service`): installed, verified, not enabled.
+    extra_units: &'static [&'static str],
 }
 
 const DIRECTOR: Pkg = Pkg {
@@ -41,11 +43,20 @@ const DIRECTOR: Pkg = Pkg {
     binaries: &[
         ("/usr/sbin/xdplb-director", "8"),
         ("/usr/bin/tablegen", "1"),
+        ("/usr/sbin/xdplb-controller", "8"),
     ],
-    conffiles: &["/etc/xdplb/backends.yaml", "/etc/xdplb/director.yaml"],
+    // director.yaml last: the upgrade test edits the last one.
+    conffiles: &[
+        "/etc/xdplb/backends.yaml",
+        "/etc/xdplb/controller.yaml",
+        "/etc/xdplb/director.yaml",
+    ],
     subcommand_pages: &["run", "detach", "status"],
-    // BGP: how to announce the VIPs, and the BIRD 2 example to merge into bird.conf.
-    docs: &["bgp.md", "examples/bird.conf"],
+    // BGP: how to announce the VIPs, and the BIRD 2 example to merge into bird.conf; the
+    // load-aware controller's control law and parameters.
+    docs: &["bgp.md", "examples/bird.conf", "load-controller.md"],
+    // The load-aware controller, off until the operator enables it.
+    extra_units: &["xdplb-controller"],
 };
 
 const REDIRECTOR: Pkg = Pkg {
@@ -54,6 +65,7 @@ const REDIRECTOR: Pkg = Pkg {
     conffiles: &["/etc/xdplb/redirector.yaml"],
     subcommand_pages: &["run", "setup", "detach", "status"],
     docs: &[],
+    extra_units: &[],
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -72,11 +84,20 @@ impl Pkg {
         format!("/usr/lib/systemd/system/{}.service", self.name)
     }
 
+    /// Every unit the package installs: its own first.
+    fn units(&self) -> Vec<String> {
+        let mut units = vec![self.unit()];
+        for u in self.extra_units {
+            units.push(format!("/usr/lib/systemd/system/{u}.service"));
+        }
+        units
+    }
+
     /// Every file the package must ship (it may ship more directories, and more subcommand
     /// pages: see [`Pkg::without_subcommand_pages`]).
     fn files(&self, format: Format) -> BTreeSet<String> {
         let mut files: BTreeSet<String> = self.conffiles.iter().map(|s| s.to_string()).collect();
-        files.insert(self.unit());
+        files.extend(self.units());
         files.insert(format!("/usr/share/doc/{}/install.md", self.name));
         for doc in self.docs {
             files.insert(format!("/usr/share/doc/{}/{doc}", self.name));
@@ -788,13 +809,14 @@ fn check_installed(root: &Root, pkg: &Pkg) {
             pkg.daemon()
         );
     }
-    // The unit as installed, against the installed binaries (man pages checked elsewhere).
-    let unit = pkg.unit();
-    let verify = run(&mut root.chroot(&["systemd-analyze", "verify", "--man=no", &unit]));
-    assert!(
-        verify.trim().is_empty(),
-        "systemd-analyze verify {unit}:\n{verify}"
-    );
+    // The units as installed, against the installed binaries (man pages checked elsewhere).
+    for unit in pkg.units() {
+        let verify = run(&mut root.chroot(&["systemd-analyze", "verify", "--man=no", &unit]));
+        assert!(
+            verify.trim().is_empty(),
+            "systemd-analyze verify {unit}:\n{verify}"
+        );
+    }
     // Completions parse.
     for (bin, _) in pkg.binaries {
         let name = bin.rsplit('/').next().unwrap();
@@ -815,16 +837,17 @@ fn check_installed(root: &Root, pkg: &Pkg) {
             status.contains("not loaded"),
             "xdplb-director status: {status}"
         );
+        // The shipped controller.yaml is valid as it is.
+        run(&mut root.chroot(&["xdplb-controller", "check"]));
     }
     // Installed, not enabled.
-    let wants = format!(
-        "/etc/systemd/system/multi-user.target.wants/{}.service",
-        pkg.name
-    );
-    assert!(
-        !root.exists(&wants),
-        "{wants} exists: the unit was enabled on install"
-    );
+    for name in std::iter::once(pkg.name).chain(pkg.extra_units.iter().copied()) {
+        let wants = format!("/etc/systemd/system/multi-user.target.wants/{name}.service");
+        assert!(
+            !root.exists(&wants),
+            "{wants} exists: the unit was enabled on install"
+        );
+    }
 }
 
 const LOCAL_EDIT: &str = "\n# edited by the operator\n";
@@ -883,7 +906,9 @@ fn deb_lifecycle(pkg: &Pkg) {
     for (bin, _) in pkg.binaries {
         assert!(!root.exists(bin), "{bin} left after remove");
     }
-    assert!(!root.exists(&pkg.unit()));
+    for unit in pkg.units() {
+        assert!(!root.exists(&unit), "{unit} left after remove");
+    }
     for conf in pkg.conffiles {
         assert!(root.exists(conf), "{conf} removed before purge");
     }

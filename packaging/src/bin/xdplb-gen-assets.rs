@@ -30,6 +30,11 @@ fn main() -> ExitCode {
             Section::Admin,
         ),
         Tool::new(
+            controller::cli::Cli::command(),
+            "xdplb-controller",
+            Section::Admin,
+        ),
+        Tool::new(
             redirector::cli::Cli::command(),
             "xdplb-redirector",
             Section::Admin,
@@ -58,7 +63,10 @@ fn write_licenses(out: &std::path::Path, metadata: &std::path::Path) -> Result<(
     let meta: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", metadata.display()))?;
     let packages: [(&str, &[&str]); 2] = [
-        ("xdplb-director", &["xdplb-director", "xdplb-tablegen"]),
+        (
+            "xdplb-director",
+            &["xdplb-director", "xdplb-tablegen", "xdplb-controller"],
+        ),
         ("xdplb-redirector", &["xdplb-redirector"]),
     ];
     let dir = out.join("licenses");
