@@ -19,41 +19,6 @@ use redirector::datapath::PinnedMaps;
 
 const EXTRA_VIP: &str = "198.51.100.20";
 
-/// `/run/xdplb-test-redirector-<tag>-<pid>`, with a bpffs of its own mounted at `bpffs/` (the
-/// daemon never mounts one: as systemd does at boot, whoever runs it provides it). Under /run,
-/// not /sys/fs/bpf: `ip netns exec` remounts /sys, this stays visible to the daemon it runs.
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn with_bpffs(tag: &str) -> TmpDir {
-        let tmp = TmpDir(PathBuf::from(format!(
-            "/run/xdplb-test-redirector-{tag}-{}",
-            std::process::id()
-        )));
-        std::fs::create_dir_all(tmp.bpffs()).unwrap();
-        nix::mount::mount(
-            Some("bpffs"),
-            &tmp.bpffs(),
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
-        tmp
-    }
-
-    fn bpffs(&self) -> PathBuf {
-        self.0.join("bpffs")
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.bpffs(), nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn write_config(path: &Path, tmp: &Path, sources: &str) {
     std::fs::write(
         path,
@@ -98,7 +63,7 @@ fn key(prefix: u32, a: [u8; 4]) -> Vec<u8> {
 
 #[test]
 fn setup_run_reload_restart_status_detach() {
-    let tmp = TmpDir::with_bpffs("daemon");
+    let tmp = common::TmpDir::with_bpffs("daemon");
     let cfg_path = tmp.0.join("redirector.yaml");
     write_config(&cfg_path, &tmp.0, "192.0.2.96/28");
     let notify_path = tmp.0.join("notify.sock");
@@ -258,7 +223,7 @@ fn setup_run_reload_restart_status_detach() {
 /// back only what still holds the value `setup` wrote.
 #[test]
 fn detach_keeps_a_sysctl_the_operator_changed_after_setup() {
-    let tmp = TmpDir::with_bpffs("operator");
+    let tmp = common::TmpDir::with_bpffs("operator");
     let cfg_path = tmp.0.join("redirector.yaml");
     write_config(&cfg_path, &tmp.0, "192.0.2.96/28");
     let ns = with_lab("operator");
@@ -463,7 +428,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn the_binary_reloads_on_sighup_and_leaves_the_program_attached_on_sigterm() {
-    let tmp = TmpDir::with_bpffs("bin");
+    let tmp = common::TmpDir::with_bpffs("bin");
     let bpffs = tmp.bpffs();
     let cfg_path = tmp.0.join("redirector.yaml");
     let write = |sources: &str| {

@@ -12,42 +12,12 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use redirector::daemon::{self, Event};
 use redirector::datapath;
-
-/// `/run/xdplb-test-redirector-gro-<pid>` with a bpffs of its own at `bpffs/`.
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn with_bpffs() -> TmpDir {
-        let tmp = TmpDir(PathBuf::from(format!(
-            "/run/xdplb-test-redirector-gro-{}",
-            std::process::id()
-        )));
-        std::fs::create_dir_all(tmp.0.join("bpffs")).unwrap();
-        nix::mount::mount(
-            Some("bpffs"),
-            &tmp.0.join("bpffs"),
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
-        tmp
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0.join("bpffs"), nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Datagrams per GSO send (one burst), and bursts per family.
 const SEGMENTS: usize = 16;
@@ -105,7 +75,7 @@ fn features(ns: &Netns, dev: &str) -> String {
 
 #[test]
 fn gue_is_never_merged_by_gro_on_the_daemons_interface() {
-    let tmp = TmpDir::with_bpffs();
+    let tmp = common::TmpDir::with_bpffs("gro");
     let d = netns("gro-dir");
     let b = netns("gro-be");
     let (dl, bl) = (lab::testns::unique("gd"), lab::testns::unique("gb"));

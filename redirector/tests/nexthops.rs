@@ -10,7 +10,7 @@ mod common;
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -18,36 +18,6 @@ use common::*;
 use libbpf_rs::libbpf_sys;
 use redirector::daemon::{self, Event};
 use redirector::datapath;
-
-/// `/run/xdplb-test-redirector-nh-<pid>` with a bpffs of its own at `bpffs/` (as in
-/// tests/daemon.rs: the daemon never mounts one).
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn with_bpffs() -> TmpDir {
-        let tmp = TmpDir(PathBuf::from(format!(
-            "/run/xdplb-test-redirector-nh-{}",
-            std::process::id()
-        )));
-        std::fs::create_dir_all(tmp.0.join("bpffs")).unwrap();
-        nix::mount::mount(
-            Some("bpffs"),
-            &tmp.0.join("bpffs"),
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
-        tmp
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0.join("bpffs"), nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One run of the pinned program on the calling thread's CPU: (verdict, frame out).
 fn test_run_pinned(prog: &Path, pkt: &[u8]) -> (i32, Vec<u8>) {
@@ -110,7 +80,7 @@ fn mac(s: &str) -> [u8; 6] {
 
 #[test]
 fn neighbour_and_route_changes_mid_stream_are_used_at_once() {
-    let tmp = TmpDir::with_bpffs();
+    let tmp = common::TmpDir::with_bpffs("nh");
     let cfg_path = tmp.0.join("redirector.yaml");
     std::fs::write(
         &cfg_path,

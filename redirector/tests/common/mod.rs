@@ -1,5 +1,6 @@
 //! Shared test fixtures: a network namespace per test, packet builders for GUE as the
-//! directors (ours and GLB's) send it, and a loaded redirector with a `test_run` wrapper.
+//! directors (ours and GLB's) send it, a loaded redirector with a `test_run` wrapper, and a
+//! scratch directory with a bpffs of its own for tests that run the daemon.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -409,4 +410,39 @@ pub fn udp_socket(
         so::connect(fd.as_raw_fd(), &SockaddrStorage::from(peer)).unwrap();
     }
     std::net::UdpSocket::from(fd)
+}
+
+/// `/run/xdplb-test-redirector-<tag>-<pid>`, with a bpffs of its own mounted at `bpffs/` (the
+/// daemon never mounts one: as systemd does at boot, whoever runs it provides it). Under /run,
+/// not /sys/fs/bpf: `ip netns exec` remounts /sys, this stays visible to the daemon it runs.
+pub struct TmpDir(pub std::path::PathBuf);
+
+impl TmpDir {
+    pub fn with_bpffs(tag: &str) -> TmpDir {
+        let tmp = TmpDir(std::path::PathBuf::from(format!(
+            "/run/xdplb-test-redirector-{tag}-{}",
+            std::process::id()
+        )));
+        std::fs::create_dir_all(tmp.bpffs()).unwrap();
+        nix::mount::mount(
+            Some("bpffs"),
+            &tmp.bpffs(),
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        tmp
+    }
+
+    pub fn bpffs(&self) -> std::path::PathBuf {
+        self.0.join("bpffs")
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.bpffs(), nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
