@@ -307,12 +307,13 @@ fn consul_down_forwarding_goes_on_and_directors_catch_up() {
         let text = d.status().to_text();
         assert!(text.contains("NOT CONNECTED"), "{text}");
     }
-    // A director that starts while Consul is down serves its persisted version.
+    // A director that starts while Consul is down serves its persisted version. The follower
+    // records it as applied just after the tables go live: wait for both.
     let d3 = Director::new(&c, Some(&d1), None);
     wait_until(
         "the fresh director serves the persisted version",
         Duration::from_secs(10),
-        || d3.live_checksum() == Some(checksum(&v1)),
+        || d3.live_checksum() == Some(checksum(&v1)) && d3.applied() == Some(m1.version),
     );
     let st3 = d3.status().cluster.unwrap();
     assert_eq!(st3.applied_version, Some(m1.version));
