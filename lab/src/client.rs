@@ -82,7 +82,7 @@ impl fmt::Display for Broken {
     }
 }
 
-fn classify(e: std::io::Error) -> Broken {
+pub(crate) fn classify(e: std::io::Error) -> Broken {
     match e.kind() {
         ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => Broken::Reset,
         ErrorKind::UnexpectedEof => Broken::ShortRead,
@@ -395,7 +395,7 @@ impl Drop for Pool {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -403,7 +403,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A small xorshift for the exchange jitter: deterministic per connection, no dependency.
-fn jitter(state: &mut u64, base: Duration) -> Duration {
+pub(crate) fn jitter(state: &mut u64, base: Duration) -> Duration {
     *state ^= *state << 13;
     *state ^= *state >> 7;
     *state ^= *state << 17;

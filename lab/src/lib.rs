@@ -8,6 +8,8 @@
 //! - [`bgp`]: BIRD on the router and the directors (the `bgp` option): VIP routes over BGP.
 //! - [`server`]: the backend server (`xdplb-lab-server`).
 //! - [`client`]: the client driver that counts broken connections precisely.
+//! - [`churn`]: short-lived connections replaced as they end (traffic that follows the table).
+//! - [`load`]: the load-aware controller's loop through the lab: load exporters, Prometheus.
 //! - [`system`]: the real xdplb in the lab: the operator's files, the daemons, `tablegen`.
 //! - [`demo`], [`bench`]: the README's demo and the on-demand benchmarks.
 //! - [`icmp`]: "too big" messages about a live flow, and a watcher on the backends.
@@ -23,11 +25,13 @@
 pub mod addr;
 pub mod bench;
 pub mod bgp;
+pub mod churn;
 pub mod cleanup;
 pub mod client;
 pub mod cmd;
 pub mod demo;
 pub mod icmp;
+pub mod load;
 pub mod netns;
 pub mod server;
 pub mod signal;

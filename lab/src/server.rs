@@ -17,8 +17,13 @@
 //!   [`CONNECTED_IDLE`] without a datagram.
 //! - TCP, `GET <path> HTTP/1.1` as the first line → an HTTP/1.1 200 answer whose body is the
 //!   name, then the connection closes (the directors' `http` health check).
+//! - TCP, `CONNS` → `<name> <n>`: how many connections the server is serving now, counting a
+//!   connection from its first ordinary line to its end (health checks, `SINK` and `CONNS`
+//!   itself are not counted). The lab's load exporter ([`crate::load`]) reads it.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -128,11 +133,12 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         "{}: listening on tcp port {} and udp port {}",
         cfg.name, cfg.tcp_port, cfg.udp_port
     );
+    let serving = Arc::new(AtomicU64::new(0));
     loop {
         tokio::select! {
             accepted = tcp.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    tokio::spawn(serve_tcp(stream, cfg.name.clone()));
+                    tokio::spawn(serve_tcp(stream, cfg.name.clone(), serving.clone()));
                 }
             }
             Some(done) = udp.join_next() => return done.unwrap_or(Ok(())),
@@ -140,7 +146,34 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     }
 }
 
-async fn serve_tcp(stream: TcpStream, name: String) {
+/// Counts one connection in `serving` while it lives (from [`Served::start`] on).
+struct Served {
+    serving: Arc<AtomicU64>,
+    counted: bool,
+}
+
+impl Served {
+    fn start(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.serving.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.counted {
+            self.serving.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn serve_tcp(stream: TcpStream, name: String, serving: Arc<AtomicU64>) {
+    let mut served = Served {
+        serving,
+        counted: false,
+    };
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -172,7 +205,9 @@ async fn serve_tcp(stream: TcpStream, name: String) {
             let _ = w.write_all(reply.as_bytes()).await;
             return;
         }
-        let reply = if req == "SINK" {
+        let reply = if req == "CONNS" {
+            format!("{name} {}\n", served.serving.load(Ordering::Relaxed))
+        } else if req == "SINK" {
             let mut buf = vec![0u8; 256 * 1024];
             let mut total = r.buffer().len() as u64;
             r.consume(r.buffer().len());
@@ -186,6 +221,7 @@ async fn serve_tcp(stream: TcpStream, name: String) {
             }
             format!("{name} {total}\n")
         } else {
+            served.start();
             format!("{name} {req}\n")
         };
         if w.write_all(reply.as_bytes()).await.is_err() {

@@ -341,6 +341,11 @@ impl System {
         format!("http://{}:8500", addr::router_director_side(Family::V4, 1))
     }
 
+    /// The key prefix of the lab's cluster in Consul (consul mode).
+    pub fn consul_prefix(&self) -> &'static str {
+        CONSUL_PREFIX
+    }
+
     /// Starts `consul agent -dev` in the router namespace, HTTP on [`System::consul_address`];
     /// waits until it answers KV reads (a leader is elected).
     fn start_consul(&self) -> Result<(), LabError> {
