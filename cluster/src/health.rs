@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConsulConfig;
 use crate::consul::{Consul, ConsulError};
+use crate::session::{OnEnd, Session};
 use crate::store::Error;
 
 /// Shortest session TTL Consul accepts.
@@ -44,11 +45,9 @@ pub struct HealthView {
 #[derive(Debug)]
 pub struct HealthWriter {
     consul: Consul,
-    director: String,
     view_key: String,
     seen_key: String,
-    ttl: Duration,
-    session: Option<String>,
+    session: Session,
 }
 
 impl HealthWriter {
@@ -57,34 +56,26 @@ impl HealthWriter {
     pub fn new(config: &ConsulConfig, director: &str, ttl: Duration) -> Result<Self, Error> {
         Ok(HealthWriter {
             consul: Consul::new(config)?,
-            director: director.to_string(),
             view_key: format!("{}/health/views/{director}", config.prefix),
             seen_key: format!("{}/health/seen/{director}", config.prefix),
-            ttl: ttl.max(MIN_TTL),
-            session: None,
+            session: Session::new(
+                &format!("xdplb-health-{director}"),
+                ttl.max(MIN_TTL),
+                OnEnd::Delete,
+            ),
         })
     }
 
     /// The session TTL.
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.session.ttl()
     }
 
     /// Writes `view` (creating the session first when there is none). An earlier session of
     /// the same director that still holds the key (a restart within its TTL) makes this fail
     /// until that session expires.
     pub async fn write(&mut self, view: &HealthView) -> Result<(), Error> {
-        let session = match &self.session {
-            Some(s) => s.clone(),
-            None => {
-                let s = self
-                    .consul
-                    .session_create_ephemeral(&format!("xdplb-health-{}", self.director), self.ttl)
-                    .await?;
-                self.session = Some(s.clone());
-                s
-            }
-        };
+        let session = self.session.ensure(&self.consul).await?;
         let value = serde_json::to_vec(view).expect("a view serialises");
         if !self.consul.acquire(&self.view_key, &session, value).await? {
             return Err(Error::Corrupt {
@@ -101,23 +92,12 @@ impl HealthWriter {
     /// Keeps the session alive. Ok(false) when Consul forgot it (expired): the view is gone
     /// and the next [`Self::write`] starts a new session.
     pub async fn renew(&mut self) -> Result<bool, Error> {
-        let Some(s) = &self.session else {
-            return Ok(false);
-        };
-        if self.consul.session_renew(s).await? {
-            Ok(true)
-        } else {
-            self.session = None;
-            Ok(false)
-        }
+        Ok(self.session.renew(&self.consul).await?)
     }
 
     /// Ends the session: the view is deleted at once.
     pub async fn close(&mut self) -> Result<(), ConsulError> {
-        match self.session.take() {
-            Some(s) => self.consul.session_destroy(&s).await,
-            None => Ok(()),
-        }
+        self.session.destroy(&self.consul).await.map(drop)
     }
 }
 

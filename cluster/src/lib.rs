@@ -12,6 +12,8 @@
 //! - [`ConsulSection`] / [`ConsulConfig`] are director.yaml's `consul:` section;
 //! - [`health`]: directors' health views (ephemeral, in TTL sessions) and the directors x
 //!   backends matrix of `tablegen cluster health`; never a table version;
+//! - [`session::Session`]: a Consul session its one holder keeps alive (health views, the
+//!   load-aware controller's lock);
 //! - [`testing::ConsulAgent`] runs a real Consul agent for tests.
 //!
 //! This crate stores config text and checksums, never tables, and does not depend on tablegen:
@@ -46,6 +48,7 @@ pub mod consul;
 pub mod follower;
 pub mod health;
 pub mod meta;
+pub mod session;
 pub mod state;
 pub mod store;
 pub mod testing;
@@ -55,5 +58,6 @@ pub use consul::ConsulError;
 pub use follower::{Applied, ApplyError, Follower, FollowerStatus, Rejection, Source};
 pub use health::{HealthView, HealthViews, HealthWriter, Matrix};
 pub use meta::{service_digests, Expect, Mismatch, PublishMeta, ServiceDigest, VersionMeta};
+pub use session::{OnEnd, Session};
 pub use state::StateError;
 pub use store::{Error, Store, Version, Watched, CHUNK_SIZE};

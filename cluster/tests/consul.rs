@@ -668,3 +668,50 @@ async fn lock_of_a_dead_publisher_expires() {
     );
     eprintln!("dead publisher's lock freed after {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_created_once_renewed_and_ends_as_asked() {
+    use cluster::{OnEnd, Session};
+    init_tracing();
+    let agent = ConsulAgent::dev().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = agent.config("xdplb/t12", &dir.path().join("s"));
+    let raw = Consul::new(&cfg).unwrap();
+    let ttl = Duration::from_secs(10);
+
+    // Release: the lock is freed, the key stays.
+    let mut lock = Session::new("lock holder", ttl, OnEnd::Release);
+    assert!(!lock.renew(&raw).await.unwrap(), "no session yet");
+    let id = lock.ensure(&raw).await.unwrap();
+    assert_eq!(lock.ensure(&raw).await.unwrap(), id, "created once");
+    assert!(lock.renew(&raw).await.unwrap());
+    assert!(raw
+        .acquire("xdplb/t12/lock", &id, b"me".to_vec())
+        .await
+        .unwrap());
+    assert_eq!(lock.destroy(&raw).await.unwrap(), Some(id.clone()));
+    assert_eq!(lock.id(), None);
+    let (entry, _) = raw.read("xdplb/t12/lock", None).await.unwrap();
+    let entry = entry.expect("a released lock keeps its key");
+    assert_eq!(entry.session, None);
+
+    // Consul forgot the session (destroyed behind the holder's back, as an expiry does): renew
+    // says so and the next use starts a new one.
+    let id2 = lock.ensure(&raw).await.unwrap();
+    assert_ne!(id2, id);
+    raw.session_destroy(&id2).await.unwrap();
+    assert!(!lock.renew(&raw).await.unwrap());
+    assert_eq!(lock.id(), None);
+    assert_ne!(lock.ensure(&raw).await.unwrap(), id2);
+
+    // Delete: the session's keys go with it.
+    let mut view = Session::new("view writer", ttl, OnEnd::Delete);
+    let id = view.ensure(&raw).await.unwrap();
+    assert!(raw
+        .acquire("xdplb/t12/view", &id, b"view".to_vec())
+        .await
+        .unwrap());
+    view.destroy(&raw).await.unwrap();
+    let (entry, _) = raw.read("xdplb/t12/view", None).await.unwrap();
+    assert!(entry.is_none(), "{entry:?}");
+}

@@ -11,17 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster::consul::{Consul, ConsulError};
-use cluster::ConsulConfig;
+use cluster::{ConsulConfig, OnEnd, Session};
 
 /// The lock and this process's session.
 #[derive(Debug)]
 pub struct Leader {
     consul: Arc<Consul>,
     key: String,
-    ttl: Duration,
     /// Written as the lock's value: who holds it.
     holder: String,
-    session: Option<String>,
+    session: Session,
     index: u64,
 }
 
@@ -31,16 +30,15 @@ impl Leader {
         Ok(Leader {
             consul: Arc::new(Consul::new(config)?),
             key: format!("{}/controller/lock", config.prefix),
-            ttl,
             holder: holder.to_string(),
-            session: None,
+            session: Session::new(&format!("xdplb controller {holder}"), ttl, OnEnd::Release),
             index: 0,
         })
     }
 
     /// This process's session, when it has one.
     pub fn session(&self) -> Option<&str> {
-        self.session.as_deref()
+        self.session.id()
     }
 
     /// The lock's key.
@@ -53,29 +51,15 @@ impl Leader {
     pub async fn try_acquire(&mut self) -> Result<bool, ConsulError> {
         // A standby keeps its session alive too: one that expired while waiting cannot take
         // the lock (Consul refuses an invalid session), so renew it or start a new one.
-        if let Some(s) = &self.session {
-            if !self.consul.session_renew(s).await? {
-                self.session = None;
-            }
-        }
-        let session = match &self.session {
-            Some(s) => s.clone(),
-            None => {
-                let s = self
-                    .consul
-                    .session_create(&format!("xdplb controller {}", self.holder), self.ttl)
-                    .await?;
-                self.session = Some(s.clone());
-                s
-            }
-        };
+        self.session.renew(&self.consul).await?;
+        let session = self.session.ensure(&self.consul).await?;
         let r = self
             .consul
             .acquire(&self.key, &session, self.holder.clone().into_bytes())
             .await;
         if r.is_err() {
             // Perhaps the session died between the renewal and the acquire: start afresh.
-            self.session = None;
+            self.session.forget();
         }
         r
     }
@@ -83,24 +67,16 @@ impl Leader {
     /// Renews the session. False when Consul forgot it (expired): the lock is lost and the
     /// next [`Leader::try_acquire`] starts a new session.
     pub async fn renew(&mut self) -> Result<bool, ConsulError> {
-        let Some(s) = &self.session else {
-            return Ok(false);
-        };
-        if self.consul.session_renew(s).await? {
-            Ok(true)
-        } else {
-            self.session = None;
-            Ok(false)
-        }
+        self.session.renew(&self.consul).await
     }
 
     /// Asks Consul whether this process's session holds the lock right now.
     pub async fn holds(&self) -> Result<bool, ConsulError> {
-        let Some(s) = &self.session else {
+        let Some(s) = self.session.id() else {
             return Ok(false);
         };
         let (entry, _) = self.consul.read(&self.key, None).await?;
-        Ok(entry.and_then(|e| e.session).as_deref() == Some(s.as_str()))
+        Ok(entry.and_then(|e| e.session).as_deref() == Some(s))
     }
 
     /// Who holds the lock now (its value), if anyone.
@@ -127,9 +103,10 @@ impl Leader {
 
     /// Gives the lock up (a clean shutdown): a standby takes over without waiting for a TTL.
     pub async fn resign(&mut self) {
-        if let Some(s) = self.session.take() {
-            let _ = self.consul.release(&self.key, &s).await;
-            let _ = self.consul.session_destroy(&s).await;
+        if let Some(s) = self.session.id() {
+            let _ = self.consul.release(&self.key, s).await;
         }
+        // Forgotten either way; one Consul did not hear of ends at its TTL.
+        let _ = self.session.destroy(&self.consul).await;
     }
 }
