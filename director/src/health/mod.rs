@@ -147,20 +147,31 @@ async fn run(
     mut stopped: tokio::sync::oneshot::Receiver<()>,
     flipped: Flipped,
 ) {
-    let gue = match probe::GueProber::start(settings.gue_port) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            warn!(error = %e, "health: no raw sockets (CAP_NET_RAW?): gue checks fail");
-            None
-        }
-    };
+    // The raw sockets that read `gue` answers are opened with the first target that has a
+    // `gue` check (and kept from then on): a raw TCP socket receives a copy of every TCP
+    // packet the host receives, `tcp` and `http` probes' answers included, so a director
+    // without `gue` checks does not pay for one. `None`: not needed yet.
+    let mut gue: Option<Option<probe::GueProber>> = None;
     let mut tasks: HashMap<Target, tokio::task::JoinHandle<()>> = HashMap::new();
+    let grid = Grid(tokio::time::Instant::now());
     loop {
         tokio::select! {
             _ = &mut stopped => break,
             cmd = commands.recv() => match cmd {
                 None => break,
                 Some(Command::Targets(targets)) => {
+                    let wants_gue = targets
+                        .iter()
+                        .any(|t| t.health.checks.iter().any(|c| matches!(c, HealthCheck::Gue { .. })));
+                    if wants_gue && gue.is_none() {
+                        gue = Some(match probe::GueProber::start(settings.gue_port) {
+                            Ok(g) => Some(g),
+                            Err(e) => {
+                                warn!(error = %e, "health: no raw sockets (CAP_NET_RAW?): gue checks fail");
+                                None
+                            }
+                        });
+                    }
                     tasks.retain(|t, h| {
                         let keep = targets.contains(t);
                         if !keep {
@@ -174,8 +185,9 @@ async fn run(
                         }
                         let h = tokio::spawn(check_loop(
                             t.clone(),
+                            grid,
                             settings.clone(),
-                            gue.clone(),
+                            gue.clone().flatten(),
                             trackers.clone(),
                             flipped.clone(),
                         ));
@@ -190,8 +202,30 @@ async fn run(
     }
 }
 
+/// Probes start on a shared grid of [`Grid::TICK`]: the thread wakes once a tick for all the
+/// probes due in it, not once for each (1000 backends checked every second would otherwise
+/// wake it some 600 times a second for timers alone, at the runtime's 1 ms resolution). Start
+/// points and jitter keep their spread over the interval: each probe is due at its unrounded
+/// time (the previous one's plus the jittered interval), and starts at the grid point nearest
+/// to it, so rounding never adds up and the mean interval stays the configured one.
+#[derive(Debug, Clone, Copy)]
+struct Grid(tokio::time::Instant);
+
+impl Grid {
+    const TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+    /// The point of the grid nearest to `t`.
+    fn nearest(self, t: tokio::time::Instant) -> tokio::time::Instant {
+        let tick = Self::TICK.as_nanos();
+        let since = t.saturating_duration_since(self.0).as_nanos();
+        let ticks = (since + tick / 2) / tick;
+        self.0 + std::time::Duration::from_nanos((ticks * tick) as u64)
+    }
+}
+
 async fn check_loop(
     t: Target,
+    grid: Grid,
     settings: ProbeSettings,
     gue: Option<probe::GueProber>,
     trackers: Arc<Mutex<BTreeMap<Key, Tracker>>>,
@@ -203,9 +237,9 @@ async fn check_loop(
         .health
         .interval
         .mul_f64(f64::from(probe::random_u32()) / f64::from(u32::MAX));
-    tokio::time::sleep(first).await;
+    let mut due = tokio::time::Instant::now() + first;
+    tokio::time::sleep_until(grid.nearest(due)).await;
     loop {
-        let started = tokio::time::Instant::now();
         let result = round(&t, &settings, gue.as_ref()).await;
         let flip = {
             let mut tr = trackers.lock().unwrap();
@@ -227,7 +261,10 @@ async fn check_loop(
         }
         let j = f64::from(t.health.jitter_percent) / 100.0;
         let factor = 1.0 + j * (2.0 * f64::from(probe::random_u32()) / f64::from(u32::MAX) - 1.0);
-        tokio::time::sleep_until(started + t.health.interval.mul_f64(factor.max(0.0))).await;
+        // A round that overran the interval (a timeout longer than it) starts the next one
+        // at once, and the schedule goes on from now.
+        due = (due + t.health.interval.mul_f64(factor.max(0.0))).max(tokio::time::Instant::now());
+        tokio::time::sleep_until(grid.nearest(due)).await;
     }
 }
 

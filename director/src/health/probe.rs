@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrStorage};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 
@@ -22,13 +22,47 @@ use super::packet::{self, Answer, Flow};
 /// as load balancers' TCP checks commonly do: no FIN exchange, and no connection left in
 /// TIME_WAIT on the director for each probe (a thousand backends checked every second would
 /// keep some 60 000 of them).
+///
+/// Six system calls a probe (the runtime's shared `epoll_wait` aside): `socket`, `setsockopt`
+/// (the linger, set before connecting), `connect`, the registration with the runtime's epoll
+/// and its removal, `close`. The connection's outcome is read from the readiness the
+/// runtime's epoll reports: writable without a hang-up is connected, so only a failed probe
+/// asks the socket for its error (`SO_ERROR`), to say why.
 pub async fn tcp(addr: SocketAddr) -> Result<(), String> {
-    let s = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    // A probe that passed: failing to set the option only costs the orderly close.
-    let _ = s.set_zero_linger();
-    Ok(())
+    let failed = |e: io::Error| format!("connect {addr}: {e}");
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| failed(e.into()))?;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    socket::setsockopt(&fd, socket::sockopt::Linger, &linger).map_err(|e| failed(e.into()))?;
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Ok(()) => return Ok(()),
+        Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(failed(e.into())),
+    }
+    let fd = AsyncFd::with_interest(fd, Interest::WRITABLE).map_err(failed)?;
+    let ready = fd.writable().await.map_err(failed)?.ready();
+    if !ready.is_write_closed() {
+        return Ok(());
+    }
+    let why = match socket::getsockopt(fd.get_ref(), socket::sockopt::SocketError) {
+        Ok(0) => io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed"),
+        Ok(errno) => io::Error::from_raw_os_error(errno),
+        Err(e) => e.into(),
+    };
+    Err(failed(why))
 }
 
 /// `http`: `GET path` on `addr` answers with one of `expect` (any 2xx when empty).
