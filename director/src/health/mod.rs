@@ -315,3 +315,96 @@ async fn round(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn probe_starts_go_to_the_nearest_point_of_the_grid() {
+        let t0 = tokio::time::Instant::now();
+        let g = Grid(t0);
+        let ms = Duration::from_millis;
+        assert_eq!(g.nearest(t0), t0);
+        assert_eq!(g.nearest(t0 + ms(4)), t0);
+        assert_eq!(g.nearest(t0 + ms(5)), t0 + ms(10));
+        assert_eq!(g.nearest(t0 + ms(1234)), t0 + ms(1230));
+        assert_eq!(g.nearest(t0 + ms(1236)), t0 + ms(1240));
+        // Before the grid's origin: its first point.
+        assert_eq!(Grid(t0 + ms(50)).nearest(t0), t0 + ms(50));
+    }
+
+    /// Raw TCP sockets of this thread's network namespace (`/proc/thread-self/net/raw`, then
+    /// `raw6`).
+    fn raw_sockets() -> (usize, usize) {
+        let count = |f: &str| {
+            std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
+                .unwrap()
+                .lines()
+                .skip(1)
+                .count()
+        };
+        (count("raw"), count("raw6"))
+    }
+
+    /// A raw TCP socket receives a copy of every TCP packet the host receives: the checker
+    /// opens the `gue` prober's only when a target has a `gue` check.
+    #[test]
+    fn the_raw_sockets_open_with_the_first_gue_check() {
+        let ns = lab::testns::TestNetns::new("xdplb-health-raw");
+        ns.run(|| {
+            let target = |address: &str, check: HealthCheck| Target {
+                service: "web".into(),
+                backend: address.into(),
+                address: address.parse().unwrap(),
+                health: Health {
+                    interval: Duration::from_millis(100),
+                    timeout: Duration::from_millis(50),
+                    rise: 1,
+                    fall: 1,
+                    jitter_percent: 0,
+                    hold: Duration::from_secs(1),
+                    fail_open_below: 50,
+                    announce_min_healthy: 1,
+                    checks: vec![check],
+                },
+            };
+            let settings = ProbeSettings {
+                gue_port: 19523,
+                src_v4: None,
+                src_v6: None,
+            };
+            let c = Checker::start(settings, BTreeMap::new(), || {}).unwrap();
+            let tcp = target("127.0.0.1", HealthCheck::Tcp { port: 9 });
+            c.set_targets(vec![tcp.clone()]);
+            let t0 = std::time::Instant::now();
+            // Probed (and refused: nothing listens) at least once, with no raw socket open.
+            let error = loop {
+                if let Some(e) = c.view().values().find_map(|t| t.last_error.clone()) {
+                    break e;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(5), "never probed");
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            assert!(error.contains("refused"), "{error}");
+            assert_eq!(raw_sockets(), (0, 0));
+            let gue = target(
+                "127.0.0.2",
+                HealthCheck::Gue {
+                    vip: "10.9.9.9".parse().unwrap(),
+                    port: 80,
+                },
+            );
+            c.set_targets(vec![tcp, gue]);
+            while raw_sockets() != (1, 1) {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "raw sockets: {:?}",
+                    raw_sockets()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+    }
+}
