@@ -7,7 +7,7 @@
 //! The probes run on one thread with its own single-threaded tokio runtime, one task per
 //! (service, backend), each starting at a random point of its interval and jittered after, so
 //! probes to many backends do not fire together; starts are put on a shared 10 ms grid
-//! ([`Grid`]), so the thread wakes once per tick for the probes due in it.
+//! (`Grid`), so the thread wakes once per tick for the probes due in it.
 //!
 //! Must not do: touch maps or tables (the daemon does), block the daemon's loop.
 

@@ -52,7 +52,10 @@ pub async fn tcp(addr: SocketAddr) -> Result<(), String> {
         Err(nix::errno::Errno::EINPROGRESS) => {}
         Err(e) => return Err(failed(e.into())),
     }
-    let fd = AsyncFd::with_interest(fd, Interest::WRITABLE).map_err(failed)?;
+    // SAFETY: the AsyncFd owns the descriptor for its whole registration and closes it when
+    // dropped; nothing else holds or closes it.
+    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) }
+        .map_err(|e| failed(e.into_parts().1))?;
     let ready = fd.writable().await.map_err(failed)?.ready();
     if !ready.is_write_closed() {
         return Ok(());
