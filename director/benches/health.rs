@@ -18,8 +18,9 @@
 //!    director's veth's receive thread (SYN-ACKs received, the ACK sent from there), and both
 //!    are counted, as the director's cost. CPU time from the scheduler (`schedstat`, exact;
 //!    utime + stime, sampled at each tick, is printed beside it) as a share of one core, and
-//!    the process's resident memory, sampled over `XDPLB_BENCH_CHECKER_SECS` seconds (default
-//!    60, 0 leaves it out; the figures in docs/development/benchmarking.md are from 600 s).
+//!    the process's resident memory and the allocator's bytes in use (`mallinfo2`), sampled
+//!    over `XDPLB_BENCH_CHECKER_SECS` seconds (default 60, 0 leaves it out), a line every
+//!    100 s (every sixth of a shorter run).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -395,6 +396,14 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes the process's allocator has handed out and not had back (every arena, and blocks
+/// it mapped on their own), in KiB: what RSS holds apart from pages the allocator keeps free.
+fn heap_kib() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's own statistics.
+    let m = unsafe { libc::mallinfo2() };
+    ((m.uordblks + m.hblkhd) / 1024) as u64
+}
+
 fn loadavg() -> String {
     let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     l.split(' ').take(3).collect::<Vec<_>>().join(" ")
@@ -547,12 +556,12 @@ fn checker() {
             task_cpu(&listener_dir) + task_cpu(&backends_rx),
         )
     };
-    let (first, t0, rss0) = (sample(), Instant::now(), rss_kib());
+    let (first, t0, rss0, heap0) = (sample(), Instant::now(), rss_kib(), heap_kib());
     println!(
         "checker: 1000 tcp backends every 1 s for {secs} s, {healthy} healthy after settling; load average {}",
         loadavg()
     );
-    let mut rss_max = rss0;
+    let (mut rss_max, mut heap_max) = (rss0, heap0);
     let mut last = (t0, first);
     // A line every 100 s (every sixth of a shorter run).
     let step = Duration::from_secs((secs / 6).clamp(1, 100));
@@ -560,12 +569,13 @@ fn checker() {
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(1));
         rss_max = rss_max.max(rss_kib());
+        heap_max = heap_max.max(heap_kib());
         if last.0.elapsed() >= step {
             let now = sample();
             let wall = last.0.elapsed().as_secs_f64();
             let (ck, d, b) = (now.0 - last.1 .0, now.1 - last.1 .1, now.2 - last.1 .2);
             println!(
-                "  at {:>4} s, last {:.0} s: checker thread {:.2} % of one core (ticks {:.2} %), + director-side receive {:.2} % = {:.2} %; backends' side (not counted) {:.2} %; RSS {} KiB; load average {}",
+                "  at {:>4} s, last {:.0} s: checker thread {:.2} % of one core (ticks {:.2} %), + director-side receive {:.2} % = {:.2} %; backends' side (not counted) {:.2} %; RSS {} KiB, heap in use {} KiB; load average {}",
                 t0.elapsed().as_secs(),
                 wall,
                 pct(ck.run, wall),
@@ -574,6 +584,7 @@ fn checker() {
                 pct(ck.run + d.run, wall),
                 pct(b.run, wall),
                 rss_kib(),
+                heap_kib(),
                 loadavg()
             );
             last = (Instant::now(), now);
@@ -584,13 +595,14 @@ fn checker() {
     let (ck, d, b) = (end.0 - first.0, end.1 - first.1, end.2 - first.2);
     let still = c.view().values().filter(|t| t.healthy).count();
     println!(
-        "checker, 1000 backends every 1 s for {secs} s ({still} healthy at the end): checker thread {:.2} % of one core (ticks {:.2} %), director-side receive {:.2} %, together {:.2} %; backends' side, not counted: {:.2} %; RSS {rss0} KiB at the start, {} KiB at the end, {rss_max} KiB at most; load average {}",
+        "checker, 1000 backends every 1 s for {secs} s ({still} healthy at the end): checker thread {:.2} % of one core (ticks {:.2} %), director-side receive {:.2} %, together {:.2} %; backends' side, not counted: {:.2} %; RSS {rss0} KiB at the start, {} KiB at the end, {rss_max} KiB at most; heap in use {heap0} KiB at the start, {} KiB at the end, {heap_max} KiB at most; load average {}",
         pct(ck.run, wall),
         pct(ck.ticks, wall),
         pct(d.run, wall),
         pct(ck.run + d.run, wall),
         pct(b.run, wall),
         rss_kib(),
+        heap_kib(),
         loadavg()
     );
 }
