@@ -139,8 +139,27 @@ static __always_inline int udp_local(struct __sk_buff *skb, struct pkt *p)
 	sk = bpf_sk_lookup_udp(skb, &tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return 0;
-	if (sk->state == UDP_STATE_CONNECTED)
-		reason = REDIR_ACCEPT_UDP_SOCKET;
+	/* Connected, and to this very client. "Connected" alone is not enough: the lookup
+	 * scores each socket as it walks the port's chain and reads nothing under a lock, so it
+	 * may pick a server's new per-client socket in the moment between its bind() and its
+	 * connect() (unconnected, it matches every client as the listener does, and the newest
+	 * socket wins the tie). If that connect() to another client completes before the state
+	 * is read here, the socket looks connected, but the stack will not deliver this
+	 * datagram to it: the listener would take it and the flow would move here
+	 * (docs/development/second-chance.md, "Connected to whom"). dst_port: a 4-byte load,
+	 * as 5.10 allows for this field; the kernel fills the low 16 bits (network order). */
+	if (sk->state == UDP_STATE_CONNECTED &&
+	    (__u16)*(volatile __u32 *)&sk->dst_port == uh->source) {
+		if (!p->inner_v6) {
+			if (sk->dst_ip4 == tuple.ipv4.saddr)
+				reason = REDIR_ACCEPT_UDP_SOCKET;
+		} else if (sk->dst_ip6[0] == tuple.ipv6.saddr[0] &&
+			   sk->dst_ip6[1] == tuple.ipv6.saddr[1] &&
+			   sk->dst_ip6[2] == tuple.ipv6.saddr[2] &&
+			   sk->dst_ip6[3] == tuple.ipv6.saddr[3]) {
+			reason = REDIR_ACCEPT_UDP_SOCKET;
+		}
+	}
 	bpf_sk_release(sk);
 	return reason;
 }
