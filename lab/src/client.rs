@@ -653,15 +653,38 @@ pub fn probe_udp(
     })
 }
 
-async fn one_udp_request(target: SocketAddr, req: String) -> Result<String, String> {
-    let local: SocketAddr = if target.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
+/// The source ports UDP probes take in turn: below the kernel's ephemeral range (32768 and up
+/// by default), so no socket that lets the kernel choose (a long-lived flow) ever holds one.
+const PROBE_PORTS: std::ops::RangeInclusive<u16> = 10000..=32767;
+static NEXT_PROBE_PORT: AtomicUsize = AtomicUsize::new(0);
+
+/// A UDP socket for a new flow to `target`, on a source port no probe of this process has used
+/// for as long as possible (22,768 probes). Letting the kernel choose would reuse a port of a
+/// probe a few seconds old: a backend that keeps a connected socket per client (as QUIC servers
+/// do) still has that client's socket, so the datagram is the old flow's and goes where it
+/// went, not where the table sends new flows now (UDP second chance delivers it there, as it
+/// should).
+async fn fresh_udp_socket(target: SocketAddr) -> std::io::Result<UdpSocket> {
+    let span = PROBE_PORTS.len();
+    let mut last = None;
+    for _ in 0..64 {
+        let n = NEXT_PROBE_PORT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PROBE_PORTS.start() + n as u16;
+        let local = match target {
+            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], port)),
+            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], port)),
+        };
+        match UdpSocket::bind(local).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
     }
-    .parse()
-    .unwrap();
-    let s = UdpSocket::bind(local)
+    Err(last.unwrap_or_else(|| ErrorKind::AddrInUse.into()))
+}
+
+async fn one_udp_request(target: SocketAddr, req: String) -> Result<String, String> {
+    let s = fresh_udp_socket(target)
         .await
         .map_err(|e| format!("bind: {}", e.kind()))?;
     s.connect(target)

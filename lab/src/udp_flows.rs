@@ -37,6 +37,10 @@ pub struct FlowState {
     pub lost: u64,
     /// A socket error that ended the flow.
     pub error: Option<String>,
+    /// The flow's own address (the client's side of its 4-tuple).
+    pub local: Option<SocketAddr>,
+    /// The request number of its first answer from another backend.
+    pub first_move: Option<u64>,
 }
 
 /// The flows' totals.
@@ -94,11 +98,13 @@ impl FlowsReport {
             .filter(|f| f.moves > 0)
             .map(|f| {
                 format!(
-                    "{}: {} -> {} ({} moves)",
+                    "{} -> {}: {} -> {} ({} moves, the first at request {})",
+                    f.local.map(|a| a.to_string()).unwrap_or_default(),
                     f.target.map(|t| t.to_string()).unwrap_or_default(),
                     f.first.as_deref().unwrap_or("-"),
                     f.now.as_deref().unwrap_or("-"),
-                    f.moves
+                    f.moves,
+                    f.first_move.unwrap_or(0)
                 )
             })
             .collect()
@@ -210,6 +216,8 @@ async fn flow(
     if let Err(e) = sock.connect(target).await {
         return set(&|s| s.error = Some(format!("connect: {}", e.kind())));
     }
+    let me = sock.local_addr().ok();
+    set(&|s| s.local = me);
     let mut buf = vec![0u8; 2048];
     let mut seq = 0u64;
     while !*stop.borrow() {
@@ -247,6 +255,7 @@ async fn flow(
                     s.first = Some(name.clone());
                 } else if s.now.as_deref() != Some(name.as_str()) {
                     s.moves += 1;
+                    s.first_move.get_or_insert(seq);
                 }
                 s.now = Some(name.clone());
                 s.exchanges += 1;
