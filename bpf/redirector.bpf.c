@@ -42,7 +42,7 @@
 #include "redirector_maps.h"  /* settings, maps, count() */
 #include "redirector_parse.h" /* outer, GUE, inner headers */
 #include "redirector_local.h" /* does a local socket own the flow? */
-#include "nexthop.h"          /* ttl_jiffies() */
+#include "nexthop.h"          /* nexthop_fill() */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -259,18 +259,9 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, enum re
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
-		if (nh) {
-			__builtin_memcpy(nh->addr, self.addr, 16);
-			nh->expires = now + ttl_jiffies(nexthop_ttl_ms);
-			nh->generation = cfg->generation;
-			nh->ingress = ingress;
-			nh->ifindex = fib.ifindex;
-			/* The route MTU on kernels that report it (5.12+), else this packet's length:
-			 * a larger one then takes the full lookup, which decides "too big". */
-			nh->mtu = fib.mtu_result;
-			__builtin_memcpy(nh->dmac, fib.dmac, 6);
-			__builtin_memcpy(nh->smac, fib.smac, 6);
-		}
+		if (nh)
+			nexthop_fill(nh, self.addr, now, nexthop_ttl_ms, cfg->generation, ingress,
+				     &fib);
 		rc = send_to(skb, fib.ifindex, fib.dmac, fib.smac);
 		break;
 	case BPF_FIB_LKUP_RET_NO_NEIGH:

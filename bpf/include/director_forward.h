@@ -18,7 +18,7 @@
 #include "director_encap.h"
 #include "director_icmp.h"
 #include "director_hash.h"
-#include "nexthop.h" /* ttl_jiffies() */
+#include "nexthop.h" /* nexthop_fill() */
 
 /* The route MTU toward a backend, for a packet bpf_fib_lookup found too big on a kernel that
  * did not say the MTU: before 5.12 its mtu_result is only the tot_len it was asked about.
@@ -211,18 +211,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 		a.dmac = fib.dmac;
 		a.smac = fib.smac;
 		egress = fib.ifindex;
-		if (nh) {
-			__builtin_memcpy(nh->addr, row->hops[0], 16);
-			nh->expires = now + ttl_jiffies(cfg->nexthop_ttl_ms);
-			nh->generation = cfg->generation;
-			nh->ingress = ingress;
-			nh->ifindex = fib.ifindex;
-			/* The route MTU on kernels that report it (5.12+), else this frame's length:
-			 * a larger frame then takes the full lookup, which decides "too big". */
-			nh->mtu = fib.mtu_result;
-			__builtin_memcpy(nh->dmac, fib.dmac, 6);
-			__builtin_memcpy(nh->smac, fib.smac, 6);
-		}
+		if (nh)
+			nexthop_fill(nh, row->hops[0], now, cfg->nexthop_ttl_ms, cfg->generation,
+				     ingress, &fib);
 	}
 
 	switch (rc) {
