@@ -519,6 +519,29 @@ mod tests {
     }
 
     #[test]
+    fn colocated_needs_this_hosts_backend_address() {
+        let e = DirectorConfig::parse(Path::new("/x/d.yaml"), "gue_port: 19523\ncolocated: true\n")
+            .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.starts_with("/x/d.yaml:2:1: colocated: true needs encap_source_v4"),
+            "{s}"
+        );
+        let e =
+            DirectorConfig::parse(Path::new("/x/d.yaml"), "colocated: yes please\n").unwrap_err();
+        assert!(e.to_string().starts_with("/x/d.yaml:1:"), "{e}");
+        let c = DirectorConfig::parse(
+            Path::new("/x/d.yaml"),
+            "colocated: true\nencap_source_v6: \"fd00::11\"\n",
+        )
+        .unwrap();
+        assert!(c.colocated && c.settings().colocated);
+        let c =
+            DirectorConfig::parse(Path::new("/x/d.yaml"), "encap_source_v4: 10.0.0.1\n").unwrap();
+        assert!(!c.colocated && !c.settings().colocated);
+    }
+
+    #[test]
     fn errors_carry_line_and_column() {
         let e = DirectorConfig::parse(Path::new("/x/d.yaml"), "interfaces: [eth0]\ngue_prot: 1\n")
             .unwrap_err();

@@ -285,3 +285,68 @@ fn hex(b: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// A `gue` check of this host's own backend connects to the VIP here (a GUE packet to
+/// itself would never pass its redirector); of another backend it still goes through the
+/// tunnel. Without `colocated` the own backend is probed through the tunnel like any other.
+#[test]
+fn a_gue_check_of_this_hosts_own_backend_goes_direct() {
+    use director::health::{round, ProbeSettings, Target};
+    use std::time::Duration;
+    use tablegen::config::{Health, HealthCheck};
+
+    let lab = Lab::new();
+    lab.ns.run(|| {
+        sh(&["ip", "link", "set", "lo", "up"]);
+        sh(&["ip", "addr", "add", "10.100.0.1/32", "dev", "lo"]);
+        let _listener = TcpListener::bind("10.100.0.1:80").unwrap();
+        let target = |address: &str| Target {
+            service: "web".into(),
+            backend: "b".into(),
+            address: address.parse().unwrap(),
+            health: Health {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_millis(300),
+                rise: 1,
+                fall: 1,
+                jitter_percent: 0,
+                hold: Duration::ZERO,
+                fail_open_below: 0,
+                announce_min_healthy: 0,
+                checks: vec![HealthCheck::Gue {
+                    vip: "10.100.0.1".parse().unwrap(),
+                    port: 80,
+                }],
+            },
+        };
+        let settings = |colocated| ProbeSettings {
+            gue_port: GUE_PORT,
+            src_v4: Some(IpAddr::V4(SRC4)),
+            src_v6: Some(IpAddr::V6(SRC6)),
+            colocated,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // No prober (no raw socket): only the direct check can pass.
+            round(&target("10.1.0.1"), &settings(true), None)
+                .await
+                .expect("own backend: connected to the VIP here");
+            assert!(round(&target("10.1.0.12"), &settings(true), None)
+                .await
+                .is_err());
+            assert!(round(&target("10.1.0.1"), &settings(false), None)
+                .await
+                .is_err());
+        });
+        // And a VIP nobody listens on fails the direct check too.
+        drop(_listener);
+        rt.block_on(async {
+            assert!(round(&target("10.1.0.1"), &settings(true), None)
+                .await
+                .is_err());
+        });
+    });
+}
