@@ -110,3 +110,55 @@ fn colocated_connections_reach_every_host_and_survive_drain_deactivate_activate(
         assert_eq!(report.stats.closed, n);
     }
 }
+
+/// Host 3 dies (its link goes down and the router takes it out of the ECMP group): the flows
+/// the router sent it move to the other two hosts, whose directors send them to the same
+/// backends, so no connection on backend-1 or backend-2 breaks; once backend-3 is out of the
+/// table (`tablegen deactivate`, what its failing health checks would do), new connections
+/// spread over the other two.
+#[test]
+fn a_host_dying_breaks_only_its_own_connections() {
+    let (_g, sys) = start();
+    let p = pool(&sys, Family::V4, 300);
+    let router = sys.lab().ns(Node::Router);
+    sys.lab()
+        .ns(Node::Backend(3))
+        .ip(["link", "set", "eth0", "down"])
+        .unwrap();
+    for f in FAMILIES {
+        let fam = if f == Family::V4 { "-4" } else { "-6" };
+        let vip = format!("{}/{}", f.vip(), if f == Family::V4 { 32 } else { 128 });
+        let mut args: Vec<String> = [fam, "route", "replace", &vip]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for i in 1..=2 {
+            args.extend([
+                "nexthop".into(),
+                "via".into(),
+                addr::backend(f, i).to_string(),
+            ]);
+            args.extend(["dev".into(), "br-be".into()]);
+        }
+        router.ip(&args).unwrap();
+    }
+    sys.tablegen(&["deactivate", "backend-3"]).unwrap();
+    sys.wait_new_flows(Family::V4, 200, Duration::from_secs(10), |p| {
+        p.failures() == 0
+            && on(p, "backend-3") == 0
+            && on(p, "backend-1") > 0
+            && on(p, "backend-2") > 0
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let report = p.stop();
+    let broken = &report.stats.broken_per_backend;
+    for b in ["backend-1", "backend-2"] {
+        assert_eq!(
+            broken.get(b).copied().unwrap_or(0),
+            0,
+            "{b}: {:#?}",
+            report.broken_list()
+        );
+    }
+}
