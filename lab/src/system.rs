@@ -257,6 +257,18 @@ impl System {
     /// eth0, and the router spreads the VIPs over the backends by static ECMP routes. Returns
     /// once new connections get answers.
     pub fn start_colocated(bins: Binaries, backends: usize) -> Result<Self, LabError> {
+        Self::start_colocated_with(bins, backends, backends)
+    }
+
+    /// [`System::start_colocated`] with `hosts` hosts, of which the first `configured` are
+    /// in backends.yaml and in the router's ECMP group; the others run both daemons too and
+    /// wait to be added ([`System::route_colocated`]).
+    pub fn start_colocated_with(
+        bins: Binaries,
+        hosts: usize,
+        configured: usize,
+    ) -> Result<Self, LabError> {
+        let backends = hosts;
         let lab = Lab::up(LabOptions {
             directors: 0,
             backends,
@@ -269,7 +281,7 @@ impl System {
             metrics: false,
         };
         sys.lab.start_servers(&sys.bins.server)?;
-        let lines: Vec<BackendLine> = (1..=backends)
+        let lines: Vec<BackendLine> = (1..=configured)
             .map(|index| BackendLine {
                 index,
                 state: "active",
@@ -297,9 +309,38 @@ impl System {
                 }
             }
         }
-        sys.lab.route_vips(Routing::EcmpBackends)?;
+        if configured == backends {
+            sys.lab.route_vips(Routing::EcmpBackends)?;
+        } else {
+            sys.route_colocated(&(1..=configured).collect::<Vec<_>>())?;
+        }
         sys.wait_serving(Duration::from_secs(20))?;
         Ok(sys)
+    }
+
+    /// The router's static ECMP routes for both VIPs over the co-located `hosts` (backend
+    /// indices): a host joins or leaves the group.
+    pub fn route_colocated(&self, hosts: &[usize]) -> Result<(), LabError> {
+        let router = self.lab.ns(Node::Router);
+        for f in FAMILIES {
+            let fam = if f == Family::V4 { "-4" } else { "-6" };
+            let len = if f == Family::V4 { 32 } else { 128 };
+            let vip = format!("{}/{len}", f.vip());
+            let mut args: Vec<String> = [fam, "route", "replace", &vip]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            for i in hosts {
+                args.extend([
+                    "nexthop".into(),
+                    "via".into(),
+                    addr::backend(f, *i).to_string(),
+                ]);
+                args.extend(["dev".into(), "br-be".into()]);
+            }
+            router.ip(&args)?;
+        }
+        Ok(())
     }
 
     /// The director.yaml of backend `i` in the co-located layout: its own backend addresses

@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use lab::addr::{self, Family, FAMILIES};
+use lab::client::probe_tcp;
 use lab::client::{Pool, PoolConfig, ProbeReport};
 use lab::system::{Binaries, System};
 use lab::Node;
@@ -120,28 +121,11 @@ fn colocated_connections_reach_every_host_and_survive_drain_deactivate_activate(
 fn a_host_dying_breaks_only_its_own_connections() {
     let (_g, sys) = start();
     let p = pool(&sys, Family::V4, 300);
-    let router = sys.lab().ns(Node::Router);
     sys.lab()
         .ns(Node::Backend(3))
         .ip(["link", "set", "eth0", "down"])
         .unwrap();
-    for f in FAMILIES {
-        let fam = if f == Family::V4 { "-4" } else { "-6" };
-        let vip = format!("{}/{}", f.vip(), if f == Family::V4 { 32 } else { 128 });
-        let mut args: Vec<String> = [fam, "route", "replace", &vip]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        for i in 1..=2 {
-            args.extend([
-                "nexthop".into(),
-                "via".into(),
-                addr::backend(f, i).to_string(),
-            ]);
-            args.extend(["dev".into(), "br-be".into()]);
-        }
-        router.ip(&args).unwrap();
-    }
+    sys.route_colocated(&[1, 2]).unwrap();
     sys.tablegen(&["deactivate", "backend-3"]).unwrap();
     sys.wait_new_flows(Family::V4, 200, Duration::from_secs(10), |p| {
         p.failures() == 0
@@ -161,4 +145,60 @@ fn a_host_dying_breaks_only_its_own_connections() {
             report.broken_list()
         );
     }
+}
+
+/// A fourth host joins the ECMP group while 300 connections flow, its backend added to the
+/// table as `filling` first: a quarter of the flows' packets now arrive at the new host, whose
+/// director sends them to the same backends; none breaks. Then `activate`: new flows reach
+/// it.
+#[test]
+fn a_host_added_to_the_ecmp_group_breaks_no_connection() {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bins = Binaries::for_tests(Path::new(SERVER)).expect("build the daemons");
+    let sys = System::start_colocated_with(bins, 4, 3).expect("start the co-located layout");
+    let p = pool(&sys, Family::V4, 300);
+    let probe = probe_tcp(
+        &sys.lab().ns(Node::Client),
+        addr::vip_tcp(Family::V4),
+        100,
+        8,
+    )
+    .unwrap();
+    assert_eq!(on(&probe, "backend-4"), 0, "{probe}");
+
+    let path = sys.backends_yaml();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("      - { name: backend-4, address: 10.200.2.24, state: filling }\n");
+    sys.lab().write_file("backends.yaml", &text).unwrap();
+    // Every host's director has the new table before the router sends anything to host 4.
+    std::thread::sleep(Duration::from_secs(2));
+    sys.route_colocated(&[1, 2, 3, 4]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_no_broken(&p);
+    // Host 4 now directs a quarter of the flows: counted by its director as forwards or
+    // deliveries of its own.
+    let (dropped, passed) = (
+        sys.colocated_director_counter(4, "no_backend").unwrap(),
+        sys.colocated_director_counter(4, "no_neigh").unwrap(),
+    );
+    assert_eq!(
+        (dropped, passed),
+        (0, 0),
+        "host 4 forwards, never drops or punts"
+    );
+    sys.tablegen(&["activate", "backend-4"]).unwrap();
+    sys.wait_new_flows(Family::V4, 200, Duration::from_secs(10), |p| {
+        p.failures() == 0 && on(p, "backend-4") > 20
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let report = p.stop();
+    assert_eq!(
+        report.stats.broken,
+        0,
+        "broken connections: {:#?}",
+        report.broken_list()
+    );
+    drop(sys);
+    drop(guard);
 }
