@@ -60,7 +60,9 @@ enum director_reason {
 	DIRECTOR_DROP_ENCAP_FAILED = 13,   /* the kernel refused to grow or trim the frame */
 	DIRECTOR_DROP_FWD_DISABLED = 14,   /* forwarding is off on the ingress interface */
 	DIRECTOR_DROP_REDIRECT_FAILED = 15, /* bpf_redirect refused the egress interface */
-	DIRECTOR_REASON_COUNT = 16,        /* not a reason: how many this object knows */
+	DIRECTOR_PASS_COLOCATED_DIRECT = 16, /* co-located, primary here: SYN or a local socket, to the stack as is */
+	DIRECTOR_PASS_COLOCATED_SELF = 17, /* co-located, primary here, no socket: GUE to this host's redirector */
+	DIRECTOR_REASON_COUNT = 18,        /* not a reason: how many this object knows */
 };
 
 /* Per-CPU packet and byte counts (stats_reason, stats_bind, stats_service_retired). */
@@ -74,7 +76,9 @@ struct director_config {
 	__u8 src6[16];   /* outer source for IPv6 backends, network order; all zero = none */
 	__be32 src4;     /* outer source for IPv4 backends, network order; 0 = none */
 	__be16 gue_port; /* outer UDP destination port, network order */
-	__u8 pad[2];
+	__u8 colocated;  /* 1: this host is also a backend, whose addresses are src4 / src6
+			  * (director_colocated.h); 0: a dedicated director (was padding) */
+	__u8 pad;
 	__u32 nexthop_ttl_ms; /* how long a next hop from bpf_fib_lookup is reused; 0 = never */
 	__u32 generation;     /* bumped by the daemon: every cached next hop becomes stale */
 };

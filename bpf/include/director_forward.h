@@ -19,6 +19,7 @@
 #include "director_icmp.h"
 #include "director_hash.h"
 #include "nexthop.h" /* nexthop_fill() */
+#include "director_colocated.h"
 
 /* The route MTU toward a backend, for a packet bpf_fib_lookup found too big on a kernel that
  * did not say the MTU: before 5.12 its mtu_result is only the tot_len it was asked about.
@@ -170,9 +171,16 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p)
 	if (!slot)
 		return verdict(p, DIRECTOR_DROP_NO_BACKEND, XDP_DROP);
 	row = &slot->row;
-
-
 	a.row = row;
+
+	/* Co-located mode, primary on this host: no network round trip (director_colocated.h). */
+	if (cfg->colocated && colocated_is_self(row, cfg, outer_v6)) {
+		rc = colocated_direct(ctx, p, &a);
+		if (rc >= 0)
+			return rc;
+		rc = COLOCATED_SELF_RC; /* a.dmac NULL: the frame keeps its own MACs */
+		goto send;
+	}
 
 	tot_len = overhead + p->ip_len;
 	if (cfg->nexthop_ttl_ms) {
@@ -250,6 +258,8 @@ send:
 		return verdict(p, DIRECTOR_DROP_ENCAP_FAILED, XDP_DROP);
 
 	count(&stats_bind, p->bind, frame_len);
+	if (rc == COLOCATED_SELF_RC)
+		return verdict(p, DIRECTOR_PASS_COLOCATED_SELF, XDP_PASS);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		/* The frame keeps its own MACs (ours as destination): the kernel routes the GUE
 		 * packet, resolves the neighbour and sends it (needs the interface's forwarding and

@@ -535,6 +535,7 @@ fn checker() {
             gue_port: 19523,
             src_v4: None,
             src_v6: None,
+            colocated: false,
         },
         BTreeMap::new(),
         || {},

@@ -35,6 +35,7 @@ const FIELDS: &[&str] = &[
     "xdp_mode",
     "encap_source_v4",
     "encap_source_v6",
+    "colocated",
     "gue_port",
     "bpffs_dir",
     "backends",
@@ -76,6 +77,8 @@ pub enum ConfigProblem {
     ConsulWithoutSection,
     #[error("publish: true needs source: consul (it publishes backends to the cluster)")]
     PublishWithoutConsul,
+    #[error("colocated: true needs encap_source_v4 and/or encap_source_v6: this host's own backend addresses, as backends.yaml lists them")]
+    ColocatedWithoutSource,
     #[error("`protocol` and `graceful_protocol` are both {protocol}; the two kinds of route token need two protocol numbers")]
     SameProtocol { protocol: u8 },
     #[error("health_view needs a consul: section (address, prefix, ...): it writes there")]
@@ -107,6 +110,9 @@ pub struct DirectorConfig {
     pub xdp_mode: XdpMode,
     pub encap_source_v4: Option<Ipv4Addr>,
     pub encap_source_v6: Option<Ipv6Addr>,
+    /// `colocated:`: this host is also a backend, whose addresses are the encap sources; a
+    /// row whose primary is one of them goes to this host's own stack (docs/setup/colocated.md).
+    pub colocated: bool,
     pub gue_port: u16,
     pub bpffs_dir: PathBuf,
     /// backends.yaml, resolved against director.yaml's directory if relative.
@@ -193,6 +199,7 @@ impl DirectorConfig {
         crate::datapath::Settings {
             src4: self.encap_source_v4,
             src6: self.encap_source_v6,
+            colocated: self.colocated,
             gue_port: self.gue_port,
             nexthop_ttl_ms: self.nexthop_ttl_ms,
         }
@@ -216,6 +223,7 @@ fn defaults(path: &Path, source: Option<Source>) -> Option<DirectorConfig> {
         xdp_mode: XdpMode::Auto,
         encap_source_v4: None,
         encap_source_v6: None,
+        colocated: false,
         gue_port: defaults::GUE_PORT,
         bpffs_dir: defaults::BPFFS_DIR.into(),
         backends: resolve(path, defaults::BACKENDS.into()),
@@ -269,6 +277,18 @@ fn check(c: &mut Checker<'_, ConfigProblem>, path: &Path, root: &Node) -> Option
             Some(a) => cfg.encap_source_v6 = Some(a),
             None => set(false),
         }
+    }
+    if let Some(n) = f.get("colocated") {
+        match c.boolean(n, "colocated") {
+            Some(b) => cfg.colocated = b,
+            None => set(false),
+        }
+    }
+    if cfg.colocated && f.get("encap_source_v4").is_none() && f.get("encap_source_v6").is_none() {
+        c.err(
+            f.key_pos("colocated"),
+            ConfigProblem::ColocatedWithoutSource,
+        );
     }
     if let Some(n) = f.get("gue_port") {
         match c.uint(n, "gue_port", 1u16, u16::MAX) {
@@ -496,6 +516,29 @@ mod tests {
         assert_eq!(c.gue_port, defaults::GUE_PORT);
         assert_eq!(c.backends, PathBuf::from(defaults::BACKENDS));
         assert_eq!(c.xdp_mode, XdpMode::Auto);
+    }
+
+    #[test]
+    fn colocated_needs_this_hosts_backend_address() {
+        let e = DirectorConfig::parse(Path::new("/x/d.yaml"), "gue_port: 19523\ncolocated: true\n")
+            .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.starts_with("/x/d.yaml:2:1: colocated: true needs encap_source_v4"),
+            "{s}"
+        );
+        let e =
+            DirectorConfig::parse(Path::new("/x/d.yaml"), "colocated: yes please\n").unwrap_err();
+        assert!(e.to_string().starts_with("/x/d.yaml:1:"), "{e}");
+        let c = DirectorConfig::parse(
+            Path::new("/x/d.yaml"),
+            "colocated: true\nencap_source_v6: \"fd00::11\"\n",
+        )
+        .unwrap();
+        assert!(c.colocated && c.settings().colocated);
+        let c =
+            DirectorConfig::parse(Path::new("/x/d.yaml"), "encap_source_v4: 10.0.0.1\n").unwrap();
+        assert!(!c.colocated && !c.settings().colocated);
     }
 
     #[test]

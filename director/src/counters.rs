@@ -102,6 +102,18 @@ pub const REASONS: &[(R, &str, &str, &str)] = &[
         "drop",
         "bpf_redirect refused the egress interface",
     ),
+    (
+        R::DIRECTOR_PASS_COLOCATED_DIRECT,
+        "colocated_direct",
+        "pass",
+        "co-located, primary on this host: a SYN or a local socket's segment, to the stack as is",
+    ),
+    (
+        R::DIRECTOR_PASS_COLOCATED_SELF,
+        "colocated_self",
+        "pass",
+        "co-located, primary on this host: encapsulated to it, for its redirector to decide",
+    ),
 ];
 
 const _: () = assert!(REASONS.len() <= Limit::DIRECTOR_COUNTERS_MAX.0 as usize);
@@ -127,6 +139,8 @@ pub const TOO_BIG_FRAGMENT: usize = index(R::DIRECTOR_PASS_TOO_BIG_FRAGMENT);
 pub const ENCAP_FAILED: usize = index(R::DIRECTOR_DROP_ENCAP_FAILED);
 pub const FWD_DISABLED: usize = index(R::DIRECTOR_DROP_FWD_DISABLED);
 pub const REDIRECT_FAILED: usize = index(R::DIRECTOR_DROP_REDIRECT_FAILED);
+pub const COLOCATED_DIRECT: usize = index(R::DIRECTOR_PASS_COLOCATED_DIRECT);
+pub const COLOCATED_SELF: usize = index(R::DIRECTOR_PASS_COLOCATED_SELF);
 
 #[cfg(test)]
 mod tests {

@@ -143,6 +143,7 @@ pub fn run_with(
             gue_port: cfg.gue_port,
             src_v4: cfg.encap_source_v4.map(Into::into),
             src_v6: cfg.encap_source_v6.map(Into::into),
+            colocated: cfg.colocated,
         },
         st.health.as_ref().map(|h| h.view()).unwrap_or_default(),
         move || {

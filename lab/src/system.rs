@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 use crate::addr::{self, Family, FAMILIES};
 use crate::client::{probe_tcp, ProbeReport};
 use crate::cmd::{Cmd, CmdError};
-use crate::topology::{Lab, LabError, LabOptions, Node};
+use crate::topology::{Lab, LabError, LabOptions, Node, Routing};
 
 /// Where the programs are.
 #[derive(Debug, Clone)]
@@ -250,6 +250,165 @@ impl System {
         sys.wait_announced()?;
         sys.wait_serving(Duration::from_secs(20))?;
         Ok(sys)
+    }
+
+    /// The co-located layout (docs/setup/colocated.md): no director hosts; every one of
+    /// `backends` backends runs its redirector and a director in co-located mode on the same
+    /// eth0, and the router spreads the VIPs over the backends by static ECMP routes. Returns
+    /// once new connections get answers.
+    pub fn start_colocated(bins: Binaries, backends: usize) -> Result<Self, LabError> {
+        Self::start_colocated_with(bins, backends, backends)
+    }
+
+    /// [`System::start_colocated`] with `hosts` hosts, of which the first `configured` are
+    /// in backends.yaml and in the router's ECMP group; the others run both daemons too and
+    /// wait to be added ([`System::route_colocated`]).
+    pub fn start_colocated_with(
+        bins: Binaries,
+        hosts: usize,
+        configured: usize,
+    ) -> Result<Self, LabError> {
+        let backends = hosts;
+        let lab = Lab::up(LabOptions {
+            directors: 0,
+            backends,
+            bgp: false,
+        })?;
+        let sys = System {
+            lab,
+            bins,
+            consul: false,
+            metrics: false,
+        };
+        sys.lab.start_servers(&sys.bins.server)?;
+        let lines: Vec<BackendLine> = (1..=configured)
+            .map(|index| BackendLine {
+                index,
+                state: "active",
+            })
+            .collect();
+        sys.lab
+            .write_file("backends.yaml", &backends_yaml(&lines))?;
+        for i in 1..=backends {
+            sys.start_redirector(i)?;
+            sys.start_colocated_director(i)?;
+        }
+        // Each host's neighbour entries for the others, resolved before VIP traffic: the
+        // director's XDP cannot resolve one, and the packet it hands the kernel for that
+        // (`no_neigh`) meets this host's own redirector first, which takes a SYN in it as
+        // its own (docs/setup/colocated.md, "Known problem").
+        for i in 1..=backends {
+            for j in (1..=backends).filter(|j| *j != i) {
+                for f in FAMILIES {
+                    sys.lab
+                        .ns(Node::Backend(i))
+                        .command("ping")
+                        .args(["-c", "1", "-W", "2"])
+                        .arg(addr::backend(f, j).to_string())
+                        .run()?;
+                }
+            }
+        }
+        if configured == backends {
+            sys.lab.route_vips(Routing::EcmpBackends)?;
+        } else {
+            sys.route_colocated(&(1..=configured).collect::<Vec<_>>())?;
+        }
+        sys.wait_serving(Duration::from_secs(20))?;
+        Ok(sys)
+    }
+
+    /// The router's static ECMP routes for both VIPs over the co-located `hosts` (backend
+    /// indices): a host joins or leaves the group.
+    pub fn route_colocated(&self, hosts: &[usize]) -> Result<(), LabError> {
+        let router = self.lab.ns(Node::Router);
+        for f in FAMILIES {
+            let fam = if f == Family::V4 { "-4" } else { "-6" };
+            let len = if f == Family::V4 { 32 } else { 128 };
+            let vip = format!("{}/{len}", f.vip());
+            let mut args: Vec<String> = [fam, "route", "replace", &vip]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            for i in hosts {
+                args.extend([
+                    "nexthop".into(),
+                    "via".into(),
+                    addr::backend(f, *i).to_string(),
+                ]);
+                args.extend(["dev".into(), "br-be".into()]);
+            }
+            router.ip(&args)?;
+        }
+        Ok(())
+    }
+
+    /// The director.yaml of backend `i` in the co-located layout: its own backend addresses
+    /// as the encap sources, generic XDP (a veth delivers native XDP_TX frames only when its
+    /// peer runs XDP, and the router's bridge ports do not).
+    pub fn colocated_director_yaml(&self, i: usize) -> Result<String, LabError> {
+        let node = Node::Backend(i);
+        let state = self.lab.run_dir().join(node.name()).join("director-state");
+        Ok(format!(
+            "# xdplb lab: the co-located director on {name}.\n\
+             interfaces: [eth0]\n\
+             xdp_mode: generic\n\
+             colocated: true\n\
+             encap_source_v4: {s4}\n\
+             encap_source_v6: \"{s6}\"\n\
+             backends: {backends}\n\
+             bpffs_dir: {bpffs}\n\
+             state_dir: {state}\n",
+            name = node.name(),
+            s4 = addr::backend(Family::V4, i),
+            s6 = addr::backend(Family::V6, i),
+            backends = self.backends_yaml().display(),
+            bpffs = self.bpffs_dir(node)?.display(),
+            state = state.display(),
+        ))
+    }
+
+    /// Writes backend `i`'s co-located director.yaml and starts `xdplb-director run` in its
+    /// namespace; returns once the program is attached to its eth0.
+    pub fn start_colocated_director(&self, i: usize) -> Result<(), LabError> {
+        let node = Node::Backend(i);
+        let yaml = self.colocated_director_yaml(i)?;
+        let path = self
+            .lab
+            .write_file(&format!("{}/director.yaml", node.name()), &yaml)?;
+        let label = format!("xdplb-director-colocated-{i}");
+        let cmd = self
+            .lab
+            .ns(node)
+            .command(&self.bins.director)
+            .arg("--config")
+            .arg(&path)
+            .arg("run");
+        self.lab.spawn(&label, &cmd)?;
+        let ns = self.lab.ns(node);
+        self.lab.wait_for(&label, Duration::from_secs(15), || {
+            ns.ip(["-d", "link", "show", "dev", "eth0"])
+                .is_ok_and(|out| out.contains("prog/xdp"))
+        })
+    }
+
+    /// `xdplb-director status --json` of backend `i`'s co-located director.
+    pub fn colocated_director_status(&self, i: usize) -> Result<String, CmdError> {
+        self.status_json(Node::Backend(i), &self.bins.director, "director.yaml")
+    }
+
+    /// Packets backend `i`'s co-located director counted under `reason` (e.g.
+    /// `colocated_direct`: delivered on the host without leaving it).
+    pub fn colocated_director_counter(&self, i: usize, reason: &str) -> Result<u64, LabError> {
+        let text = self.colocated_director_status(i)?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| LabError::BadConfig(format!("director status --json: {e}")))?;
+        let reasons = json["reasons"].as_array().cloned().unwrap_or_default();
+        Ok(reasons
+            .iter()
+            .filter(|c| c["reason"] == reason)
+            .filter_map(|c| c["packets"].as_u64())
+            .sum())
     }
 
     /// Until the router's IPv4 and IPv6 VIP routes go through every director (each director

@@ -218,7 +218,8 @@ impl std::fmt::Debug for Lab {
 impl Lab {
     /// Builds the topology. On any error, what was built so far is removed again.
     pub fn up(opts: LabOptions) -> Result<Self, LabError> {
-        assert!((1..=9).contains(&opts.directors), "1 to 9 directors");
+        // 0 directors: the co-located layout, where the backends direct (System::start_colocated).
+        assert!((0..=9).contains(&opts.directors), "0 to 9 directors");
         assert!((1..=9).contains(&opts.backends), "1 to 9 backends");
         let seq = LAB_SEQ.fetch_add(1, Ordering::Relaxed);
         let id = format!("{NS_PREFIX}{}-{seq}", std::process::id());

@@ -113,6 +113,7 @@ fn probes_follow_the_server_and_the_redirector_on_each_backend() {
                     gue_port: 19523,
                     src_v4: Some(addr::director(Family::V4, 1)),
                     src_v6: Some(addr::director(Family::V6, 1)),
+                    colocated: false,
                 },
                 BTreeMap::new(),
                 move || {

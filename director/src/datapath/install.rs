@@ -31,6 +31,7 @@ impl Datapath {
             src6: s.src6.map(|a| a.octets()).unwrap_or_default(),
             src4: u32::from_ne_bytes(s.src4.map(|a| a.octets()).unwrap_or_default()),
             gue_port: s.gue_port.to_be(),
+            colocated: u8::from(s.colocated),
             nexthop_ttl_ms: s.nexthop_ttl_ms,
             generation,
             ..Default::default()

@@ -93,6 +93,9 @@ fn last_os_error(rc: i32) -> io::Error {
 pub struct Settings {
     pub src4: Option<std::net::Ipv4Addr>,
     pub src6: Option<std::net::Ipv6Addr>,
+    /// Co-located mode: `src4` / `src6` are this host's backend addresses, and a row whose
+    /// primary is one of them goes to this host's own stack (bpf/include/director_colocated.h).
+    pub colocated: bool,
     pub gue_port: u16,
     pub nexthop_ttl_ms: u32,
 }

@@ -50,6 +50,17 @@ pub struct ProbeSettings {
     pub gue_port: u16,
     pub src_v4: Option<IpAddr>,
     pub src_v6: Option<IpAddr>,
+    /// Co-located mode: `src_v4` / `src_v6` are this host's own backend addresses, whose
+    /// `gue` checks connect to the VIP here directly (a GUE packet to itself would not pass
+    /// the redirector, which sees only what arrives from the network).
+    pub colocated: bool,
+}
+
+impl ProbeSettings {
+    /// Whether `backend` is this host (co-located mode only).
+    pub fn is_self(&self, backend: IpAddr) -> bool {
+        self.colocated && (self.src_v4 == Some(backend) || self.src_v6 == Some(backend))
+    }
 }
 
 enum Command {
@@ -270,7 +281,8 @@ async fn check_loop(
 }
 
 /// Every check of one backend, each within the timeout; the first failure is the round's.
-async fn round(
+/// `gue`: the prober, `None` without raw sockets. Public for tests of one round.
+pub async fn round(
     t: &Target,
     settings: &ProbeSettings,
     gue: Option<&probe::GueProber>,
@@ -288,6 +300,10 @@ async fn round(
                     let addr = SocketAddr::new(t.address, *port);
                     let host = host.clone().unwrap_or_else(|| addr.to_string());
                     probe::http(addr, &host, path, expect).await
+                }
+                // Co-located, this host's own backend: the VIP is on this host; connect to it.
+                HealthCheck::Gue { vip, port } if settings.is_self(t.address) => {
+                    probe::tcp(SocketAddr::new(*vip, *port)).await
                 }
                 HealthCheck::Gue { vip, port } => match gue {
                     Some(g) => {
@@ -375,6 +391,7 @@ mod tests {
                 gue_port: 19523,
                 src_v4: None,
                 src_v6: None,
+                colocated: false,
             };
             let c = Checker::start(settings, BTreeMap::new(), || {}).unwrap();
             let tcp = target("127.0.0.1", HealthCheck::Tcp { port: 9 });

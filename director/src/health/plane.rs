@@ -293,5 +293,6 @@ pub fn probe_settings(gue_port: u16, src4: Option<IpAddr>, src6: Option<IpAddr>)
         gue_port,
         src_v4: src4,
         src_v6: src6,
+        colocated: false,
     }
 }

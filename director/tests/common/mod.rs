@@ -29,6 +29,7 @@ pub fn settings() -> director::datapath::Settings {
     director::datapath::Settings {
         src4: Some(SRC4),
         src6: Some(SRC6),
+        colocated: false,
         gue_port: GUE_PORT,
         nexthop_ttl_ms: 100,
     }
