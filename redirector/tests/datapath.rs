@@ -1307,6 +1307,21 @@ fn server_client_socket(
     fd
 }
 
+/// The race test below holds some 1,200 sockets at once while the other tests of this binary
+/// run beside it: a soft limit of 1024 open files (a fresh login's default, and the kernel
+/// matrix's guests) is too few for that, so the test raises it.
+fn enough_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    const WANT: u64 = 65536;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < WANT {
+        // Root may raise the hard limit too (the tests run as root); else up to the hard one.
+        if setrlimit(Resource::RLIMIT_NOFILE, WANT, hard.max(WANT)).is_err() {
+            setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+        }
+    }
+}
+
 /// UDP second chance beside a server that is taking on new clients. The server makes each
 /// client's socket by bind() and then connect(); in between, the new socket is unconnected,
 /// matches every client as the listener does and, the newest, wins the tie. The kernel's
@@ -1320,6 +1335,7 @@ fn server_client_socket(
 #[test]
 fn udp_second_chance_ignores_a_socket_that_connects_to_another_client_meanwhile() {
     use std::sync::atomic::{AtomicBool, Ordering};
+    enough_open_files();
     lab("udp-sc-race", |skel, ns| {
         ns.sysctl("net.ipv4.conf.lo.forwarding", "1");
         ns.sysctl("net.ipv4.conf.all.forwarding", "1");
