@@ -1363,8 +1363,12 @@ fn udp_second_chance_ignores_a_socket_that_connects_to_another_client_meanwhile(
                 });
                 let nobodys = udp(client, vip, 5001, 443, b"initial");
                 let pkt = gue_frame_with(dir, me, &hops(0), &nobodys, 1);
+                // At least 3 s and 1000 runs: an emulated guest (the kernel matrix under TCG)
+                // makes some 240 runs a second where the host makes thousands.
                 let start = std::time::Instant::now();
-                while start.elapsed() < std::time::Duration::from_secs(3) {
+                while (start.elapsed() < std::time::Duration::from_secs(3) || taken + passed < 1000)
+                    && start.elapsed() < std::time::Duration::from_secs(120)
+                {
                     match run(skel, &pkt).2 {
                         "udp_socket" => taken += 1,
                         "forward" => passed += 1,
@@ -1377,7 +1381,7 @@ fn udp_second_chance_ignores_a_socket_that_connects_to_another_client_meanwhile(
                 taken, 0,
                 "{vip}: taken as another client's socket ({passed} passed on)"
             );
-            assert!(passed > 1000, "{vip}: {passed} runs");
+            assert!(passed >= 1000, "{vip}: {passed} runs");
         }
     });
 }
